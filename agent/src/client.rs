@@ -1,0 +1,497 @@
+//! The host side of the agent protocol: one [`AgentClient`] per guest
+//! connection, many concurrent requests multiplexed over it.
+//!
+//! The client is transport-agnostic: give it any byte stream (a QEMU
+//! virtio-serial chardev socket, Firecracker's hybrid vsock after its
+//! handshake). It never decides what a guest should do; the daemon does.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::protocol::{
+    Body, DATA_CHUNK, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo, PROTOCOL_VERSION,
+    Request, Response,
+};
+
+/// A request to the guest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The connection to the agent could not be made.
+    #[error("cannot connect to the guest agent at {path}")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection closed before the request completed.
+    #[error("the connection to the guest agent closed")]
+    Closed,
+    /// The guest refused or failed the request.
+    #[error("guest: {0}")]
+    Guest(String),
+    /// The guest answered something the protocol does not allow here.
+    #[error("unexpected reply from the guest agent: {0}")]
+    Unexpected(String),
+    /// The guest speaks another protocol version.
+    #[error("guest agent speaks protocol {guest}, this host speaks {host}; rebuild the image with: banger image build")]
+    Version {
+        /// The guest's version.
+        guest: u32,
+        /// Ours.
+        host: u32,
+    },
+    /// No answer in time.
+    #[error("the guest agent did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Something the guest sent about one request.
+#[derive(Debug)]
+enum StreamEvent {
+    Response(Response),
+    Data(Fd, Vec<u8>),
+    Eof(Fd),
+    Closed,
+}
+
+struct Inner {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    streams: Mutex<HashMap<u32, mpsc::UnboundedSender<StreamEvent>>>,
+    next_stream: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn open_stream(&self) -> (u32, mpsc::UnboundedReceiver<StreamEvent>) {
+        let id = self.next_stream.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut map) = self.streams.lock() {
+            map.insert(id, tx);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            self.close_stream(id);
+        }
+        (id, rx)
+    }
+
+    fn close_stream(&self, id: u32) {
+        if let Ok(mut map) = self.streams.lock() {
+            if let Some(tx) = map.remove(&id) {
+                let _ = tx.send(StreamEvent::Closed);
+            }
+        }
+    }
+
+    fn send(&self, frame: Frame) -> Result<(), AgentError> {
+        self.out
+            .send(frame.encode())
+            .map_err(|_| AgentError::Closed)
+    }
+
+    fn dispatch(&self, frame: Frame) {
+        let event = match frame.body {
+            Body::Response(r) => StreamEvent::Response(r),
+            Body::Data(fd, bytes) => StreamEvent::Data(fd, bytes),
+            Body::Eof(fd) => StreamEvent::Eof(fd),
+            // A guest never sends requests; ignore rather than trust it.
+            Body::Request(_) => return,
+        };
+        if let Ok(map) = self.streams.lock() {
+            // Frames for unknown streams are leftovers of an earlier host
+            // session on the same port: drop them.
+            if let Some(tx) = map.get(&frame.stream) {
+                let _ = tx.send(event);
+            }
+        }
+    }
+
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut map) = self.streams.lock() {
+            for (_, tx) in map.drain() {
+                let _ = tx.send(StreamEvent::Closed);
+            }
+        }
+    }
+}
+
+/// A connection to one guest's agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: Arc<Inner>,
+}
+
+impl AgentClient {
+    /// Connects to a unix socket that carries the agent's byte stream (QEMU
+    /// exposes the guest's virtio-serial port this way).
+    pub async fn connect_unix(path: &Path) -> Result<AgentClient, AgentError> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|source| AgentError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let (rd, wr) = stream.into_split();
+        Ok(AgentClient::new(rd, wr))
+    }
+
+    /// Wraps an established byte stream; spawns the reader and writer tasks.
+    pub fn new<R, W>(mut reader: R, mut writer: W) -> AgentClient
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let inner = Arc::new(Inner {
+            out: out_tx,
+            streams: Mutex::new(HashMap::new()),
+            next_stream: AtomicU32::new(1),
+            closed: AtomicBool::new(false),
+        });
+        let writer_inner = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(bytes) = out_rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            if let Some(inner) = writer_inner.upgrade() {
+                inner.shut();
+            }
+        });
+        let reader_inner = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut decoder = FrameDecoder::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let Some(inner) = reader_inner.upgrade() else {
+                    return;
+                };
+                decoder.push(&buf[..n]);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => inner.dispatch(frame),
+                        Ok(None) => break,
+                        Err(e) => tracing_free_log(&e),
+                    }
+                }
+            }
+            if let Some(inner) = reader_inner.upgrade() {
+                inner.shut();
+            }
+        });
+        AgentClient { inner }
+    }
+
+    /// Whether the connection is known to be gone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    async fn simple(&self, request: Request) -> Result<Response, AgentError> {
+        let (id, mut rx) = self.inner.open_stream();
+        let result = async {
+            self.inner.send(Frame::request(id, request))?;
+            loop {
+                match rx.recv().await {
+                    Some(StreamEvent::Response(Response::Error { message })) => {
+                        return Err(AgentError::Guest(message));
+                    }
+                    Some(StreamEvent::Response(r)) => return Ok(r),
+                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
+                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
+                }
+            }
+        }
+        .await;
+        self.inner.close_stream(id);
+        result
+    }
+
+    /// Version handshake. An answer means the guest is ready.
+    pub async fn hello(&self) -> Result<HelloInfo, AgentError> {
+        match self
+            .simple(Request::Hello {
+                protocol: PROTOCOL_VERSION,
+            })
+            .await?
+        {
+            Response::Hello(info) if info.protocol == PROTOCOL_VERSION => Ok(info),
+            Response::Hello(info) => Err(AgentError::Version {
+                guest: info.protocol,
+                host: PROTOCOL_VERSION,
+            }),
+            other => Err(AgentError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Flushes the guest's file systems.
+    pub async fn sync(&self) -> Result<(), AgentError> {
+        expect_done(self.simple(Request::Sync).await?)
+    }
+
+    /// Flushes, then powers the guest off.
+    pub async fn power_off(&self) -> Result<(), AgentError> {
+        expect_done(self.simple(Request::PowerOff).await?)
+    }
+
+    /// Writes a whole file in the guest (atomically, via rename).
+    pub async fn write_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), AgentError> {
+        let (id, mut rx) = self.inner.open_stream();
+        let result = async {
+            self.inner.send(Frame::request(
+                id,
+                Request::WriteFile {
+                    path: path.to_string(),
+                    mode,
+                },
+            ))?;
+            for chunk in data.chunks(DATA_CHUNK) {
+                self.inner.send(Frame {
+                    stream: id,
+                    body: Body::Data(Fd::Stdin, chunk.to_vec()),
+                })?;
+            }
+            self.inner.send(Frame {
+                stream: id,
+                body: Body::Eof(Fd::Stdin),
+            })?;
+            match rx.recv().await {
+                Some(StreamEvent::Response(Response::Done)) => Ok(()),
+                Some(StreamEvent::Response(Response::Error { message })) => {
+                    Err(AgentError::Guest(message))
+                }
+                Some(StreamEvent::Closed) | None => Err(AgentError::Closed),
+                Some(other) => Err(AgentError::Unexpected(format!("{other:?}"))),
+            }
+        }
+        .await;
+        self.inner.close_stream(id);
+        result
+    }
+
+    /// Reads a whole file from the guest.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
+        let (id, mut rx) = self.inner.open_stream();
+        let result = async {
+            self.inner.send(Frame::request(
+                id,
+                Request::ReadFile {
+                    path: path.to_string(),
+                },
+            ))?;
+            let mut data = Vec::new();
+            loop {
+                match rx.recv().await {
+                    Some(StreamEvent::Data(Fd::Stdout, bytes)) => data.extend(bytes),
+                    Some(StreamEvent::Eof(Fd::Stdout)) => {}
+                    Some(StreamEvent::Response(Response::Done)) => return Ok(data),
+                    Some(StreamEvent::Response(Response::Error { message })) => {
+                        return Err(AgentError::Guest(message));
+                    }
+                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
+                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
+                }
+            }
+        }
+        .await;
+        self.inner.close_stream(id);
+        result
+    }
+
+    /// Starts a program in the guest; returns once it is running.
+    pub async fn exec(&self, spec: ExecSpec) -> Result<ExecSession, AgentError> {
+        let (id, mut rx) = self.inner.open_stream();
+        let wants_stdin = spec.stdin;
+        if let Err(e) = self.inner.send(Frame::request(id, Request::Exec(spec))) {
+            self.inner.close_stream(id);
+            return Err(e);
+        }
+        let pid = match rx.recv().await {
+            Some(StreamEvent::Response(Response::Started { pid })) => pid,
+            Some(StreamEvent::Response(Response::Error { message })) => {
+                self.inner.close_stream(id);
+                return Err(AgentError::Guest(message));
+            }
+            Some(StreamEvent::Closed) | None => {
+                self.inner.close_stream(id);
+                return Err(AgentError::Closed);
+            }
+            Some(other) => {
+                self.inner.close_stream(id);
+                return Err(AgentError::Unexpected(format!("{other:?}")));
+            }
+        };
+        Ok(ExecSession {
+            inner: self.inner.clone(),
+            stream: id,
+            pid,
+            events: rx,
+            stdin_open: wants_stdin,
+            open_outputs: 2,
+            finished: false,
+        })
+    }
+}
+
+fn expect_done(r: Response) -> Result<(), AgentError> {
+    match r {
+        Response::Done => Ok(()),
+        other => Err(AgentError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+fn tracing_free_log(e: &crate::protocol::ProtocolError) {
+    // The library stays free of logging frameworks; a dropped frame is rare
+    // enough that stderr is the right place.
+    eprintln!("banger agent client: dropped a frame: {e}");
+}
+
+/// What a running guest program produced.
+#[derive(Debug, PartialEq)]
+pub enum ExecEvent {
+    /// Bytes on its stdout.
+    Stdout(Vec<u8>),
+    /// Bytes on its stderr.
+    Stderr(Vec<u8>),
+    /// It ended; nothing follows.
+    Exited(ExitStatus),
+}
+
+/// A program running in the guest.
+pub struct ExecSession {
+    inner: Arc<Inner>,
+    stream: u32,
+    pid: u32,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    stdin_open: bool,
+    open_outputs: u8,
+    finished: bool,
+}
+
+impl ExecSession {
+    /// The program's pid in the guest.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A handle that feeds stdin and sends signals, usable while another
+    /// task reads events.
+    pub fn control(&self) -> ExecControl {
+        ExecControl {
+            inner: self.inner.clone(),
+            stream: self.stream,
+        }
+    }
+
+    /// Sends bytes to the program's stdin.
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
+        if !self.stdin_open {
+            return Ok(());
+        }
+        self.control().write_stdin(bytes)
+    }
+
+    /// Ends the program's stdin.
+    pub fn close_stdin(&mut self) -> Result<(), AgentError> {
+        if !std::mem::replace(&mut self.stdin_open, false) {
+            return Ok(());
+        }
+        self.control().close_stdin()
+    }
+
+    /// The next event; after `Exited` (or an error) there are no more.
+    pub async fn next(&mut self) -> Result<ExecEvent, AgentError> {
+        if self.finished {
+            return Err(AgentError::Closed);
+        }
+        loop {
+            let event = self.events.recv().await;
+            match event {
+                Some(StreamEvent::Data(Fd::Stdout, bytes)) => return Ok(ExecEvent::Stdout(bytes)),
+                Some(StreamEvent::Data(Fd::Stderr, bytes)) => return Ok(ExecEvent::Stderr(bytes)),
+                Some(StreamEvent::Eof(_)) => {
+                    self.open_outputs = self.open_outputs.saturating_sub(1);
+                }
+                Some(StreamEvent::Response(Response::Exited(status))) => {
+                    self.finish();
+                    return Ok(ExecEvent::Exited(status));
+                }
+                Some(StreamEvent::Response(Response::Error { message })) => {
+                    self.finish();
+                    return Err(AgentError::Guest(message));
+                }
+                Some(StreamEvent::Closed) | None => {
+                    self.finish();
+                    return Err(AgentError::Closed);
+                }
+                Some(other) => {
+                    self.finish();
+                    return Err(AgentError::Unexpected(format!("{other:?}")));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.inner.close_stream(self.stream);
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Nobody will read the rest: stop the program rather than let it
+            // block on a full pipe forever.
+            let _ = self.control().signal(libc::SIGKILL);
+            self.inner.close_stream(self.stream);
+        }
+    }
+}
+
+/// Feeds stdin and delivers signals to a running guest program.
+#[derive(Clone)]
+pub struct ExecControl {
+    inner: Arc<Inner>,
+    stream: u32,
+}
+
+impl ExecControl {
+    /// Sends bytes to the program's stdin.
+    pub fn write_stdin(&self, bytes: &[u8]) -> Result<(), AgentError> {
+        for chunk in bytes.chunks(DATA_CHUNK) {
+            self.inner.send(Frame {
+                stream: self.stream,
+                body: Body::Data(Fd::Stdin, chunk.to_vec()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Ends the program's stdin.
+    pub fn close_stdin(&self) -> Result<(), AgentError> {
+        self.inner.send(Frame {
+            stream: self.stream,
+            body: Body::Eof(Fd::Stdin),
+        })
+    }
+
+    /// Signals the program's process group.
+    pub fn signal(&self, signal: i32) -> Result<(), AgentError> {
+        self.inner
+            .send(Frame::request(self.stream, Request::Signal { signal }))
+    }
+}

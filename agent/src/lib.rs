@@ -1,0 +1,9 @@
+//! banger's guest agent: the wire protocol, the guest-side session that
+//! serves it, and the host-side client.
+//!
+//! This crate is compiled into the static guest binary, so it must stay free
+//! of host-only dependencies: the daemon depends on it, never the reverse.
+
+pub mod client;
+pub mod protocol;
+pub mod session;

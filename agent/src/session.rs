@@ -1,0 +1,432 @@
+//! The guest side of one host session: decodes frames, runs the requested
+//! operations (as root, in the guest) and sends their replies.
+//! Knows nothing about the transport underneath.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use crate::protocol::{
+    Body, DATA_CHUNK, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo, PROTOCOL_VERSION,
+    Request, Response,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// What a transport hands to the session.
+#[derive(Debug)]
+pub enum Input {
+    /// Bytes from the host.
+    Bytes(Vec<u8>),
+    /// The host went away; a new one may connect later.
+    Disconnected,
+}
+
+/// Where bytes of an in-flight request's host-to-guest stream go.
+struct Inflight {
+    /// Stdin (or file contents) chunks; `None` ends the stream.
+    sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    /// Process group of an exec.
+    pgid: Option<i32>,
+}
+
+type Streams = Arc<Mutex<HashMap<u32, Inflight>>>;
+
+#[derive(Clone)]
+struct Out(mpsc::Sender<Vec<u8>>);
+
+impl Out {
+    async fn send(&self, frame: Frame) {
+        // The writer only stops when the transport is gone for good.
+        let _ = self.0.send(frame.encode()).await;
+    }
+
+    async fn reply(&self, stream: u32, response: Response) {
+        self.send(Frame::response(stream, response)).await;
+    }
+
+    async fn error(&self, stream: u32, message: String) {
+        self.reply(stream, Response::Error { message }).await;
+    }
+}
+
+/// Runs the session until its transport closes for good.
+pub async fn run(mut input: mpsc::Receiver<Input>, out: mpsc::Sender<Vec<u8>>) {
+    let out = Out(out);
+    let streams: Streams = Arc::default();
+    let mut decoder = FrameDecoder::new();
+    while let Some(item) = input.recv().await {
+        match item {
+            Input::Bytes(bytes) => decoder.push(&bytes),
+            Input::Disconnected => {
+                decoder.reset();
+                end_all(&streams);
+                continue;
+            }
+        }
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => handle(frame, &streams, &out).await,
+                Ok(None) => break,
+                Err(e) => eprintln!("banger-agent: dropped a frame: {e}"),
+            }
+        }
+    }
+    end_all(&streams);
+}
+
+/// The host that started these requests is gone: nobody will read their
+/// output or feed their input, so end them as a closed terminal would.
+fn end_all(streams: &Streams) {
+    let drained: Vec<Inflight> = match streams.lock() {
+        Ok(mut map) => map.drain().map(|(_, v)| v).collect(),
+        Err(_) => return,
+    };
+    for inflight in drained {
+        if let Some(pgid) = inflight.pgid {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+    // addresses the process group the exec created with process_group(0).
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+async fn handle(frame: Frame, streams: &Streams, out: &Out) {
+    let stream = frame.stream;
+    match frame.body {
+        Body::Request(request) => handle_request(stream, request, streams, out).await,
+        Body::Data(Fd::Stdin, bytes) => feed(streams, stream, Some(bytes)),
+        Body::Eof(Fd::Stdin) => feed(streams, stream, None),
+        Body::Data(..) | Body::Eof(_) | Body::Response(_) => {
+            eprintln!("banger-agent: ignored an unexpected frame on stream {stream}");
+        }
+    }
+}
+
+fn feed(streams: &Streams, stream: u32, chunk: Option<Vec<u8>>) {
+    if let Ok(mut map) = streams.lock() {
+        if let Some(inflight) = map.get_mut(&stream) {
+            let end = chunk.is_none();
+            if let Some(sink) = &inflight.sink {
+                let _ = sink.send(chunk);
+            }
+            if end {
+                inflight.sink = None;
+            }
+        }
+    }
+}
+
+async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &Out) {
+    match request {
+        Request::Hello { .. } => out.reply(stream, Response::Hello(hello_info())).await,
+        Request::Exec(spec) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sink = spec.stdin.then_some(tx);
+            register(streams, stream, sink);
+            tokio::spawn(run_exec(stream, spec, rx, streams.clone(), out.clone()));
+        }
+        Request::Signal { signal } => {
+            let pgid = streams
+                .lock()
+                .ok()
+                .and_then(|map| map.get(&stream).and_then(|i| i.pgid));
+            match pgid {
+                Some(pgid) => signal_group(pgid, signal),
+                None => eprintln!("banger-agent: signal for stream {stream} with no process"),
+            }
+        }
+        Request::WriteFile { path, mode } => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            register(streams, stream, Some(tx));
+            tokio::spawn(run_write_file(
+                stream,
+                PathBuf::from(path),
+                mode,
+                rx,
+                streams.clone(),
+                out.clone(),
+            ));
+        }
+        Request::ReadFile { path } => {
+            tokio::spawn(run_read_file(stream, PathBuf::from(path), out.clone()));
+        }
+        Request::Sync => {
+            let out = out.clone();
+            tokio::spawn(async move {
+                sync_all().await;
+                out.reply(stream, Response::Done).await;
+            });
+        }
+        Request::PowerOff => {
+            let out = out.clone();
+            tokio::spawn(async move {
+                sync_all().await;
+                out.reply(stream, Response::Done).await;
+                // Give the reply a moment to leave before the guest stops.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // SAFETY: reboot(2) with RB_POWER_OFF takes no pointers; the
+                // file systems were synced above.
+                unsafe {
+                    libc::reboot(libc::RB_POWER_OFF);
+                }
+            });
+        }
+    }
+}
+
+fn register(
+    streams: &Streams,
+    stream: u32,
+    sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+) {
+    if let Ok(mut map) = streams.lock() {
+        map.insert(stream, Inflight { sink, pgid: None });
+    }
+}
+
+fn unregister(streams: &Streams, stream: u32) {
+    if let Ok(mut map) = streams.lock() {
+        map.remove(&stream);
+    }
+}
+
+async fn sync_all() {
+    let _ = tokio::task::spawn_blocking(|| {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() }
+    })
+    .await;
+}
+
+fn hello_info() -> HelloInfo {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    HelloInfo {
+        protocol: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+    }
+}
+
+/// The environment every guest command starts from; the request's own
+/// variables are added on top.
+fn base_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOME", "/root"),
+        ("USER", "root"),
+        ("LOGNAME", "root"),
+        ("SHELL", "/bin/bash"),
+        ("LANG", "C.UTF-8"),
+    ]
+}
+
+async fn run_exec(
+    stream: u32,
+    spec: ExecSpec,
+    mut stdin_rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    streams: Streams,
+    out: Out,
+) {
+    let Some((program, args)) = spec.argv.split_first() else {
+        unregister(&streams, stream);
+        out.error(stream, "empty command".into()).await;
+        return;
+    };
+    let cwd = spec.cwd.clone().unwrap_or_else(|| "/root".into());
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(base_env())
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(&cwd)
+        .process_group(0)
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            unregister(&streams, stream);
+            let message = if !Path::new(&cwd).is_dir() {
+                format!("working directory {cwd} does not exist in the guest")
+            } else {
+                format!("cannot run {program:?}: {e}")
+            };
+            out.error(stream, message).await;
+            return;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    if let Ok(mut map) = streams.lock() {
+        if let Some(inflight) = map.get_mut(&stream) {
+            inflight.pgid = Some(pid as i32);
+        }
+    }
+    out.reply(stream, Response::Started { pid }).await;
+
+    if let Some(mut stdin) = child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(Some(chunk)) = stdin_rx.recv().await {
+                if stdin.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping stdin closes it: the program sees end of input.
+        });
+    }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let pump_out = tokio::spawn(pump(stdout, stream, Fd::Stdout, out.clone()));
+    let pump_err = tokio::spawn(pump(stderr, stream, Fd::Stderr, out.clone()));
+    let status = child.wait().await;
+    // All output must precede the exit status on the wire.
+    let _ = pump_out.await;
+    let _ = pump_err.await;
+    unregister(&streams, stream);
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let exit = ExitStatus {
+                code: status.code(),
+                signal: status.signal(),
+            };
+            out.reply(stream, Response::Exited(exit)).await;
+        }
+        Err(e) => out.error(stream, format!("waiting for the process failed: {e}")).await,
+    }
+}
+
+async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: u32, fd: Fd, out: Out) {
+    if let Some(mut reader) = reader {
+        let mut buf = vec![0u8; DATA_CHUNK];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.send(Frame {
+                        stream,
+                        body: Body::Data(fd, buf[..n].to_vec()),
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+    out.send(Frame {
+        stream,
+        body: Body::Eof(fd),
+    })
+    .await;
+}
+
+async fn run_write_file(
+    stream: u32,
+    path: PathBuf,
+    mode: u32,
+    mut rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    streams: Streams,
+    out: Out,
+) {
+    let mut data = Vec::new();
+    let mut complete = false;
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Some(bytes) => data.extend_from_slice(&bytes),
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
+    unregister(&streams, stream);
+    if !complete {
+        return;
+    }
+    let result = tokio::task::spawn_blocking(move || write_atomically(&path, mode, &data)).await;
+    match result {
+        Ok(Ok(())) => out.reply(stream, Response::Done).await,
+        Ok(Err(e)) => out.error(stream, e).await,
+        Err(e) => out.error(stream, format!("write task failed: {e}")).await,
+    }
+}
+
+/// Writes through a temporary file in the same directory and renames it, so
+/// a reader never sees half a file.
+fn write_atomically(path: &Path, mode: u32, data: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.banger-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+async fn run_read_file(stream: u32, path: PathBuf, out: Out) {
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            out.error(stream, format!("cannot read {}: {e}", path.display()))
+                .await;
+            return;
+        }
+    };
+    let mut buf = vec![0u8; DATA_CHUNK];
+    loop {
+        match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                out.send(Frame {
+                    stream,
+                    body: Body::Data(Fd::Stdout, buf[..n].to_vec()),
+                })
+                .await;
+            }
+            Err(e) => {
+                out.error(stream, format!("cannot read {}: {e}", path.display()))
+                    .await;
+                return;
+            }
+        }
+    }
+    out.send(Frame {
+        stream,
+        body: Body::Eof(Fd::Stdout),
+    })
+    .await;
+    out.reply(stream, Response::Done).await;
+}

@@ -1,0 +1,177 @@
+//! The host client against the real guest session, in one process, with
+//! real child processes: everything the guest does except the transport.
+
+use banger_agent::client::{AgentClient, ExecEvent};
+use banger_agent::protocol::{ExecSpec, PROTOCOL_VERSION};
+use banger_agent::session::{self, Input};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Wires a client to a session through an in-memory byte pipe, the way the
+/// agent's transports do.
+fn connect() -> AgentClient {
+    let (host, guest) = tokio::io::duplex(1 << 16);
+    let (mut guest_rd, mut guest_wr) = tokio::io::split(guest);
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match guest_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = in_tx.send(Input::Disconnected).await;
+                    return;
+                }
+                Ok(n) => {
+                    let _ = in_tx.send(Input::Bytes(buf[..n].to_vec())).await;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(b) = out_rx.recv().await {
+            if guest_wr.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(session::run(in_rx, out_tx));
+    let (rd, wr) = tokio::io::split(host);
+    AgentClient::new(rd, wr)
+}
+
+async fn run(client: &AgentClient, spec: ExecSpec) -> (Vec<u8>, Vec<u8>, i32) {
+    let mut session = client.exec(spec).await.expect("exec starts");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match session.next().await.expect("event") {
+            ExecEvent::Stdout(b) => out.extend(b),
+            ExecEvent::Stderr(b) => err.extend(b),
+            ExecEvent::Exited(status) => return (out, err, status.shell_code()),
+        }
+    }
+}
+
+fn argv(args: &[&str]) -> ExecSpec {
+    ExecSpec {
+        argv: args.iter().map(|s| s.to_string()).collect(),
+        cwd: Some("/".into()),
+        ..ExecSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn hello_reports_protocol_and_boot_id() {
+    let client = connect();
+    let info = client.hello().await.unwrap();
+    assert_eq!(info.protocol, PROTOCOL_VERSION);
+    assert_eq!(info.boot_id.len(), 36, "boot id {:?}", info.boot_id);
+}
+
+#[tokio::test]
+async fn exit_code_and_quoting_are_kept() {
+    let client = connect();
+    let (out, _, code) = run(&client, argv(&["sh", "-c", "echo \"a  b\"; exit 42"])).await;
+    assert_eq!(String::from_utf8_lossy(&out), "a  b\n");
+    assert_eq!(code, 42);
+}
+
+#[tokio::test]
+async fn stderr_is_separate_and_signals_are_reported() {
+    let client = connect();
+    let (out, err, code) = run(&client, argv(&["sh", "-c", "echo out; echo err >&2; kill -TERM $$"])).await;
+    assert_eq!(out, b"out\n");
+    assert_eq!(err, b"err\n");
+    assert_eq!(code, 128 + 15);
+}
+
+#[tokio::test]
+async fn stdin_is_streamed() {
+    let client = connect();
+    let mut spec = argv(&["sh", "-c", "wc -c"]);
+    spec.stdin = true;
+    let mut session = client.exec(spec).await.unwrap();
+    let payload = vec![7u8; 300_000];
+    session.write_stdin(&payload).unwrap();
+    session.close_stdin().unwrap();
+    let mut out = Vec::new();
+    loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => out.extend(b),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(s) => {
+                assert_eq!(s.code, Some(0));
+                break;
+            }
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "300000");
+}
+
+#[tokio::test]
+async fn signal_reaches_the_process_group() {
+    let client = connect();
+    let mut session = client.exec(argv(&["sh", "-c", "sleep 30; echo not-reached"])).await.unwrap();
+    session.control().signal(9).unwrap();
+    loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Exited(s) => {
+                assert_eq!(s.signal, Some(9));
+                break;
+            }
+            ExecEvent::Stdout(b) => panic!("unexpected output {b:?}"),
+            ExecEvent::Stderr(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_program_and_missing_cwd_are_errors() {
+    let client = connect();
+    let err = client.exec(argv(&["/nonexistent/prog"])).await.err().unwrap();
+    assert!(err.to_string().contains("cannot run"), "{err}");
+    let mut spec = argv(&["true"]);
+    spec.cwd = Some("/nonexistent-dir".into());
+    let err = client.exec(spec).await.err().unwrap();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn files_round_trip() {
+    let client = connect();
+    let dir = tempfile_dir();
+    let path = format!("{dir}/sub/f.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    client.write_file(&path, 0o600, &data).await.unwrap();
+    assert_eq!(client.read_file(&path).await.unwrap(), data);
+    let mode = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    let err = client.read_file(&format!("{dir}/missing")).await.unwrap_err();
+    assert!(err.to_string().contains("cannot read"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_execs_do_not_mix() {
+    let client = connect();
+    let a = run(&client, argv(&["sh", "-c", "for i in 1 2 3; do echo a$i; done"]));
+    let b = run(&client, argv(&["sh", "-c", "for i in 1 2 3; do echo b$i; done; exit 3"]));
+    let ((oa, _, ca), (ob, _, cb)) = tokio::join!(a, b);
+    assert_eq!(oa, b"a1\na2\na3\n");
+    assert_eq!(ob, b"b1\nb2\nb3\n");
+    assert_eq!((ca, cb), (0, 3));
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "banger-agent-it-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
