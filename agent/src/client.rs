@@ -41,7 +41,9 @@ pub enum AgentError {
     #[error("unexpected reply from the guest agent: {0}")]
     Unexpected(String),
     /// The guest speaks another protocol version.
-    #[error("guest agent speaks protocol {guest}, this host speaks {host}; rebuild the image with: banger image build")]
+    #[error(
+        "guest agent speaks protocol {guest}, this host speaks {host}; rebuild the image with: banger image build"
+    )]
     Version {
         /// The guest's version.
         guest: u32,
@@ -83,10 +85,10 @@ impl Inner {
     }
 
     fn close_stream(&self, id: u32) {
-        if let Ok(mut map) = self.streams.lock() {
-            if let Some(tx) = map.remove(&id) {
-                let _ = tx.send(StreamEvent::Closed);
-            }
+        if let Ok(mut map) = self.streams.lock()
+            && let Some(tx) = map.remove(&id)
+        {
+            let _ = tx.send(StreamEvent::Closed);
         }
     }
 
@@ -204,15 +206,13 @@ impl AgentClient {
         let (id, mut rx) = self.inner.open_stream();
         let result = async {
             self.inner.send(Frame::request(id, request))?;
-            loop {
-                match rx.recv().await {
-                    Some(StreamEvent::Response(Response::Error { message })) => {
-                        return Err(AgentError::Guest(message));
-                    }
-                    Some(StreamEvent::Response(r)) => return Ok(r),
-                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
-                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
+            match rx.recv().await {
+                Some(StreamEvent::Response(Response::Error { message })) => {
+                    Err(AgentError::Guest(message))
                 }
+                Some(StreamEvent::Response(r)) => Ok(r),
+                Some(StreamEvent::Closed) | None => Err(AgentError::Closed),
+                Some(other) => Err(AgentError::Unexpected(format!("{other:?}"))),
             }
         }
         .await;

@@ -241,10 +241,7 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, payload): (u8, std::borrow::Cow<'_, [u8]>) = match &self.body {
             Body::Request(r) => (TAG_JSON, control_json(&Control::Request(r.clone())).into()),
-            Body::Response(r) => (
-                TAG_JSON,
-                control_json(&Control::Response(r.clone())).into(),
-            ),
+            Body::Response(r) => (TAG_JSON, control_json(&Control::Response(r.clone())).into()),
             Body::Data(fd, bytes) => (TAG_DATA | fd.index(), bytes.as_slice().into()),
             Body::Eof(fd) => (TAG_EOF | fd.index(), Vec::new().into()),
         };
@@ -292,50 +289,47 @@ impl FrameDecoder {
     /// skipped past its magic and reported, so one corrupt frame cannot wedge
     /// the stream.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        loop {
-            let Some(start) = find_magic(&self.buf) else {
-                // Keep a possible first magic byte at the end.
-                let keep = usize::from(self.buf.last() == Some(&MAGIC[0]));
-                let drop = self.buf.len() - keep;
-                self.buf.drain(..drop);
-                return Ok(None);
-            };
-            self.buf.drain(..start);
-            if self.buf.len() < HEADER_LEN {
-                return Ok(None);
-            }
-            let len = u32::from_be_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]])
-                as usize;
-            if !(5..=MAX_FRAME_BODY + 5).contains(&len) {
-                self.buf.drain(..2);
-                return Err(ProtocolError::TooLarge(len));
-            }
-            if self.buf.len() < HEADER_LEN + len {
-                return Ok(None);
-            }
-            let frame: Vec<u8> = self.buf.drain(..HEADER_LEN + len).collect();
-            let body = &frame[HEADER_LEN..];
-            let stream = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-            let tag = body[4];
-            let payload = &body[5..];
-            let body = match tag {
-                TAG_JSON => match serde_json::from_slice::<Control>(payload) {
-                    Ok(Control::Request(r)) => Body::Request(r),
-                    Ok(Control::Response(r)) => Body::Response(r),
-                    Err(e) => return Err(ProtocolError::Json(e)),
-                },
-                t if t & 0xF0 == TAG_DATA => match Fd::from_index(t & 0x0F) {
-                    Some(fd) => Body::Data(fd, payload.to_vec()),
-                    None => return Err(ProtocolError::UnknownTag(t)),
-                },
-                t if t & 0xF0 == TAG_EOF => match Fd::from_index(t & 0x0F) {
-                    Some(fd) => Body::Eof(fd),
-                    None => return Err(ProtocolError::UnknownTag(t)),
-                },
-                t => return Err(ProtocolError::UnknownTag(t)),
-            };
-            return Ok(Some(Frame { stream, body }));
+        let Some(start) = find_magic(&self.buf) else {
+            // Keep a possible first magic byte at the end.
+            let keep = usize::from(self.buf.last() == Some(&MAGIC[0]));
+            let drop = self.buf.len() - keep;
+            self.buf.drain(..drop);
+            return Ok(None);
+        };
+        self.buf.drain(..start);
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
         }
+        let len = u32::from_be_bytes([self.buf[2], self.buf[3], self.buf[4], self.buf[5]]) as usize;
+        if !(5..=MAX_FRAME_BODY + 5).contains(&len) {
+            self.buf.drain(..2);
+            return Err(ProtocolError::TooLarge(len));
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let frame: Vec<u8> = self.buf.drain(..HEADER_LEN + len).collect();
+        let body = &frame[HEADER_LEN..];
+        let stream = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let tag = body[4];
+        let payload = &body[5..];
+        let body = match tag {
+            TAG_JSON => match serde_json::from_slice::<Control>(payload) {
+                Ok(Control::Request(r)) => Body::Request(r),
+                Ok(Control::Response(r)) => Body::Response(r),
+                Err(e) => return Err(ProtocolError::Json(e)),
+            },
+            t if t & 0xF0 == TAG_DATA => match Fd::from_index(t & 0x0F) {
+                Some(fd) => Body::Data(fd, payload.to_vec()),
+                None => return Err(ProtocolError::UnknownTag(t)),
+            },
+            t if t & 0xF0 == TAG_EOF => match Fd::from_index(t & 0x0F) {
+                Some(fd) => Body::Eof(fd),
+                None => return Err(ProtocolError::UnknownTag(t)),
+            },
+            t => return Err(ProtocolError::UnknownTag(t)),
+        };
+        Ok(Some(Frame { stream, body }))
     }
 }
 

@@ -113,15 +113,15 @@ async fn handle(frame: Frame, streams: &Streams, out: &Out) {
 }
 
 fn feed(streams: &Streams, stream: u32, chunk: Option<Vec<u8>>) {
-    if let Ok(mut map) = streams.lock() {
-        if let Some(inflight) = map.get_mut(&stream) {
-            let end = chunk.is_none();
-            if let Some(sink) = &inflight.sink {
-                let _ = sink.send(chunk);
-            }
-            if end {
-                inflight.sink = None;
-            }
+    if let Ok(mut map) = streams.lock()
+        && let Some(inflight) = map.get_mut(&stream)
+    {
+        let end = chunk.is_none();
+        if let Some(sink) = &inflight.sink {
+            let _ = sink.send(chunk);
+        }
+        if end {
+            inflight.sink = None;
         }
     }
 }
@@ -184,11 +184,7 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
     }
 }
 
-fn register(
-    streams: &Streams,
-    stream: u32,
-    sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
-) {
+fn register(streams: &Streams, stream: u32, sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>) {
     if let Ok(mut map) = streams.lock() {
         map.insert(stream, Inflight { sink, pgid: None });
     }
@@ -279,10 +275,10 @@ async fn run_exec(
         }
     };
     let pid = child.id().unwrap_or(0);
-    if let Ok(mut map) = streams.lock() {
-        if let Some(inflight) = map.get_mut(&stream) {
-            inflight.pgid = Some(pid as i32);
-        }
+    if let Ok(mut map) = streams.lock()
+        && let Some(inflight) = map.get_mut(&stream)
+    {
+        inflight.pgid = Some(pid as i32);
     }
     out.reply(stream, Response::Started { pid }).await;
 
@@ -314,7 +310,10 @@ async fn run_exec(
             };
             out.reply(stream, Response::Exited(exit)).await;
         }
-        Err(e) => out.error(stream, format!("waiting for the process failed: {e}")).await,
+        Err(e) => {
+            out.error(stream, format!("waiting for the process failed: {e}"))
+                .await
+        }
     }
 }
 

@@ -16,16 +16,16 @@ pub(crate) async fn serve(port_name: &str, vsock_port: u32) {
     let mut serial_started = false;
     let mut vsock_started = false;
     loop {
-        if !serial_started {
-            if let Some(dev) = find_serial_port(Path::new("/sys/class/virtio-ports"), port_name) {
-                match OpenOptions::new().read(true).write(true).open(&dev) {
-                    Ok(file) => {
-                        eprintln!("banger-agent: serving on {}", dev.display());
-                        serve_serial(file);
-                        serial_started = true;
-                    }
-                    Err(e) => eprintln!("banger-agent: cannot open {}: {e}", dev.display()),
+        if !serial_started
+            && let Some(dev) = find_serial_port(Path::new("/sys/class/virtio-ports"), port_name)
+        {
+            match OpenOptions::new().read(true).write(true).open(&dev) {
+                Ok(file) => {
+                    eprintln!("banger-agent: serving on {}", dev.display());
+                    serve_serial(file);
+                    serial_started = true;
                 }
+                Err(e) => eprintln!("banger-agent: cannot open {}: {e}", dev.display()),
             }
         }
         if !vsock_started && Path::new("/dev/vsock").exists() {
@@ -95,7 +95,10 @@ fn serve_serial(file: File) {
                 }
                 Ok(n) => {
                     connected = true;
-                    if in_tx.blocking_send(Input::Bytes(buf[..n].to_vec())).is_err() {
+                    if in_tx
+                        .blocking_send(Input::Bytes(buf[..n].to_vec()))
+                        .is_err()
+                    {
                         return;
                     }
                 }

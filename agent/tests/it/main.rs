@@ -79,7 +79,11 @@ async fn exit_code_and_quoting_are_kept() {
 #[tokio::test]
 async fn stderr_is_separate_and_signals_are_reported() {
     let client = connect();
-    let (out, err, code) = run(&client, argv(&["sh", "-c", "echo out; echo err >&2; kill -TERM $$"])).await;
+    let (out, err, code) = run(
+        &client,
+        argv(&["sh", "-c", "echo out; echo err >&2; kill -TERM $$"]),
+    )
+    .await;
     assert_eq!(out, b"out\n");
     assert_eq!(err, b"err\n");
     assert_eq!(code, 128 + 15);
@@ -111,7 +115,10 @@ async fn stdin_is_streamed() {
 #[tokio::test]
 async fn signal_reaches_the_process_group() {
     let client = connect();
-    let mut session = client.exec(argv(&["sh", "-c", "sleep 30; echo not-reached"])).await.unwrap();
+    let mut session = client
+        .exec(argv(&["sh", "-c", "sleep 30; echo not-reached"]))
+        .await
+        .unwrap();
     session.control().signal(9).unwrap();
     loop {
         match session.next().await.unwrap() {
@@ -128,7 +135,11 @@ async fn signal_reaches_the_process_group() {
 #[tokio::test]
 async fn missing_program_and_missing_cwd_are_errors() {
     let client = connect();
-    let err = client.exec(argv(&["/nonexistent/prog"])).await.err().unwrap();
+    let err = client
+        .exec(argv(&["/nonexistent/prog"]))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("cannot run"), "{err}");
     let mut spec = argv(&["true"]);
     spec.cwd = Some("/nonexistent-dir".into());
@@ -147,7 +158,10 @@ async fn files_round_trip() {
     let mode = std::fs::metadata(&path).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
-    let err = client.read_file(&format!("{dir}/missing")).await.unwrap_err();
+    let err = client
+        .read_file(&format!("{dir}/missing"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -155,8 +169,14 @@ async fn files_round_trip() {
 #[tokio::test]
 async fn concurrent_execs_do_not_mix() {
     let client = connect();
-    let a = run(&client, argv(&["sh", "-c", "for i in 1 2 3; do echo a$i; done"]));
-    let b = run(&client, argv(&["sh", "-c", "for i in 1 2 3; do echo b$i; done; exit 3"]));
+    let a = run(
+        &client,
+        argv(&["sh", "-c", "for i in 1 2 3; do echo a$i; done"]),
+    );
+    let b = run(
+        &client,
+        argv(&["sh", "-c", "for i in 1 2 3; do echo b$i; done; exit 3"]),
+    );
     let ((oa, _, ca), (ob, _, cb)) = tokio::join!(a, b);
     assert_eq!(oa, b"a1\na2\na3\n");
     assert_eq!(ob, b"b1\nb2\nb3\n");

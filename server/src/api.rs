@@ -1,0 +1,271 @@
+//! The daemon's public interface: one JSON-RPC 2.0 trait, its wire types and
+//! error codes. The CLI (and later the LSP server) are clients of exactly
+//! this; nothing else reaches the daemon.
+//!
+//! Wire types are not the store's records: [`VmView`] is built from a
+//! record at the boundary.
+
+use jsonrpsee::core::SubscriptionResult;
+use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::{Deserialize, Serialize};
+
+/// Error codes of the daemon's JSON-RPC errors (application range).
+pub mod code {
+    /// The daemon failed.
+    pub const INTERNAL: i32 = -32000;
+    /// No such VM or image.
+    pub const NOT_FOUND: i32 = -32001;
+    /// The request was invalid (bad name, bad spec); nothing was created.
+    pub const INVALID: i32 = -32002;
+    /// The VM is in the wrong state for the request.
+    pub const CONFLICT: i32 = -32003;
+}
+
+/// Builds an error object.
+pub fn error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(code, message.into(), None::<()>)
+}
+
+/// A VM as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `stopped`, `starting`, `running`, `stopping` or `error`.
+    pub state: String,
+    /// Virtual CPUs.
+    pub vcpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Work disk size in bytes.
+    pub disk_bytes: u64,
+    /// Image name.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// VMM driver.
+    pub vmm: String,
+    /// Accelerator and why, like `tcg (kvm_pvm cannot run this kernel)`.
+    pub accel: Option<String>,
+    /// Root strategy (`overlay`).
+    pub root: String,
+    /// VMM process id, while running.
+    pub pid: Option<i32>,
+    /// Guest boot id, while running.
+    pub boot_id: Option<String>,
+    /// Why the last start failed.
+    pub last_error: Option<String>,
+    /// Host bytes the VM's own disks use (sparse files count what is written).
+    pub disk_usage_bytes: u64,
+    /// The guest console log.
+    pub console_log: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Parameters of `vm_create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateParams {
+    /// Name; generated when absent.
+    pub name: Option<String>,
+    /// Virtual CPUs.
+    pub vcpu: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// Work disk size in bytes.
+    pub disk_bytes: Option<u64>,
+    /// Image name or id; the default image when absent.
+    pub image: Option<String>,
+    /// Start it right away.
+    pub start: bool,
+}
+
+/// Progress of a long operation, then its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum OpEvent {
+    /// A phase began.
+    Progress {
+        /// Short phrase, like `booting guest`.
+        message: String,
+    },
+    /// The operation finished with this VM.
+    Vm {
+        /// The VM.
+        vm: VmView,
+    },
+    /// The operation finished with this image.
+    Image {
+        /// The image.
+        image: ImageView,
+    },
+    /// The operation failed.
+    Failed {
+        /// An error code from [`code`].
+        code: i32,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}
+
+/// Parameters of `vm_exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecParams {
+    /// VM name or id.
+    pub vm: String,
+    /// Program and arguments, kept as given.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory in the guest.
+    pub cwd: Option<String>,
+    /// The client will send stdin with `exec_input`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Delete the VM once the command ends (or the client goes away).
+    #[serde(default)]
+    pub delete_after: bool,
+}
+
+/// What a guest command does, as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExecEvent {
+    /// The command runs; `exec_input`/`exec_signal` take this id.
+    Started {
+        /// Exec id.
+        exec_id: u64,
+    },
+    /// Bytes on stdout (base64).
+    Stdout {
+        /// Base64 data.
+        data: String,
+    },
+    /// Bytes on stderr (base64).
+    Stderr {
+        /// Base64 data.
+        data: String,
+    },
+    /// The command ended (and, with `delete_after`, the VM is gone).
+    Exited {
+        /// Exit code.
+        code: Option<i32>,
+        /// Terminating signal.
+        signal: Option<i32>,
+    },
+    /// The command could not run or its VM failed.
+    Failed {
+        /// Error code from [`code`].
+        code: i32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An image as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageView {
+    /// Content id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Directory holding it.
+    pub dir: String,
+    /// Guest kernel version.
+    pub kernel_version: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Total bytes of its files.
+    pub size_bytes: u64,
+    /// The full manifest.
+    pub manifest: serde_json::Value,
+}
+
+/// About the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Daemon version.
+    pub version: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Socket path.
+    pub socket: String,
+    /// Database schema version.
+    pub schema_version: usize,
+    /// Accelerator new VMs get, and why.
+    pub accel: String,
+}
+
+/// The daemon's API.
+#[rpc(server, client, namespace = "banger")]
+pub trait BangerApi {
+    /// About the daemon.
+    #[method(name = "daemon_info")]
+    async fn daemon_info(&self) -> Result<DaemonInfo, ErrorObjectOwned>;
+
+    /// Stops the daemon; running VMs keep running.
+    #[method(name = "daemon_stop")]
+    async fn daemon_stop(&self) -> Result<(), ErrorObjectOwned>;
+
+    /// VMs: running ones, or all with `all`.
+    #[method(name = "vm_list")]
+    async fn vm_list(&self, all: bool) -> Result<Vec<VmView>, ErrorObjectOwned>;
+
+    /// One VM by name or id.
+    #[method(name = "vm_show")]
+    async fn vm_show(&self, vm: String) -> Result<VmView, ErrorObjectOwned>;
+
+    /// Creates (and optionally starts) a VM, streaming progress. Invalid
+    /// parameters are rejected before anything is created.
+    #[subscription(name = "vm_create" => "vm_create_event", unsubscribe = "vm_create_unsubscribe", item = OpEvent)]
+    async fn vm_create(&self, params: CreateParams) -> SubscriptionResult;
+
+    /// Starts a stopped VM, streaming progress.
+    #[subscription(name = "vm_start" => "vm_start_event", unsubscribe = "vm_start_unsubscribe", item = OpEvent)]
+    async fn vm_start(&self, vm: String) -> SubscriptionResult;
+
+    /// Flushes the guest and stops its VMM; disks are kept.
+    #[method(name = "vm_stop")]
+    async fn vm_stop(&self, vm: String) -> Result<VmView, ErrorObjectOwned>;
+
+    /// Removes a VM and every file, socket and process of it.
+    #[method(name = "vm_delete")]
+    async fn vm_delete(&self, vm: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Runs a command in a running VM, streaming its output.
+    #[subscription(name = "vm_exec" => "vm_exec_event", unsubscribe = "vm_exec_unsubscribe", item = ExecEvent)]
+    async fn vm_exec(&self, params: ExecParams) -> SubscriptionResult;
+
+    /// Feeds a running command's stdin (`data` base64); `eof` closes it.
+    #[method(name = "exec_input")]
+    async fn exec_input(
+        &self,
+        exec_id: u64,
+        data: Option<String>,
+        eof: bool,
+    ) -> Result<(), ErrorObjectOwned>;
+
+    /// Signals a running command's process group.
+    #[method(name = "exec_signal")]
+    async fn exec_signal(&self, exec_id: u64, signal: i32) -> Result<(), ErrorObjectOwned>;
+
+    /// Builds an image (the default one when `name` is absent).
+    #[subscription(name = "image_build" => "image_build_event", unsubscribe = "image_build_unsubscribe", item = OpEvent)]
+    async fn image_build(&self, name: Option<String>) -> SubscriptionResult;
+
+    /// Built images.
+    #[method(name = "image_list")]
+    async fn image_list(&self) -> Result<Vec<ImageView>, ErrorObjectOwned>;
+
+    /// One image by name or id.
+    #[method(name = "image_show")]
+    async fn image_show(&self, image: String) -> Result<ImageView, ErrorObjectOwned>;
+
+    /// Deletes an image no VM uses.
+    #[method(name = "image_delete")]
+    async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned>;
+}

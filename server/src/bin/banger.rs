@@ -1,0 +1,5 @@
+//! `banger`: the command line.
+
+fn main() -> std::process::ExitCode {
+    banger::cli::main()
+}

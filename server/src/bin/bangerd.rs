@@ -1,0 +1,49 @@
+//! `bangerd`: the per-user daemon. Usually started on demand by `banger`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let dirs = banger::paths::Dirs::from_env();
+    let lock = match banger::daemon::server::DaemonLock::acquire(&dirs) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let daemon = banger::daemon::Daemon::open(dirs).map_err(|e| e.to_string())?;
+        banger::daemon::server::serve(daemon, &lock)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // Detached operations still running are abandoned here by design: VMMs
+    // are not our children and keep running.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Reaching the daemon: the newline-delimited JSON-RPC transport for
+//! jsonrpsee's client, and starting `bangerd` on demand.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jsonrpsee::async_client::{Client, ClientBuilder};
+use jsonrpsee::core::client::{ReceivedMessage, TransportReceiverT, TransportSenderT};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::paths::Dirs;
+
+/// The daemon could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Starting bangerd failed.
+    #[error("cannot start bangerd ({binary}): {source}")]
+    Spawn {
+        /// Binary path.
+        binary: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// bangerd started but never listened.
+    #[error("bangerd did not come up within {0:?}; see its log: {1}")]
+    NoSocket(Duration, String),
+    /// The socket refused us.
+    #[error("cannot connect to bangerd at {path}")]
+    Socket {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Transport error.
+#[derive(Debug, thiserror::Error)]
+#[error("daemon connection: {0}")]
+pub struct TransportError(#[from] std::io::Error);
+
+struct Sender(OwnedWriteHalf);
+struct Receiver(BufReader<OwnedReadHalf>);
+
+impl TransportSenderT for Sender {
+    type Error = TransportError;
+
+    async fn send(&mut self, mut msg: String) -> Result<(), TransportError> {
+        msg.push('\n');
+        self.0.write_all(msg.as_bytes()).await?;
+        Ok(())
+    }
+}
+
+impl TransportReceiverT for Receiver {
+    type Error = TransportError;
+
+    async fn receive(&mut self) -> Result<ReceivedMessage, TransportError> {
+        let mut line = String::new();
+        if self.0.read_line(&mut line).await? == 0 {
+            return Err(TransportError(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(ReceivedMessage::Text(line))
+    }
+}
+
+fn client_over(stream: UnixStream) -> Client {
+    let (rd, wr) = stream.into_split();
+    ClientBuilder::default()
+        // Long operations stream through subscriptions; plain calls (stop,
+        // delete) can still take a while on a slow guest.
+        .request_timeout(Duration::from_secs(3600))
+        .max_buffer_capacity_per_subscription(4096)
+        .build_with_tokio(Sender(wr), Receiver(BufReader::new(rd)))
+}
+
+/// Connects to a running daemon, if any.
+pub async fn connect_existing(dirs: &Dirs) -> Result<Option<Client>, ConnectError> {
+    let path = dirs.socket();
+    match UnixStream::connect(&path).await {
+        Ok(stream) => Ok(Some(client_over(stream))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(ConnectError::Socket {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Connects, starting bangerd first when it is not running.
+pub async fn connect_or_start(dirs: &Dirs) -> Result<Client, ConnectError> {
+    if let Some(c) = connect_existing(dirs).await? {
+        return Ok(c);
+    }
+    spawn_daemon(dirs)?;
+    let timeout = Duration::from_secs(15);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(c) = connect_existing(dirs).await? {
+            return Ok(c);
+        }
+        if Instant::now() > deadline {
+            return Err(ConnectError::NoSocket(
+                timeout,
+                dirs.daemon_log().display().to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_DAEMON") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .map(|p| p.with_file_name("bangerd"))
+        .unwrap_or_else(|_| PathBuf::from("bangerd"))
+}
+
+/// Starts bangerd in its own session with output to its log, so it
+/// survives this terminal and this process.
+fn spawn_daemon(dirs: &Dirs) -> Result<(), ConnectError> {
+    let binary = daemon_binary();
+    let err = |source| ConnectError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    };
+    Dirs::ensure_private(&dirs.state).map_err(err)?;
+    let log = open_log(&dirs.daemon_log()).map_err(err)?;
+    let log2 = log.try_clone().map_err(err)?;
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
+    // parent; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(err)?;
+    // bangerd lives on after we exit; reap it if it dies early so this
+    // process holds no zombie while it waits for the socket.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}

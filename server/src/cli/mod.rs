@@ -1,0 +1,661 @@
+//! The `banger` command line: parses arguments, translates them into daemon
+//! API calls and prints the results. It never touches VMs itself.
+//!
+//! Exit codes: a guest command's exit code comes back verbatim from
+//! `vm run` and `vm exec` (128 + N for a signal); banger's own failures
+//! there exit [`EXIT_RUN_FAILED`] (125) and a program the guest cannot
+//! start [`EXIT_CANNOT_RUN`] (127). Other commands exit 1 on failure and 2
+//! on invalid input.
+
+pub mod client;
+pub mod printer;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use jsonrpsee::async_client::Client;
+use jsonrpsee::core::client::Error as ClientError;
+
+use crate::api::{
+    BangerApiClient, CreateParams, ExecEvent, ExecParams, ImageView, OpEvent, VmView, code,
+};
+use crate::paths::Dirs;
+use crate::spec;
+use printer::Printer;
+
+/// Exit code of banger's own failures in `vm run` / `vm exec`.
+pub const EXIT_RUN_FAILED: u8 = 125;
+/// Exit code when the guest cannot start the program.
+pub const EXIT_CANNOT_RUN: u8 = 127;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One-command Linux development sandboxes in microVMs.
+#[derive(Debug, Parser)]
+#[command(name = "banger", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print progress as plain lines.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, run and manage VMs.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// List running VMs (same as `banger vm list`).
+    Ps(ListArgs),
+    /// Build and manage guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Control the per-user daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// VM name (lowercase letters, digits, '-'); generated when omitted.
+    #[arg(long)]
+    name: Option<String>,
+    /// Virtual CPUs.
+    #[arg(long)]
+    vcpu: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Size of the work disk mounted at /root, like 8G.
+    #[arg(long, value_name = "SIZE")]
+    disk_size: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCommand {
+    /// Boot a fresh VM, run a command in it and exit with its exit code.
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Delete the VM when the command ends.
+        #[arg(long)]
+        rm: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Create a VM and start it.
+    Create {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Only create it; start it later with `banger vm start`.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Start stopped VMs.
+    Start {
+        /// VM names or ids.
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
+    /// Flush and stop VMs; their disks are kept.
+    Stop {
+        /// VM names or ids.
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
+    /// Delete VMs and everything of them.
+    Delete {
+        /// VM names or ids.
+        #[arg(required = true)]
+        vms: Vec<String>,
+    },
+    /// List VMs (running ones unless --all).
+    List(ListArgs),
+    /// Show one VM as JSON.
+    Show {
+        /// VM name or id.
+        vm: String,
+    },
+    /// Run a command in a running VM.
+    Exec {
+        /// VM name or id.
+        vm: String,
+        /// Working directory in the guest.
+        #[arg(long)]
+        guest_path: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Include stopped VMs.
+    #[arg(short, long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Build the default image (debian-bookworm) from Debian's packages.
+    Build {
+        /// Image name.
+        name: Option<String>,
+    },
+    /// List built images.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one image's manifest as JSON.
+    Show {
+        /// Image name or id.
+        image: String,
+    },
+    /// Delete an image no VM uses.
+    Delete {
+        /// Image name or id.
+        image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonCommand {
+    /// Start bangerd if it is not running.
+    Start,
+    /// Stop bangerd; running VMs keep running.
+    Stop,
+    /// Show whether bangerd runs, and how.
+    Status,
+}
+
+/// A failure of a CLI command, with the exit code to use.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<client::ConnectError> for Failure {
+    fn from(e: client::ConnectError) -> Failure {
+        Failure::new(1, chain(&e))
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Maps an RPC error to a failure: invalid input exits 2.
+fn rpc_failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Call(obj) => {
+            let exit = if obj.code() == code::INVALID { 2 } else { 1 };
+            Failure::new(exit, obj.message().to_string())
+        }
+        ClientError::RestartNeeded(_) => {
+            Failure::new(1, "lost the connection to bangerd; see its log")
+        }
+        other => Failure::new(1, format!("talking to bangerd failed: {other}")),
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli, &printer));
+    printer.clear_progress();
+    let code = match result {
+        Ok(code) => code,
+        Err(f) => {
+            printer.error(&f.message);
+            f.code
+        }
+    };
+    // Don't wait for a stdin reader thread blocked on a terminal.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
+    let dirs = Dirs::from_env();
+    match cli.command {
+        Command::Vm(cmd) => vm(cmd, &dirs, printer).await,
+        Command::Ps(args) => list(&dirs, printer, args).await,
+        Command::Image(cmd) => image(cmd, &dirs, printer).await,
+        Command::Daemon(cmd) => daemon(cmd, &dirs, printer).await,
+    }
+}
+
+fn create_params(spec: &SpecArgs, start: bool) -> Result<CreateParams, Failure> {
+    // Validate locally too, so obvious mistakes never reach the daemon.
+    if let Some(name) = &spec.name {
+        spec::validate_name(name).map_err(|e| Failure::new(2, e.to_string()))?;
+    }
+    let disk_bytes = spec
+        .disk_size
+        .as_deref()
+        .map(spec::parse_size)
+        .transpose()
+        .map_err(|e| Failure::new(2, e.to_string()))?;
+    Ok(CreateParams {
+        name: spec.name.clone(),
+        vcpu: spec.vcpu,
+        memory_mib: spec.memory,
+        disk_bytes,
+        image: None,
+        start,
+    })
+}
+
+/// Follows a long operation's events to its outcome.
+async fn follow(
+    mut sub: jsonrpsee::core::client::Subscription<OpEvent>,
+    printer: &Printer,
+) -> Result<OpEvent, Failure> {
+    while let Some(event) = sub.next().await {
+        match event {
+            Ok(OpEvent::Progress { message }) => printer.progress(&message),
+            Ok(OpEvent::Failed { code: c, message }) => {
+                return Err(Failure::new(
+                    if c == code::INVALID { 2 } else { 1 },
+                    message,
+                ));
+            }
+            Ok(done) => return Ok(done),
+            Err(e) => return Err(Failure::new(1, format!("bad event from bangerd: {e}"))),
+        }
+    }
+    Err(Failure::new(
+        1,
+        "bangerd closed the operation without a result; see its log",
+    ))
+}
+
+async fn create(
+    client: &Client,
+    params: CreateParams,
+    printer: &Printer,
+) -> Result<VmView, Failure> {
+    let sub = client.vm_create(params).await.map_err(rpc_failure)?;
+    match follow(sub, printer).await? {
+        OpEvent::Vm { vm } => Ok(vm),
+        other => Err(Failure::new(1, format!("unexpected result {other:?}"))),
+    }
+}
+
+async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    match cmd {
+        VmCommand::Run { spec, rm, command } => {
+            if command.is_empty() && rm {
+                return Err(Failure::new(
+                    2,
+                    "--rm needs a command to run: banger vm run --rm -- CMD [ARGS...]",
+                ));
+            }
+            let params = create_params(&spec, true).map_err(|f| Failure::new(f.code, f.message))?;
+            let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
+            let vm = create(&client, params, printer).await.map_err(|f| {
+                Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
+            })?;
+            printer.clear_progress();
+            if command.is_empty() {
+                printer.note(&format!(
+                    "vm {} is running; run commands with: banger vm exec {} -- CMD",
+                    vm.name, vm.name
+                ));
+                return Ok(0);
+            }
+            exec(&client, &vm.id, command, None, rm, printer).await
+        }
+        VmCommand::Create { spec, no_start } => {
+            let params = create_params(&spec, !no_start)?;
+            let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
+            let vm = create(&client, params, printer).await?;
+            printer.clear_progress();
+            printer.line(&vm.name);
+            Ok(0)
+        }
+        VmCommand::Start { vms } => {
+            let client = client::connect_or_start(dirs).await?;
+            for name in vms {
+                let sub = client.vm_start(name).await.map_err(rpc_failure)?;
+                if let OpEvent::Vm { vm } = follow(sub, printer).await? {
+                    printer.clear_progress();
+                    printer.line(&vm.name);
+                }
+            }
+            Ok(0)
+        }
+        VmCommand::Stop { vms } => {
+            let client = client::connect_or_start(dirs).await?;
+            for name in vms {
+                printer.progress(&format!("stopping {name}"));
+                let vm = client.vm_stop(name).await.map_err(rpc_failure)?;
+                printer.clear_progress();
+                printer.line(&vm.name);
+            }
+            Ok(0)
+        }
+        VmCommand::Delete { vms } => {
+            let client = client::connect_or_start(dirs).await?;
+            for name in vms {
+                printer.progress(&format!("deleting {name}"));
+                client.vm_delete(name.clone()).await.map_err(rpc_failure)?;
+                printer.clear_progress();
+                printer.line(&name);
+            }
+            Ok(0)
+        }
+        VmCommand::List(args) => list(dirs, printer, args).await,
+        VmCommand::Show { vm } => {
+            let client = client::connect_or_start(dirs).await?;
+            let vm = client.vm_show(vm).await.map_err(rpc_failure)?;
+            printer.line(&pretty(&vm));
+            Ok(0)
+        }
+        VmCommand::Exec {
+            vm,
+            guest_path,
+            command,
+        } => {
+            let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
+            exec(&client, &vm, command, guest_path, false, printer).await
+        }
+    }
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// Runs a guest command, passing its output and exit code through.
+async fn exec(
+    client: &std::sync::Arc<Client>,
+    vm: &str,
+    argv: Vec<String>,
+    cwd: Option<String>,
+    delete_after: bool,
+    printer: &Printer,
+) -> Result<u8, Failure> {
+    // A terminal is not forwarded (interactive sessions get a real PTY of
+    // their own); piped or redirected stdin streams to the guest.
+    let forward_stdin = !std::io::stdin().is_terminal();
+    let params = ExecParams {
+        vm: vm.to_string(),
+        argv,
+        env: Vec::new(),
+        cwd,
+        stdin: forward_stdin,
+        delete_after,
+    };
+    let mut sub = client.vm_exec(params).await.map_err(|e| match e {
+        ClientError::Call(obj) if obj.message().starts_with("cannot run") => {
+            Failure::new(EXIT_CANNOT_RUN, obj.message().to_string())
+        }
+        other => {
+            let f = rpc_failure(other);
+            Failure::new(EXIT_RUN_FAILED, f.message)
+        }
+    })?;
+    let mut interrupts = 0u32;
+    let mut running: Option<u64> = None;
+    loop {
+        let event = tokio::select! {
+            ev = sub.next() => ev,
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if let Some(id) = running {
+                    let sig = if interrupts == 1 { libc::SIGINT } else { libc::SIGKILL };
+                    let _ = client.exec_signal(id, sig).await;
+                }
+                continue;
+            }
+        };
+        match event {
+            Some(Ok(ExecEvent::Started { exec_id })) => {
+                running = Some(exec_id);
+                if forward_stdin {
+                    start_stdin_forwarder(client.clone(), exec_id);
+                }
+            }
+            Some(Ok(ExecEvent::Stdout { data })) => printer.stdout_bytes(&decode(&data)?),
+            Some(Ok(ExecEvent::Stderr { data })) => printer.stderr_bytes(&decode(&data)?),
+            Some(Ok(ExecEvent::Exited { code, signal })) => {
+                let status = banger_agent::protocol::ExitStatus { code, signal };
+                return Ok(status.shell_code().clamp(0, 255) as u8);
+            }
+            Some(Ok(ExecEvent::Failed { message, .. })) => {
+                return Err(Failure::new(EXIT_RUN_FAILED, message));
+            }
+            Some(Err(e)) => {
+                return Err(Failure::new(
+                    EXIT_RUN_FAILED,
+                    format!("bad event from bangerd: {e}"),
+                ));
+            }
+            None => {
+                return Err(Failure::new(
+                    EXIT_RUN_FAILED,
+                    "the connection to bangerd closed before the command ended",
+                ));
+            }
+        }
+    }
+}
+
+fn decode(data: &str) -> Result<Vec<u8>, Failure> {
+    B64.decode(data).map_err(|e| {
+        Failure::new(
+            EXIT_RUN_FAILED,
+            format!("bad output data from bangerd: {e}"),
+        )
+    })
+}
+
+/// Streams this process's stdin to the guest command on a blocking thread.
+fn start_stdin_forwarder(client: std::sync::Arc<Client>, exec_id: u64) {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => 0,
+                Ok(n) => n,
+            };
+            let data = (n > 0).then(|| B64.encode(&buf[..n]));
+            let eof = n == 0;
+            if handle
+                .block_on(client.exec_input(exec_id, data, eof))
+                .is_err()
+                || eof
+            {
+                return;
+            }
+        }
+    });
+}
+
+async fn list(dirs: &Dirs, printer: &Printer, args: ListArgs) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    let vms = client.vm_list(args.all).await.map_err(rpc_failure)?;
+    if args.json {
+        printer.line(&pretty(&vms));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = vms
+        .iter()
+        .map(|vm| {
+            vec![
+                vm.name.clone(),
+                vm.id.clone(),
+                vm.state.clone(),
+                vm.vcpu.to_string(),
+                format!("{}M", vm.memory_mib),
+                spec::format_size(vm.disk_bytes),
+                vm.image.clone(),
+                vm.accel.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        printer,
+        &[
+            "NAME", "ID", "STATE", "VCPU", "MEMORY", "DISK", "IMAGE", "ACCEL",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+fn print_table(printer: &Printer, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    printer.line(&fmt(header.to_vec()));
+    for row in rows {
+        printer.line(&fmt(row.iter().map(String::as_str).collect()));
+    }
+}
+
+async fn image(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    match cmd {
+        ImageCommand::Build { name } => {
+            let sub = client.image_build(name).await.map_err(rpc_failure)?;
+            if let OpEvent::Image { image } = follow(sub, printer).await? {
+                printer.clear_progress();
+                printer.line(&format!("{} {}", image.name, image.id));
+            }
+        }
+        ImageCommand::List { json } => {
+            let images = client.image_list().await.map_err(rpc_failure)?;
+            if json {
+                printer.line(&pretty(&images));
+            } else {
+                let rows: Vec<Vec<String>> = images.iter().map(image_row).collect();
+                print_table(printer, &["NAME", "ID", "KERNEL", "SIZE", "CREATED"], &rows);
+            }
+        }
+        ImageCommand::Show { image } => {
+            let image = client.image_show(image).await.map_err(rpc_failure)?;
+            printer.line(&pretty(&image));
+        }
+        ImageCommand::Delete { image } => {
+            client
+                .image_delete(image.clone())
+                .await
+                .map_err(rpc_failure)?;
+            printer.line(&image);
+        }
+    }
+    Ok(0)
+}
+
+fn image_row(i: &ImageView) -> Vec<String> {
+    vec![
+        i.name.clone(),
+        i.id[..12.min(i.id.len())].to_string(),
+        i.kernel_version.clone(),
+        format!("{}M", i.size_bytes >> 20),
+        i.created_at.to_string(),
+    ]
+}
+
+async fn daemon(cmd: DaemonCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    match cmd {
+        DaemonCommand::Start => {
+            let client = client::connect_or_start(dirs).await?;
+            let info = client.daemon_info().await.map_err(rpc_failure)?;
+            printer.line(&format!(
+                "bangerd {} running (pid {})",
+                info.version, info.pid
+            ));
+        }
+        DaemonCommand::Stop => match client::connect_existing(dirs).await? {
+            Some(client) => {
+                let info = client.daemon_info().await.map_err(rpc_failure)?;
+                client.daemon_stop().await.map_err(rpc_failure)?;
+                // Wait until it has let go of its socket.
+                for _ in 0..200 {
+                    if !dirs.socket().exists() && !pid_alive(info.pid) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                printer.line("bangerd stopped");
+            }
+            None => printer.line("bangerd is not running"),
+        },
+        DaemonCommand::Status => match client::connect_existing(dirs).await? {
+            Some(client) => {
+                let info = client.daemon_info().await.map_err(rpc_failure)?;
+                printer.line(&pretty(&info));
+            }
+            None => {
+                printer.line("bangerd is not running");
+                return Ok(3);
+            }
+        },
+    }
+    Ok(0)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

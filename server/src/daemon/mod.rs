@@ -1,0 +1,292 @@
+//! `bangerd`: the per-user daemon. It alone talks to VMMs, agents and (later)
+//! the root helper; clients reach it only through [`crate::api`].
+//!
+//! **Invariant:** a VMM process outlives any request and the daemon itself.
+//! Long operations run in tasks detached from the request that asked for
+//! them; a client that goes away stops receiving progress, not the work.
+
+mod rpc;
+pub mod server;
+mod vm;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_agent::client::AgentClient;
+use tokio::sync::mpsc;
+
+use crate::accel::{AccelChoice, HostFacts};
+use crate::api::{OpEvent, code};
+use crate::disk::{OverlayRoot, RootStrategy};
+use crate::image::{BuildOptions, DEFAULT_IMAGE, Image, ImageStore};
+use crate::paths::Dirs;
+use crate::store::{Store, StoreError};
+use crate::vmm::Vmm;
+
+/// Apparent size of each VM's overlay upper disk (sparse).
+const OVERLAY_UPPER_BYTES: u64 = 16 << 30;
+
+/// An operation failed; `code` is one of [`crate::api::code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    /// Error code.
+    pub code: i32,
+    /// Message for a person.
+    pub message: String,
+}
+
+impl OpError {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> OpError {
+        OpError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> OpError {
+        OpError::new(code::INTERNAL, message)
+    }
+
+    /// Wraps any error, keeping its causes in the message.
+    pub(crate) fn from_display(e: impl std::error::Error) -> OpError {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        OpError::internal(message)
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> OpError {
+        match e {
+            StoreError::NameTaken(_) => OpError::new(code::INVALID, e.to_string()),
+            other => OpError::from_display(other),
+        }
+    }
+}
+
+impl From<OpError> for jsonrpsee::types::ErrorObjectOwned {
+    fn from(e: OpError) -> Self {
+        crate::api::error(e.code, e.message)
+    }
+}
+
+/// Where progress of a long operation goes (a subscription, or nowhere).
+#[derive(Clone)]
+pub(crate) struct Progress(Option<mpsc::UnboundedSender<OpEvent>>);
+
+impl Progress {
+    pub(crate) fn to(tx: mpsc::UnboundedSender<OpEvent>) -> Progress {
+        Progress(Some(tx))
+    }
+
+    pub(crate) fn say(&self, message: &str) {
+        tracing::info!("{message}");
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(OpEvent::Progress {
+                message: message.to_string(),
+            });
+        }
+    }
+}
+
+/// Takes an exclusive flock, waiting for it; released when the file drops.
+fn lock_exclusive(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// The guest agent binary this daemon ships into every guest.
+pub struct AgentBinary {
+    /// Its bytes.
+    pub bytes: Arc<[u8]>,
+    /// Their sha256 (hex).
+    pub sha256: String,
+    /// Where it was found.
+    pub path: PathBuf,
+}
+
+impl AgentBinary {
+    /// Finds `banger-agent`: `$BANGER_AGENT`, else next to this executable.
+    pub fn locate() -> Result<AgentBinary, String> {
+        let path = match std::env::var_os("BANGER_AGENT") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find this executable: {e}"))?
+                .with_file_name("banger-agent"),
+        };
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read the guest agent {}: {e}; install banger-agent next to bangerd or set BANGER_AGENT",
+                path.display()
+            )
+        })?;
+        use sha2::Digest;
+        let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
+        Ok(AgentBinary {
+            bytes: bytes.into(),
+            sha256,
+            path,
+        })
+    }
+}
+
+/// The daemon's state, shared by every request.
+pub struct Daemon {
+    pub(crate) dirs: Dirs,
+    store: Mutex<Store>,
+    pub(crate) images: ImageStore,
+    pub(crate) host: HostFacts,
+    pub(crate) accel: AccelChoice,
+    pub(crate) vmm: Arc<dyn Vmm>,
+    pub(crate) root: Arc<dyn RootStrategy>,
+    pub(crate) agent: AgentBinary,
+    pub(crate) boot_timeout: Duration,
+    agents: Mutex<HashMap<String, AgentClient>>,
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    build_lock: tokio::sync::Mutex<()>,
+    pub(crate) execs: rpc::ExecTable,
+    pub(crate) shutdown: tokio::sync::Notify,
+}
+
+impl Daemon {
+    /// Opens the store, probes the host and reconciles records with live
+    /// processes.
+    pub fn open(dirs: Dirs) -> Result<Arc<Daemon>, String> {
+        let store = Store::open(&dirs.database()).map_err(|e| OpError::from_display(e).message)?;
+        let host = crate::accel::probe();
+        let accel = crate::accel::choose(&host);
+        let vmm: Arc<dyn Vmm> = Arc::from(
+            crate::vmm::driver(crate::vmm::qemu::NAME).ok_or("the qemu driver is missing")?,
+        );
+        let boot_timeout = std::env::var("BANGER_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(match accel.accel {
+                crate::accel::Accel::Kvm => Duration::from_secs(60),
+                crate::accel::Accel::Tcg => Duration::from_secs(180),
+            });
+        let daemon = Arc::new(Daemon {
+            images: ImageStore::new(dirs.images()),
+            store: Mutex::new(store),
+            host,
+            accel,
+            vmm,
+            root: Arc::new(OverlayRoot {
+                upper_bytes: OVERLAY_UPPER_BYTES,
+            }),
+            agent: AgentBinary::locate()?,
+            boot_timeout,
+            agents: Mutex::default(),
+            vm_locks: Mutex::default(),
+            build_lock: tokio::sync::Mutex::new(()),
+            execs: rpc::ExecTable::default(),
+            shutdown: tokio::sync::Notify::new(),
+            dirs,
+        });
+        daemon.reconcile_all().map_err(|e| e.message)?;
+        Ok(daemon)
+    }
+
+    pub(crate) fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, OpError> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| OpError::internal("the state database lock is poisoned"))?;
+        f(&store).map_err(OpError::from)
+    }
+
+    fn vm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.remove(id);
+    }
+
+    fn agents_get(&self, id: &str) -> Option<AgentClient> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.get(id).cloned()
+    }
+
+    fn agents_insert(&self, id: &str, client: AgentClient) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.insert(id.to_string(), client);
+    }
+
+    fn agents_remove(&self, id: &str) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.remove(id);
+    }
+
+    /// Finds an image, building the default one if it is missing.
+    pub(crate) async fn ensure_image(
+        &self,
+        name: Option<&str>,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        let wanted = name.unwrap_or(DEFAULT_IMAGE);
+        if let Some(image) = self.images.find(wanted).map_err(OpError::from_display)? {
+            return Ok(image);
+        }
+        if wanted != DEFAULT_IMAGE {
+            return Err(OpError::new(
+                code::NOT_FOUND,
+                format!("no image named {wanted:?}; list them with: banger image list"),
+            ));
+        }
+        progress.say(&format!("image {wanted} is missing; building it (once)"));
+        self.build_image(progress, true).await
+    }
+
+    /// Builds the default image. One build at a time, also across daemons
+    /// sharing the cache (a file lock); with `only_if_missing`, whoever
+    /// waited finds the image built and builds nothing.
+    pub(crate) async fn build_image(
+        &self,
+        progress: &Progress,
+        only_if_missing: bool,
+    ) -> Result<Image, OpError> {
+        let _guard = self.build_lock.lock().await;
+        let opts = BuildOptions::default_for(self.agent.path.clone(), &self.dirs.cache);
+        let store = ImageStore::new(self.images.root());
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let _lock = lock_exclusive(&store.root().join(".build.lock"))
+                .map_err(|e| OpError::internal(format!("cannot lock the image store: {e}")))?;
+            if only_if_missing {
+                if let Some(image) = store.find(DEFAULT_IMAGE).map_err(OpError::from_display)? {
+                    return Ok(image);
+                }
+            }
+            crate::image::build(&store, &opts, &mut |msg: &str| progress.say(msg))
+                .map_err(OpError::from_display)
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("image build task failed: {e}")))?
+    }
+}

@@ -1,0 +1,450 @@
+//! The JSON-RPC face of the daemon: translates [`crate::api`] calls into
+//! daemon operations and their results into wire types.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use banger_agent::client::{AgentError, ExecControl, ExecEvent as AgentExecEvent};
+use banger_agent::protocol::ExecSpec;
+use base64::Engine as _;
+use jsonrpsee::core::{SubscriptionResult, async_trait};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Daemon, OpError, Progress};
+use crate::api::{
+    BangerApiServer, CreateParams, DaemonInfo, ExecEvent, ExecParams, ImageView, OpEvent, VmView,
+    code,
+};
+use crate::store::VmRecord;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Running execs, by the id clients use for stdin and signals.
+#[derive(Default)]
+pub(crate) struct ExecTable {
+    next: AtomicU64,
+    controls: Mutex<HashMap<u64, ExecControl>>,
+}
+
+impl ExecTable {
+    fn insert(&self, control: ExecControl) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, control);
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<ExecControl> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn remove(&self, id: u64) {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// The RPC server object.
+pub(super) struct Rpc(pub(super) Arc<Daemon>);
+
+async fn send<T: Serialize>(sink: &SubscriptionSink, item: &T) -> bool {
+    match serde_json::value::to_raw_value(item) {
+        Ok(raw) => sink.send(raw).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Relays a detached operation's events to a subscriber until the operation
+/// ends; a subscriber that leaves stops the relay, not the operation.
+async fn relay(sink: SubscriptionSink, mut rx: mpsc::UnboundedReceiver<OpEvent>) {
+    while let Some(event) = rx.recv().await {
+        if !send(&sink, &event).await {
+            return;
+        }
+    }
+}
+
+fn failed(e: OpError) -> OpEvent {
+    OpEvent::Failed {
+        code: e.code,
+        message: e.message,
+    }
+}
+
+impl Daemon {
+    pub(crate) fn view(&self, vm: &VmRecord) -> VmView {
+        let dir = self.dirs.vm_state(&vm.id);
+        let disk_usage_bytes = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| crate::disk::allocated_bytes(&e.path()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        VmView {
+            id: vm.id.clone(),
+            name: vm.name.clone(),
+            state: vm.state.to_string(),
+            vcpu: vm.spec.vcpu,
+            memory_mib: vm.spec.memory_mib,
+            disk_bytes: vm.spec.disk_bytes,
+            image: vm.image_name.clone(),
+            image_id: vm.image_id.clone(),
+            vmm: vm.vmm.clone(),
+            accel: vm.accel.as_ref().map(|a| match &vm.accel_reason {
+                Some(reason) => format!("{a} ({reason})"),
+                None => a.clone(),
+            }),
+            root: self.root.name().to_string(),
+            pid: vm.pid,
+            boot_id: vm.boot_id.clone(),
+            last_error: vm.last_error.clone(),
+            disk_usage_bytes,
+            console_log: dir.join("console.log").display().to_string(),
+            created_at: vm.created_at,
+        }
+    }
+}
+
+fn image_view(image: &crate::image::Image) -> ImageView {
+    let size_bytes = std::fs::read_dir(&image.dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    ImageView {
+        id: image.id.clone(),
+        name: image.name.clone(),
+        dir: image.dir.display().to_string(),
+        kernel_version: image.manifest.kernel_version.clone(),
+        created_at: image.manifest.created_at as i64,
+        size_bytes,
+        manifest: serde_json::to_value(&image.manifest).unwrap_or_default(),
+    }
+}
+
+#[async_trait]
+impl BangerApiServer for Rpc {
+    async fn daemon_info(&self) -> Result<DaemonInfo, ErrorObjectOwned> {
+        let d = &self.0;
+        Ok(DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            socket: d.dirs.socket().display().to_string(),
+            schema_version: d.with_store(|s| s.schema_version())?,
+            accel: format!("{} ({})", d.accel.accel.as_str(), d.accel.reason),
+        })
+    }
+
+    async fn daemon_stop(&self) -> Result<(), ErrorObjectOwned> {
+        self.0.shutdown.notify_one();
+        Ok(())
+    }
+
+    async fn vm_list(&self, all: bool) -> Result<Vec<VmView>, ErrorObjectOwned> {
+        let d = &self.0;
+        let mut out = Vec::new();
+        for vm in d.with_store(|s| s.list_vms())? {
+            let vm = d.refresh(vm)?;
+            if all || vm.state.may_have_process() {
+                out.push(d.view(&vm));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn vm_show(&self, vm: String) -> Result<VmView, ErrorObjectOwned> {
+        let d = &self.0;
+        let vm = d.refresh(d.find(&vm)?)?;
+        Ok(d.view(&vm))
+    }
+
+    async fn vm_create(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: CreateParams,
+    ) -> SubscriptionResult {
+        // Bad input is refused before anything exists.
+        if let Err(e) = self.0.validate_create(&params) {
+            pending.reject(ErrorObjectOwned::from(e)).await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let daemon = self.0.clone();
+        tokio::spawn(async move {
+            let event = match daemon.create_vm(params, &Progress::to(tx.clone())).await {
+                Ok(vm) => OpEvent::Vm {
+                    vm: daemon.view(&vm),
+                },
+                Err(e) => failed(e),
+            };
+            let _ = tx.send(event);
+        });
+        relay(sink, rx).await;
+        Ok(())
+    }
+
+    async fn vm_start(&self, pending: PendingSubscriptionSink, vm: String) -> SubscriptionResult {
+        if let Err(e) = self.0.find(&vm) {
+            pending.reject(ErrorObjectOwned::from(e)).await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let daemon = self.0.clone();
+        tokio::spawn(async move {
+            let event = match daemon.start_vm(&vm, &Progress::to(tx.clone())).await {
+                Ok(vm) => OpEvent::Vm {
+                    vm: daemon.view(&vm),
+                },
+                Err(e) => failed(e),
+            };
+            let _ = tx.send(event);
+        });
+        relay(sink, rx).await;
+        Ok(())
+    }
+
+    async fn vm_stop(&self, vm: String) -> Result<VmView, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: a client that gives up does not leave a half-stopped VM.
+        let stopped = tokio::spawn(async move { daemon.stop_vm(&vm).await })
+            .await
+            .map_err(|e| OpError::internal(format!("stop task failed: {e}")))??;
+        Ok(self.0.view(&stopped))
+    }
+
+    async fn vm_delete(&self, vm: String) -> Result<(), ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        tokio::spawn(async move { daemon.delete_vm(&vm).await })
+            .await
+            .map_err(|e| OpError::internal(format!("delete task failed: {e}")))??;
+        Ok(())
+    }
+
+    async fn vm_exec(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: ExecParams,
+    ) -> SubscriptionResult {
+        let daemon = self.0.clone();
+        let cleanup = |daemon: Arc<Daemon>, vm: String| async move {
+            if let Err(e) = daemon.delete_vm(&vm).await {
+                tracing::warn!(vm = %vm, "delete after exec failed: {}", e.message);
+            }
+        };
+        if params.argv.is_empty() {
+            pending
+                .reject(crate::api::error(code::INVALID, "no command given"))
+                .await;
+            return Ok(());
+        }
+        let spec = ExecSpec {
+            argv: params.argv.clone(),
+            env: params.env.clone(),
+            cwd: params.cwd.clone(),
+            stdin: params.stdin,
+        };
+        let (vm, mut session) = match daemon.exec(&params.vm, spec).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                if params.delete_after {
+                    cleanup(daemon.clone(), params.vm.clone()).await;
+                }
+                pending.reject(ErrorObjectOwned::from(e)).await;
+                return Ok(());
+            }
+        };
+        let sink = match pending.accept().await {
+            Ok(sink) => sink,
+            Err(e) => {
+                drop(session);
+                if params.delete_after {
+                    cleanup(daemon, vm.id).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let exec_id = daemon.execs.insert(session.control());
+        let mut client_gone = !send(&sink, &ExecEvent::Started { exec_id }).await;
+        let mut last = None;
+        while !client_gone {
+            let event = tokio::select! {
+                ev = session.next() => ev,
+                _ = sink.closed() => { client_gone = true; break; }
+            };
+            let wire = match event {
+                Ok(AgentExecEvent::Stdout(b)) => ExecEvent::Stdout {
+                    data: B64.encode(b),
+                },
+                Ok(AgentExecEvent::Stderr(b)) => ExecEvent::Stderr {
+                    data: B64.encode(b),
+                },
+                Ok(AgentExecEvent::Exited(s)) => {
+                    last = Some(ExecEvent::Exited {
+                        code: s.code,
+                        signal: s.signal,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    let message = match e {
+                        AgentError::Closed => format!(
+                            "lost the connection to vm {:?} while the command ran",
+                            vm.name
+                        ),
+                        other => other.to_string(),
+                    };
+                    last = Some(ExecEvent::Failed {
+                        code: code::INTERNAL,
+                        message,
+                    });
+                    break;
+                }
+            };
+            client_gone = !send(&sink, &wire).await;
+        }
+        daemon.execs.remove(exec_id);
+        // Dropping an unfinished session kills the guest process group.
+        drop(session);
+        if params.delete_after {
+            // Deleted before the final event, so a client that sees the exit
+            // code sees the VM gone too.
+            cleanup(daemon, vm.id).await;
+        }
+        if let (false, Some(last)) = (client_gone, last) {
+            send(&sink, &last).await;
+        }
+        Ok(())
+    }
+
+    async fn exec_input(
+        &self,
+        exec_id: u64,
+        data: Option<String>,
+        eof: bool,
+    ) -> Result<(), ErrorObjectOwned> {
+        let control = self.0.execs.get(exec_id).ok_or_else(|| {
+            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
+        })?;
+        if let Some(data) = data {
+            let bytes = B64.decode(data).map_err(|e| {
+                crate::api::error(code::INVALID, format!("stdin is not base64: {e}"))
+            })?;
+            control
+                .write_stdin(&bytes)
+                .map_err(|e| OpError::internal(e.to_string()))?;
+        }
+        if eof {
+            control
+                .close_stdin()
+                .map_err(|e| OpError::internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn exec_signal(&self, exec_id: u64, signal: i32) -> Result<(), ErrorObjectOwned> {
+        let control = self.0.execs.get(exec_id).ok_or_else(|| {
+            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
+        })?;
+        control
+            .signal(signal)
+            .map_err(|e| OpError::internal(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn image_build(
+        &self,
+        pending: PendingSubscriptionSink,
+        name: Option<String>,
+    ) -> SubscriptionResult {
+        if let Some(name) = name.filter(|n| n != crate::image::DEFAULT_IMAGE) {
+            pending
+                .reject(crate::api::error(
+                    code::INVALID,
+                    format!(
+                        "banger can build only {:?} so far, not {name:?}",
+                        crate::image::DEFAULT_IMAGE
+                    ),
+                ))
+                .await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let daemon = self.0.clone();
+        tokio::spawn(async move {
+            let progress = Progress::to(tx.clone());
+            let event = match daemon.build_image(&progress, false).await {
+                Ok(image) => OpEvent::Image {
+                    image: image_view(&image),
+                },
+                Err(e) => failed(e),
+            };
+            let _ = tx.send(event);
+        });
+        relay(sink, rx).await;
+        Ok(())
+    }
+
+    async fn image_list(&self) -> Result<Vec<ImageView>, ErrorObjectOwned> {
+        let images = self.0.images.list().map_err(OpError::from_display)?;
+        Ok(images.iter().map(image_view).collect())
+    }
+
+    async fn image_show(&self, image: String) -> Result<ImageView, ErrorObjectOwned> {
+        match self.0.images.find(&image).map_err(OpError::from_display)? {
+            Some(img) => Ok(image_view(&img)),
+            None => Err(crate::api::error(
+                code::NOT_FOUND,
+                format!("no image named {image:?}; list them with: banger image list"),
+            )),
+        }
+    }
+
+    async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
+        let d = &self.0;
+        let Some(img) = d.images.find(&image).map_err(OpError::from_display)? else {
+            return Err(crate::api::error(
+                code::NOT_FOUND,
+                format!("no image named {image:?}; list them with: banger image list"),
+            ));
+        };
+        let users: Vec<String> = d
+            .with_store(|s| s.list_vms())?
+            .into_iter()
+            .filter(|vm| vm.image_id == img.id)
+            .map(|vm| vm.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(crate::api::error(
+                code::CONFLICT,
+                format!(
+                    "image {} is used by vm {}; delete those vms first",
+                    img.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        d.images.delete(&img.id).map_err(OpError::from_display)?;
+        Ok(())
+    }
+}

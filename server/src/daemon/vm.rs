@@ -1,0 +1,555 @@
+//! VM lifecycle: create, start, stop, delete, exec, and reconciling records
+//! with live processes. Every path that creates something undoes it on
+//! failure.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_agent::client::{AgentClient, AgentError, ExecSession};
+use banger_agent::protocol::ExecSpec;
+
+use super::{Daemon, OpError, Progress};
+use crate::api::{CreateParams, code};
+use crate::disk::WorkDisk;
+use crate::process::ProcessIdentity;
+use crate::spec::{self, VmSpec};
+use crate::store::{VmRecord, VmState, now};
+use crate::vmm::{AgentEndpoint, BootFiles, LaunchPlan};
+
+/// How long a stop waits for the guest to flush before ending the VMM.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides the state a stored VM is really in, given whether its process
+/// lives (pure; the daemon applies it at start-up and before each use).
+pub(crate) fn reconciled_state(state: VmState, process_alive: bool) -> VmState {
+    match (state.may_have_process(), process_alive) {
+        (true, true) => VmState::Running,
+        (true, false) => VmState::Stopped,
+        (false, _) => state,
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const ADJECTIVES: &[&str] = &[
+    "amber", "brave", "calm", "deft", "eager", "fair", "glad", "hazy", "keen", "lucid", "mellow",
+    "nimble", "quiet", "rapid", "sunny", "tidy", "vivid", "witty",
+];
+const NOUNS: &[&str] = &[
+    "badger", "comet", "delta", "falcon", "gecko", "harbor", "island", "lagoon", "meadow", "otter",
+    "pebble", "quartz", "river", "spruce", "tundra", "walrus",
+];
+
+fn generated_name() -> String {
+    let r = random_hex(4);
+    let n = u32::from_str_radix(&r, 16).unwrap_or(0) as usize;
+    format!(
+        "{}-{}-{}",
+        ADJECTIVES[n % ADJECTIVES.len()],
+        NOUNS[(n / ADJECTIVES.len()) % NOUNS.len()],
+        &r[..4]
+    )
+}
+
+impl Daemon {
+    /// Checks create parameters; nothing exists yet when this fails.
+    pub(crate) fn validate_create(
+        &self,
+        params: &CreateParams,
+    ) -> Result<(String, VmSpec), OpError> {
+        let name = match &params.name {
+            Some(name) => {
+                spec::validate_name(name)
+                    .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+                name.clone()
+            }
+            None => generated_name(),
+        };
+        let defaults = VmSpec::default();
+        let spec = VmSpec {
+            vcpu: params.vcpu.unwrap_or(defaults.vcpu),
+            memory_mib: params.memory_mib.unwrap_or(defaults.memory_mib),
+            disk_bytes: params.disk_bytes.unwrap_or(defaults.disk_bytes),
+        };
+        spec.validate()
+            .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        if self.with_store(|s| s.find_vm(&name))?.is_some() {
+            return Err(OpError::new(
+                code::INVALID,
+                format!(
+                    "a vm named {name:?} already exists; pick another name or delete it with: banger vm delete {name}"
+                ),
+            ));
+        }
+        Ok((name, spec))
+    }
+
+    /// Creates a VM (validated by `validate_create`), building the image if
+    /// it is missing, and starts it when asked.
+    pub(crate) async fn create_vm(
+        self: &Arc<Self>,
+        params: CreateParams,
+        progress: &Progress,
+    ) -> Result<VmRecord, OpError> {
+        let (name, spec) = self.validate_create(&params)?;
+        let image = self.ensure_image(params.image.as_deref(), progress).await?;
+        let ts = now();
+        let record = VmRecord {
+            id: random_hex(6),
+            name,
+            state: VmState::Stopped,
+            spec,
+            image_id: image.id.clone(),
+            image_name: image.name.clone(),
+            vmm: self.vmm.name().to_string(),
+            accel: None,
+            accel_reason: None,
+            pid: None,
+            pid_start_time: None,
+            boot_id: None,
+            last_error: None,
+            created_at: ts,
+            updated_at: ts,
+        };
+        progress.say("creating disks");
+        self.with_store(|s| s.insert_vm(&record))?;
+        let dir = self.dirs.vm_state(&record.id);
+        let made = (|| -> Result<(), OpError> {
+            crate::paths::Dirs::ensure_private(&dir)
+                .map_err(|e| OpError::internal(format!("cannot create {}: {e}", dir.display())))?;
+            self.root.create(&dir).map_err(OpError::from_display)?;
+            WorkDisk::create(&dir, record.spec.disk_bytes).map_err(OpError::from_display)?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            // Leave nothing behind: no files, no row.
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = self.with_store(|s| s.delete_vm(&record.id));
+            return Err(e);
+        }
+        if params.start {
+            return self.start_vm_locked(record, progress).await;
+        }
+        Ok(record)
+    }
+
+    /// Starts a VM by name or id.
+    pub(crate) async fn start_vm(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        progress: &Progress,
+    ) -> Result<VmRecord, OpError> {
+        let vm = self.find(name_or_id)?;
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        let vm = self.refresh(self.find(name_or_id)?)?;
+        if vm.state == VmState::Running {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!("vm {:?} is already running", vm.name),
+            ));
+        }
+        self.start_vm_locked(vm, progress).await
+    }
+
+    async fn start_vm_locked(
+        self: &Arc<Self>,
+        mut vm: VmRecord,
+        progress: &Progress,
+    ) -> Result<VmRecord, OpError> {
+        let image = self
+            .images
+            .find(&vm.image_id)
+            .map_err(OpError::from_display)?
+            .ok_or_else(|| {
+                OpError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "image {} ({}) of vm {:?} is gone; delete the vm or rebuild the image",
+                        vm.image_name, vm.image_id, vm.name
+                    ),
+                )
+            })?;
+        progress.say("preparing boot files");
+        let initrd = self.agent_initrd(&image)?;
+        let runtime_dir = self.dirs.vm_runtime(&vm.id);
+        crate::paths::Dirs::ensure_private(&runtime_dir).map_err(|e| {
+            OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
+        })?;
+        let state_dir = self.dirs.vm_state(&vm.id);
+        let mut drives = self.root.drives(&image.rootfs(), &state_dir);
+        drives.push(WorkDisk::drive(&state_dir));
+        let plan = LaunchPlan {
+            name: vm.name.clone(),
+            vcpu: vm.spec.vcpu,
+            memory_mib: vm.spec.memory_mib,
+            boot: BootFiles {
+                bzimage: image.kernel(),
+                vmlinux: image.vmlinux(),
+                initrd,
+            },
+            kernel_args: vec![self.root.kernel_arg().to_string()],
+            drives,
+            accel: self.accel.clone(),
+            tsc_khz: self.host.tsc_khz,
+            runtime_dir: runtime_dir.clone(),
+            console_log: state_dir.join("console.log"),
+        };
+        progress.say(&format!(
+            "starting {} (accel: {} ({}))",
+            self.vmm.name(),
+            self.accel.accel.as_str(),
+            self.accel.reason
+        ));
+        let vmm = self.vmm.clone();
+        let launched = tokio::task::spawn_blocking(move || vmm.launch(&plan))
+            .await
+            .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
+        let identity = match launched {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&runtime_dir);
+                vm.state = VmState::Error;
+                vm.last_error = Some(e.to_string());
+                let _ = self.with_store(|s| s.update_vm(&vm));
+                return Err(OpError::internal(e.to_string()));
+            }
+        };
+        vm.state = VmState::Starting;
+        vm.pid = Some(identity.pid);
+        vm.pid_start_time = Some(identity.start_time);
+        vm.accel = Some(self.accel.accel.as_str().to_string());
+        vm.accel_reason = Some(self.accel.reason.clone());
+        vm.last_error = None;
+        vm.boot_id = None;
+        self.with_store(|s| s.update_vm(&vm))?;
+
+        progress.say("booting guest (waiting for the agent)");
+        let endpoint = self.vmm.agent_endpoint(&runtime_dir);
+        match self.wait_ready(&endpoint, identity).await {
+            Ok((client, boot_id)) => {
+                self.agents_insert(&vm.id, client);
+                vm.state = VmState::Running;
+                vm.boot_id = Some(boot_id);
+                self.with_store(|s| s.update_vm(&vm))?;
+                Ok(vm)
+            }
+            Err(message) => {
+                identity.kill_and_wait(Duration::from_secs(5));
+                let _ = std::fs::remove_dir_all(&runtime_dir);
+                let console = state_dir.join("console.log");
+                let tail = console_tail(&console, 8);
+                let message = format!(
+                    "{message}; console log: {}{}",
+                    console.display(),
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n{tail}")
+                    }
+                );
+                vm.state = VmState::Error;
+                vm.pid = None;
+                vm.pid_start_time = None;
+                vm.last_error = Some(message.clone());
+                let _ = self.with_store(|s| s.update_vm(&vm));
+                Err(OpError::internal(message))
+            }
+        }
+    }
+
+    /// Waits until the agent answers hello, or the VMM dies, or time runs
+    /// out.
+    async fn wait_ready(
+        &self,
+        endpoint: &AgentEndpoint,
+        identity: ProcessIdentity,
+    ) -> Result<(AgentClient, String), String> {
+        let timeout = self.boot_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut client: Option<AgentClient> = None;
+        loop {
+            if !identity.is_alive() {
+                return Err("the VM stopped while booting".into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "guest did not become ready within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            if client.as_ref().is_none_or(AgentClient::is_closed) {
+                client = connect_endpoint(endpoint).await.ok();
+            }
+            if let Some(c) = &client {
+                // A hello sent before the agent opens its port waits in the
+                // socket; re-asking now and then covers an agent restart.
+                match tokio::time::timeout(Duration::from_secs(2), c.hello()).await {
+                    Ok(Ok(info)) => return Ok((c.clone(), info.boot_id)),
+                    Ok(Err(AgentError::Version { guest, host })) => {
+                        return Err(AgentError::Version { guest, host }.to_string());
+                    }
+                    Ok(Err(_)) => client = None,
+                    Err(_) => {}
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Stops a VM: flush through the agent, then end the VMM without
+    /// waiting for a slow guest shutdown (Ctrl-Alt-Del would reboot a Debian
+    /// guest anyway).
+    pub(crate) async fn stop_vm(self: &Arc<Self>, name_or_id: &str) -> Result<VmRecord, OpError> {
+        let vm = self.find(name_or_id)?;
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        let mut vm = self.refresh(self.find(name_or_id)?)?;
+        if vm.state != VmState::Running {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!("vm {:?} is not running (state: {})", vm.name, vm.state),
+            ));
+        }
+        vm.state = VmState::Stopping;
+        self.with_store(|s| s.update_vm(&vm))?;
+        if let Ok(client) = self.agent(&vm).await
+            && tokio::time::timeout(SYNC_TIMEOUT, client.sync())
+                .await
+                .is_err()
+        {
+            tracing::warn!(vm = %vm.name, "guest did not flush within {SYNC_TIMEOUT:?}; stopping anyway");
+        }
+        self.end_process(&mut vm).await;
+        vm.state = VmState::Stopped;
+        self.with_store(|s| s.update_vm(&vm))?;
+        Ok(vm)
+    }
+
+    /// Kills the VMM (if any) and removes runtime files.
+    async fn end_process(&self, vm: &mut VmRecord) {
+        self.agents_remove(&vm.id);
+        if let (Some(pid), Some(start_time)) = (vm.pid, vm.pid_start_time) {
+            let identity = ProcessIdentity { pid, start_time };
+            let _ = tokio::task::spawn_blocking(move || {
+                identity.kill_and_wait(Duration::from_secs(10))
+            })
+            .await;
+        }
+        let _ = std::fs::remove_dir_all(self.dirs.vm_runtime(&vm.id));
+        vm.pid = None;
+        vm.pid_start_time = None;
+        vm.boot_id = None;
+    }
+
+    /// Deletes a VM and everything of it.
+    pub(crate) async fn delete_vm(self: &Arc<Self>, name_or_id: &str) -> Result<(), OpError> {
+        let vm = self.find(name_or_id)?;
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        let Some(mut vm) = self.with_store(|s| s.find_vm(&vm.id))? else {
+            return Ok(());
+        };
+        self.end_process(&mut vm).await;
+        let dir = self.dirs.vm_state(&vm.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(OpError::internal(format!(
+                "cannot remove {}: {e}",
+                dir.display()
+            )));
+        }
+        self.with_store(|s| s.delete_vm(&vm.id))?;
+        self.forget_lock(&vm.id);
+        Ok(())
+    }
+
+    /// Starts a command in a running VM.
+    pub(crate) async fn exec(
+        &self,
+        name_or_id: &str,
+        spec: ExecSpec,
+    ) -> Result<(VmRecord, ExecSession), OpError> {
+        let vm = self.refresh(self.find(name_or_id)?)?;
+        if vm.state != VmState::Running {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "vm {:?} is not running (state: {}); start it with: banger vm start {}",
+                    vm.name, vm.state, vm.name
+                ),
+            ));
+        }
+        let client = self.agent(&vm).await?;
+        let session = client.exec(spec).await.map_err(|e| match e {
+            AgentError::Guest(m) => OpError::new(code::INVALID, m),
+            other => OpError::internal(other.to_string()),
+        })?;
+        Ok((vm, session))
+    }
+
+    /// The agent connection of a running VM, reconnecting when needed (the
+    /// daemon may have restarted since the VM booted).
+    async fn agent(&self, vm: &VmRecord) -> Result<AgentClient, OpError> {
+        if let Some(c) = self.agents_get(&vm.id)
+            && !c.is_closed()
+        {
+            return Ok(c);
+        }
+        let endpoint = self.vmm.agent_endpoint(&self.dirs.vm_runtime(&vm.id));
+        let client = connect_endpoint(&endpoint)
+            .await
+            .map_err(|e| OpError::internal(e.to_string()))?;
+        match tokio::time::timeout(Duration::from_secs(10), client.hello()).await {
+            Ok(Ok(_)) => {
+                self.agents_insert(&vm.id, client.clone());
+                Ok(client)
+            }
+            Ok(Err(e)) => Err(OpError::internal(e.to_string())),
+            Err(_) => Err(OpError::internal(format!(
+                "the agent of vm {:?} does not answer",
+                vm.name
+            ))),
+        }
+    }
+
+    /// Brings one record in line with reality: a VM whose process is gone is
+    /// stopped, never running.
+    pub(crate) fn refresh(&self, mut vm: VmRecord) -> Result<VmRecord, OpError> {
+        let alive = match (vm.pid, vm.pid_start_time) {
+            (Some(pid), Some(start_time)) => ProcessIdentity { pid, start_time }.is_alive(),
+            _ => false,
+        };
+        let state = reconciled_state(vm.state, alive);
+        if state != vm.state {
+            vm.state = state;
+            if state == VmState::Stopped {
+                vm.pid = None;
+                vm.pid_start_time = None;
+                vm.boot_id = None;
+                self.agents_remove(&vm.id);
+                let _ = std::fs::remove_dir_all(self.dirs.vm_runtime(&vm.id));
+            }
+            self.with_store(|s| s.update_vm(&vm))?;
+        }
+        Ok(vm)
+    }
+
+    /// Reconciles every record at daemon start.
+    pub(crate) fn reconcile_all(&self) -> Result<(), OpError> {
+        for vm in self.with_store(|s| s.list_vms())? {
+            let name = vm.name.clone();
+            let before = vm.state;
+            let after = self.refresh(vm)?.state;
+            if before != after {
+                tracing::info!(vm = %name, "reconciled: {before} -> {after}");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn find(&self, name_or_id: &str) -> Result<VmRecord, OpError> {
+        self.with_store(|s| s.find_vm(name_or_id))?.ok_or_else(|| {
+            OpError::new(
+                code::NOT_FOUND,
+                format!("no vm named {name_or_id:?}; list them with: banger vm list --all"),
+            )
+        })
+    }
+
+    /// The image's initramfs with this host's agent prepended as its own
+    /// cpio segment, cached per (image, agent) pair. The guest always runs
+    /// the agent that matches this daemon, whatever image it boots.
+    fn agent_initrd(&self, image: &crate::image::Image) -> Result<PathBuf, OpError> {
+        let dir = self.dirs.cache.join("initrd");
+        let path = dir.join(format!(
+            "{}-{}.img",
+            &image.id[..16.min(image.id.len())],
+            &self.agent.sha256[..16]
+        ));
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OpError::internal(format!("cannot create {}: {e}", dir.display())))?;
+        let base = std::fs::read(image.initrd()).map_err(|e| {
+            OpError::internal(format!("cannot read {}: {e}", image.initrd().display()))
+        })?;
+        let mut out = Vec::with_capacity(base.len() + self.agent.bytes.len() + 4096);
+        use crate::image::cpio::{Entry, write_newc};
+        write_newc(
+            &[
+                Entry::Dir {
+                    path: "banger".into(),
+                    mode: 0o755,
+                },
+                Entry::File {
+                    path: "banger/banger-agent".into(),
+                    mode: 0o755,
+                    data: self.agent.bytes.to_vec(),
+                },
+            ],
+            &mut out,
+        )
+        .map_err(|e| OpError::internal(format!("cannot write the agent initramfs: {e}")))?;
+        out.extend_from_slice(&base);
+        let tmp = dir.join(format!(".{}.tmp", random_hex(4)));
+        std::fs::write(&tmp, &out)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                OpError::internal(format!("cannot write {}: {e}", path.display()))
+            })?;
+        Ok(path)
+    }
+}
+
+async fn connect_endpoint(endpoint: &AgentEndpoint) -> Result<AgentClient, AgentError> {
+    match endpoint {
+        AgentEndpoint::Stream(path) => AgentClient::connect_unix(path).await,
+        AgentEndpoint::HybridVsock { socket, .. } => Err(AgentError::Connect {
+            path: socket.display().to_string(),
+            source: std::io::Error::other("hybrid vsock arrives with the firecracker driver"),
+        }),
+    }
+}
+
+fn console_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_whose_process_is_gone_is_stopped() {
+        for s in [VmState::Starting, VmState::Running, VmState::Stopping] {
+            assert_eq!(reconciled_state(s, false), VmState::Stopped);
+            assert_eq!(reconciled_state(s, true), VmState::Running);
+        }
+        assert_eq!(reconciled_state(VmState::Stopped, false), VmState::Stopped);
+        assert_eq!(reconciled_state(VmState::Error, false), VmState::Error);
+    }
+
+    #[test]
+    fn generated_names_are_valid() {
+        for _ in 0..50 {
+            let n = generated_name();
+            assert_eq!(crate::spec::validate_name(&n), Ok(()), "{n}");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! A VM's disks: the copy-on-write root over the shared read-only image,
+//! and the work disk mounted at `/root`.
+//!
+//! The root strategy is a trait: [`OverlayRoot`] (the guest's initramfs
+//! assembles overlayfs over a per-VM sparse upper disk) works on every host,
+//! including ones without device-mapper; a dm-snapshot strategy (one
+//! read-write block device per VM, `banger.root=direct`) joins it later.
+//! **Invariant:** the base image is never written: it is attached read-only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A disk operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A tool failed or is missing.
+    #[error("{tool} failed: {detail}")]
+    Tool {
+        /// The program.
+        tool: String,
+        /// Its stderr, or why it could not run.
+        detail: String,
+    },
+    /// A file operation failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which role a drive plays; the guest finds drives by this serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveRole {
+    /// The root file system (read-only base under overlay, or a rw snapshot).
+    Rootfs,
+    /// The per-VM overlay upper layer.
+    Overlay,
+    /// The work disk, mounted at /root.
+    Work,
+}
+
+impl DriveRole {
+    /// The virtio-blk serial the guest's initramfs looks for.
+    pub fn serial(self) -> &'static str {
+        match self {
+            DriveRole::Rootfs => "rootfs",
+            DriveRole::Overlay => "overlay",
+            DriveRole::Work => "work",
+        }
+    }
+}
+
+/// A block device handed to the VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// Its role (and serial).
+    pub role: DriveRole,
+    /// Backing file.
+    pub path: PathBuf,
+    /// Attached read-only.
+    pub read_only: bool,
+}
+
+/// How a VM gets a writable root over a shared base image.
+pub trait RootStrategy: Send + Sync {
+    /// Short name, recorded for `vm show`.
+    fn name(&self) -> &'static str;
+    /// Kernel command-line argument that tells the initramfs what to do.
+    fn kernel_arg(&self) -> &'static str;
+    /// Creates the per-VM root layer in `vm_dir`; O(1) in the image size.
+    fn create(&self, vm_dir: &Path) -> Result<(), DiskError>;
+    /// The drives to attach at boot.
+    fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive>;
+}
+
+/// overlayfs assembled by the guest's initramfs: lower = the shared base
+/// image (read-only), upper = a sparse per-VM ext4.
+pub struct OverlayRoot {
+    /// Apparent size of the upper disk (sparse).
+    pub upper_bytes: u64,
+}
+
+impl OverlayRoot {
+    const FILE: &'static str = "overlay.ext4";
+}
+
+impl RootStrategy for OverlayRoot {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn kernel_arg(&self) -> &'static str {
+        "banger.root=overlay"
+    }
+
+    fn create(&self, vm_dir: &Path) -> Result<(), DiskError> {
+        make_ext4(&vm_dir.join(Self::FILE), self.upper_bytes, "overlay", None)
+    }
+
+    fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive> {
+        vec![
+            Drive {
+                role: DriveRole::Rootfs,
+                path: base_image.to_path_buf(),
+                read_only: true,
+            },
+            Drive {
+                role: DriveRole::Overlay,
+                path: vm_dir.join(Self::FILE),
+                read_only: false,
+            },
+        ]
+    }
+}
+
+/// The work disk: `/root` in the guest, kept across stop and start.
+pub struct WorkDisk;
+
+impl WorkDisk {
+    const FILE: &'static str = "work.ext4";
+
+    /// Its backing file.
+    pub fn path(vm_dir: &Path) -> PathBuf {
+        vm_dir.join(Self::FILE)
+    }
+
+    /// Creates the sparse work disk with root's home skeleton on it (so a
+    /// `.hushlogin` is not hidden under the mount).
+    pub fn create(vm_dir: &Path, bytes: u64) -> Result<(), DiskError> {
+        let skel = tempfile::Builder::new()
+            .prefix("work-skel")
+            .tempdir_in(vm_dir)
+            .map_err(|source| DiskError::Io {
+                what: "cannot create a temporary directory in",
+                path: vm_dir.display().to_string(),
+                source,
+            })?;
+        let hush = skel.path().join(".hushlogin");
+        std::fs::write(&hush, b"").map_err(|source| DiskError::Io {
+            what: "cannot write",
+            path: hush.display().to_string(),
+            source,
+        })?;
+        let path = Self::path(vm_dir);
+        make_ext4(&path, bytes, "work", Some(skel.path()))?;
+        // mkfs -d keeps the root directory at 0755; /root is 0700.
+        run_tool(
+            Command::new("debugfs")
+                .arg("-w")
+                .arg("-R")
+                .arg("sif / mode 040700")
+                .arg(&path),
+        )
+    }
+
+    /// The drive to attach.
+    pub fn drive(vm_dir: &Path) -> Drive {
+        Drive {
+            role: DriveRole::Work,
+            path: Self::path(vm_dir),
+            read_only: false,
+        }
+    }
+}
+
+/// Makes a sparse ext4 file. Lazy inode-table and journal initialisation
+/// keep a new disk at a few MiB allocated whatever its size; the guest
+/// kernel finishes the job in the background.
+pub fn make_ext4(
+    path: &Path,
+    bytes: u64,
+    label: &str,
+    populate: Option<&Path>,
+) -> Result<(), DiskError> {
+    let file = std::fs::File::create(path).map_err(|source| DiskError::Io {
+        what: "cannot create",
+        path: path.display().to_string(),
+        source,
+    })?;
+    file.set_len(bytes).map_err(|source| DiskError::Io {
+        what: "cannot size",
+        path: path.display().to_string(),
+        source,
+    })?;
+    drop(file);
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args([
+        "-q",
+        "-F",
+        "-L",
+        label,
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+    ]);
+    if let Some(dir) = populate {
+        cmd.arg("-d").arg(dir);
+    }
+    cmd.arg(path);
+    run_tool(&mut cmd)
+}
+
+fn run_tool(cmd: &mut Command) -> Result<(), DiskError> {
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| DiskError::Tool {
+        tool: tool.clone(),
+        detail: if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{tool} not found; install e2fsprogs")
+        } else {
+            e.to_string()
+        },
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DiskError::Tool {
+            tool,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Bytes actually allocated on the host for a file (sparse files count
+/// only what is written).
+pub fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn debugfs(img: &Path, req: &str) -> String {
+        let out = Command::new("debugfs")
+            .args(["-R", req])
+            .arg(img)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn work_disk_is_sparse_ext4_with_a_private_home() {
+        let dir = tempfile::tempdir().unwrap();
+        WorkDisk::create(dir.path(), 8 << 30).unwrap();
+        let img = WorkDisk::path(dir.path());
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), 8 << 30);
+        assert!(
+            allocated_bytes(&img) < 32 << 20,
+            "{}",
+            allocated_bytes(&img)
+        );
+        assert!(debugfs(&img, "ls /").contains(".hushlogin"));
+        assert!(debugfs(&img, "stat /").contains("Mode:  0700"));
+        let fsck = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+
+    #[test]
+    fn overlay_root_attaches_the_base_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let strategy = OverlayRoot {
+            upper_bytes: 4 << 30,
+        };
+        strategy.create(dir.path()).unwrap();
+        let drives = strategy.drives(Path::new("/images/base.ext4"), dir.path());
+        assert_eq!(drives[0].role, DriveRole::Rootfs);
+        assert!(drives[0].read_only);
+        assert_eq!(drives[1].path, dir.path().join("overlay.ext4"));
+        assert!(!drives[1].read_only);
+        assert!(allocated_bytes(&drives[1].path) < 32 << 20);
+    }
+
+    #[test]
+    fn missing_tool_is_a_clear_error() {
+        let err = run_tool(&mut Command::new("banger-no-such-tool")).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+}

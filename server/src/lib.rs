@@ -1,0 +1,16 @@
+//! banger's host side: the `banger` CLI and the per-user daemon `bangerd`.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map and the
+//! invariants.
+
+pub mod accel;
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod disk;
+pub mod image;
+pub mod paths;
+pub mod process;
+pub mod spec;
+pub mod store;
+pub mod vmm;

@@ -1,0 +1,468 @@
+//! The daemon's records, in SQLite: numbered migrations, WAL, one
+//! connection owned by the daemon.
+//!
+//! This module stores and loads; it decides nothing about lifecycles.
+//! **Invariant:** a VM row exists only while the VM's files may exist: rows
+//! are inserted after validation and removed by delete or by the rollback of
+//! a failed create.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::VmSpec;
+
+/// Schema changes, applied in order; `PRAGMA user_version` is the count
+/// applied. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: VMs.
+    "CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        vcpu INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL,
+        disk_bytes INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        image_name TEXT NOT NULL,
+        vmm TEXT NOT NULL,
+        accel TEXT,
+        accel_reason TEXT,
+        pid INTEGER,
+        pid_start_time INTEGER,
+        boot_id TEXT,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
+];
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database directory could not be made.
+    #[error("cannot create the state directory {path}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database is from a newer banger.
+    #[error(
+        "the database has schema version {found}, newer than this banger knows ({known}); upgrade banger"
+    )]
+    TooNew {
+        /// Version on disk.
+        found: usize,
+        /// Newest version known here.
+        known: usize,
+    },
+    /// Another VM already has that name.
+    #[error(
+        "a vm named {0:?} already exists; pick another name or delete it with: banger vm delete {0}"
+    )]
+    NameTaken(String),
+    /// A stored value did not parse.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Where a VM is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Not running; disks kept.
+    Stopped,
+    /// VMM launched, guest not yet answering.
+    Starting,
+    /// Guest answering.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// A start failed; see `last_error`.
+    Error,
+}
+
+impl VmState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> Result<VmState, StoreError> {
+        Ok(match s {
+            "stopped" => VmState::Stopped,
+            "starting" => VmState::Starting,
+            "running" => VmState::Running,
+            "stopping" => VmState::Stopping,
+            "error" => VmState::Error,
+            other => return Err(StoreError::Corrupt(format!("vm state {other:?}"))),
+        })
+    }
+
+    /// Whether a VMM process may exist in this state.
+    pub fn may_have_process(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Stopping
+        )
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One VM as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Stable id (hex), used for file names.
+    pub id: String,
+    /// Unique user-facing name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: VmState,
+    /// Resources.
+    pub spec: VmSpec,
+    /// Image it was created from.
+    pub image_id: String,
+    /// That image's name at the time.
+    pub image_name: String,
+    /// VMM driver name.
+    pub vmm: String,
+    /// Accelerator of the last start (`kvm`, `tcg`).
+    pub accel: Option<String>,
+    /// Why that accelerator was chosen.
+    pub accel_reason: Option<String>,
+    /// VMM process id while one may exist.
+    pub pid: Option<i32>,
+    /// That process's start time (clock ticks since boot), guarding against
+    /// pid reuse.
+    pub pid_start_time: Option<u64>,
+    /// Guest boot id of the current boot.
+    pub boot_id: Option<String>,
+    /// Why the last operation failed.
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// The database.
+pub struct Store {
+    conn: Connection,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if missing, which is normal on a fresh install) and
+    /// migrates the database.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            crate::paths::Dirs::ensure_private(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Store::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // In-memory databases answer "memory"; that is fine.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: usize =
+            self.conn
+                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version in force.
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    /// Inserts a new VM; fails with `NameTaken` on a duplicate name.
+    pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        let res = self.conn.execute(
+            "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
+                vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            params![
+                vm.id,
+                vm.name,
+                vm.state.as_str(),
+                vm.spec.vcpu,
+                vm.spec.memory_mib as i64,
+                vm.spec.disk_bytes as i64,
+                vm.image_id,
+                vm.image_name,
+                vm.vmm,
+                vm.accel,
+                vm.accel_reason,
+                vm.pid,
+                vm.pid_start_time.map(|t| t as i64),
+                vm.boot_id,
+                vm.last_error,
+                vm.created_at,
+                vm.updated_at,
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::NameTaken(vm.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves every mutable field of a VM.
+    pub fn update_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
+                accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13
+             WHERE id=?1",
+            params![
+                vm.id,
+                vm.state.as_str(),
+                vm.spec.vcpu,
+                vm.spec.memory_mib as i64,
+                vm.spec.disk_bytes as i64,
+                vm.vmm,
+                vm.accel,
+                vm.accel_reason,
+                vm.pid,
+                vm.pid_start_time.map(|t| t as i64),
+                vm.boot_id,
+                vm.last_error,
+                now(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a VM row.
+    pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM vms WHERE id=?1", [id])?;
+        Ok(())
+    }
+
+    /// All VMs, oldest first.
+    pub fn list_vms(&self) -> Result<Vec<VmRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT_VM} ORDER BY created_at, name"))?;
+        let rows = stmt.query_map([], row_to_raw)?;
+        rows.map(|r| raw_to_record(r?)).collect()
+    }
+
+    /// A VM by name, or by id (full, or a unique prefix of at least 4).
+    pub fn find_vm(&self, name_or_id: &str) -> Result<Option<VmRecord>, StoreError> {
+        let by_name = self
+            .conn
+            .query_row(
+                &format!("{SELECT_VM} WHERE name=?1"),
+                [name_or_id],
+                row_to_raw,
+            )
+            .optional()?;
+        if let Some(raw) = by_name {
+            return raw_to_record(raw).map(Some);
+        }
+        if name_or_id.len() < 4 || !name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT_VM} WHERE id LIKE ?1 || '%'"))?;
+        let mut rows: Vec<RawVm> = stmt
+            .query_map([name_or_id], row_to_raw)?
+            .collect::<Result<_, _>>()?;
+        if rows.len() == 1 {
+            raw_to_record(rows.remove(0)).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+const SELECT_VM: &str = "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
+    vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at FROM vms";
+
+type RawVm = (VmRecord, String);
+
+fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
+    let state: String = r.get(2)?;
+    Ok((
+        VmRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            state: VmState::Stopped,
+            spec: VmSpec {
+                vcpu: r.get(3)?,
+                memory_mib: r.get::<_, i64>(4)? as u64,
+                disk_bytes: r.get::<_, i64>(5)? as u64,
+            },
+            image_id: r.get(6)?,
+            image_name: r.get(7)?,
+            vmm: r.get(8)?,
+            accel: r.get(9)?,
+            accel_reason: r.get(10)?,
+            pid: r.get(11)?,
+            pid_start_time: r.get::<_, Option<i64>>(12)?.map(|t| t as u64),
+            boot_id: r.get(13)?,
+            last_error: r.get(14)?,
+            created_at: r.get(15)?,
+            updated_at: r.get(16)?,
+        },
+        state,
+    ))
+}
+
+fn raw_to_record((mut vm, state): RawVm) -> Result<VmRecord, StoreError> {
+    vm.state = VmState::parse(&state)?;
+    Ok(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> VmRecord {
+        VmRecord {
+            id: id.into(),
+            name: name.into(),
+            state: VmState::Stopped,
+            spec: VmSpec::default(),
+            image_id: "img".into(),
+            image_name: "debian-bookworm".into(),
+            vmm: "qemu".into(),
+            accel: None,
+            accel_reason: None,
+            pid: None,
+            pid_start_time: None,
+            boot_id: None,
+            last_error: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn fresh_database_file_is_created_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len());
+        drop(store);
+        // Reopening an up-to-date database applies nothing and keeps data.
+        let store = Store::open(&path).unwrap();
+        store.insert_vm(&record("abcd1234", "dev")).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.list_vms().unwrap().len(), 1);
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn names_are_unique_and_lookups_work() {
+        let store = Store::in_memory().unwrap();
+        store.insert_vm(&record("abcd1234", "dev")).unwrap();
+        assert!(matches!(
+            store.insert_vm(&record("ffff0000", "dev")),
+            Err(StoreError::NameTaken(_))
+        ));
+        store.insert_vm(&record("abce5678", "other")).unwrap();
+        assert_eq!(store.find_vm("dev").unwrap().unwrap().id, "abcd1234");
+        assert_eq!(store.find_vm("abce").unwrap().unwrap().name, "other");
+        // Ambiguous prefix, short prefix, unknown: nothing.
+        assert!(store.find_vm("abc").unwrap().is_none());
+        assert!(store.find_vm("abcd12345").unwrap().is_none());
+        assert!(store.find_vm("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn update_and_delete() {
+        let store = Store::in_memory().unwrap();
+        let mut vm = record("abcd1234", "dev");
+        store.insert_vm(&vm).unwrap();
+        vm.state = VmState::Running;
+        vm.pid = Some(42);
+        vm.pid_start_time = Some(7);
+        store.update_vm(&vm).unwrap();
+        let got = store.find_vm("dev").unwrap().unwrap();
+        assert_eq!(got.state, VmState::Running);
+        assert_eq!((got.pid, got.pid_start_time), (Some(42), Some(7)));
+        store.delete_vm("abcd1234").unwrap();
+        assert!(store.list_vms().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,275 @@
+//! The QEMU driver: a `microvm` machine with virtio-mmio devices, the agent
+//! on a virtio-serial port exposed as a unix socket.
+//!
+//! QEMU starts with `-daemonize`: the process the daemon spawns exits once
+//! the VM is set up (its sockets exist), and the VMM itself runs in its own
+//! session, re-parented away from the daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use banger_agent::protocol::SERIAL_PORT_NAME;
+
+use super::{AgentEndpoint, LaunchPlan, Vmm, VmmError, base_kernel_args};
+use crate::accel::Accel;
+use crate::process::ProcessIdentity;
+
+/// Driver name.
+pub const NAME: &str = "qemu";
+
+const AGENT_SOCKET: &str = "agent.sock";
+const QMP_SOCKET: &str = "qmp.sock";
+const PID_FILE: &str = "qemu.pid";
+
+/// The QEMU driver.
+pub struct Qemu {
+    binary: PathBuf,
+}
+
+impl Qemu {
+    /// Uses `$BANGER_QEMU` or `qemu-system-x86_64` from `PATH`.
+    pub fn from_env() -> Qemu {
+        Qemu {
+            binary: std::env::var_os("BANGER_QEMU")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
+        }
+    }
+
+    /// The full argument list for a plan (pure; tested).
+    pub fn args(plan: &LaunchPlan) -> Vec<String> {
+        let rt = &plan.runtime_dir;
+        let p = |f: &str| rt.join(f).display().to_string();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&[
+            "-name",
+            &format!("banger-{},process=banger-{}", plan.name, plan.name),
+            "-M",
+            "microvm,x-option-roms=off,rtc=on",
+        ]);
+        match plan.accel.accel {
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+            // A smaller translation cache keeps an emulated guest's RSS low.
+            Accel::Tcg => push(&["-accel", "tcg,tb-size=64", "-cpu", "max"]),
+        }
+        push(&[
+            "-m",
+            &plan.memory_mib.to_string(),
+            "-smp",
+            &plan.vcpu.to_string(),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-chardev",
+            &format!(
+                "file,id=console,path={},append=on",
+                plan.console_log.display()
+            ),
+            "-serial",
+            "chardev:console",
+            "-kernel",
+            &plan.boot.bzimage.display().to_string(),
+            "-initrd",
+            &plan.boot.initrd.display().to_string(),
+            "-append",
+            &base_kernel_args(plan).join(" "),
+            "-device",
+            "virtio-rng-device",
+        ]);
+        for drive in &plan.drives {
+            let id = drive.role.serial();
+            let ro = if drive.read_only { ",readonly=on" } else { "" };
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=none,id={id},cache=writeback,discard=unmap{ro}",
+                    drive.path.display()
+                ),
+                "-device",
+                &format!("virtio-blk-device,drive={id},serial={id}"),
+            ]);
+        }
+        push(&[
+            "-device",
+            "virtio-serial-device,id=vser0",
+            "-chardev",
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                p(AGENT_SOCKET)
+            ),
+            "-device",
+            &format!("virtserialport,bus=vser0.0,chardev=agent,name={SERIAL_PORT_NAME}"),
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", p(QMP_SOCKET)),
+            "-daemonize",
+            "-pidfile",
+            &p(PID_FILE),
+        ]);
+        a
+    }
+}
+
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn launch(&self, plan: &LaunchPlan) -> Result<ProcessIdentity, VmmError> {
+        let binary = self.binary.display().to_string();
+        let pid_file = plan.runtime_dir.join(PID_FILE);
+        let _ = std::fs::remove_file(&pid_file);
+        for sock in [AGENT_SOCKET, QMP_SOCKET] {
+            let _ = std::fs::remove_file(plan.runtime_dir.join(sock));
+        }
+        // -daemonize: this child exits once QEMU is initialised; the VMM
+        // runs on in its own session. Nothing here ties it to the caller.
+        let out = Command::new(&self.binary)
+            .args(Qemu::args(plan))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    VmmError::Missing {
+                        binary: binary.clone(),
+                        package: "qemu-system-x86",
+                        env: "BANGER_QEMU",
+                    }
+                } else {
+                    VmmError::Failed {
+                        binary: binary.clone(),
+                        detail: e.to_string(),
+                    }
+                }
+            })?;
+        if !out.status.success() {
+            return Err(VmmError::Failed {
+                binary,
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let pid = read_pid(&pid_file).ok_or_else(|| VmmError::Failed {
+            binary: binary.clone(),
+            detail: format!("no pid in {}", pid_file.display()),
+        })?;
+        ProcessIdentity::of(pid).ok_or_else(|| VmmError::Failed {
+            binary,
+            detail: "the VMM exited right after starting".into(),
+        })
+    }
+
+    fn agent_endpoint(&self, runtime_dir: &Path) -> AgentEndpoint {
+        AgentEndpoint::Stream(runtime_dir.join(AGENT_SOCKET))
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    // QEMU writes the pid file before the parent exits; allow a moment for
+    // slow file systems all the same.
+    for _ in 0..50 {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accel::AccelChoice;
+    use crate::disk::{Drive, DriveRole};
+    use crate::vmm::BootFiles;
+
+    fn plan(accel: Accel) -> LaunchPlan {
+        LaunchPlan {
+            name: "dev".into(),
+            vcpu: 2,
+            memory_mib: 1024,
+            boot: BootFiles {
+                bzimage: "/img/vmlinuz".into(),
+                vmlinux: "/img/vmlinux".into(),
+                initrd: "/img/initrd".into(),
+            },
+            kernel_args: vec!["banger.root=overlay".into()],
+            drives: vec![
+                Drive {
+                    role: DriveRole::Rootfs,
+                    path: "/img/rootfs.ext4".into(),
+                    read_only: true,
+                },
+                Drive {
+                    role: DriveRole::Work,
+                    path: "/vm/work.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            accel: AccelChoice {
+                accel,
+                reason: "test".into(),
+            },
+            tsc_khz: Some(2_600_000),
+            runtime_dir: "/run/vm".into(),
+            console_log: "/vm/console.log".into(),
+        }
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn tcg_command_line() {
+        let args = Qemu::args(&plan(Accel::Tcg));
+        assert_eq!(value_after(&args, "-accel"), ["tcg,tb-size=64"]);
+        let append = value_after(&args, "-append")[0];
+        assert!(append.contains("tsc_early_khz=2600000"), "{append}");
+        assert!(append.contains("banger.root=overlay"));
+        assert!(append.contains("systemd.hostname=dev"));
+        let drives = value_after(&args, "-drive");
+        assert!(
+            drives[0].starts_with("file=/img/rootfs.ext4,") && drives[0].ends_with("readonly=on")
+        );
+        assert!(!drives[1].contains("readonly"));
+        let devices = value_after(&args, "-device");
+        assert!(devices.contains(&"virtio-blk-device,drive=rootfs,serial=rootfs"));
+        assert!(devices.contains(&"virtserialport,bus=vser0.0,chardev=agent,name=banger.agent"));
+        assert!(args.contains(&"-daemonize".to_string()));
+        assert!(args.contains(&"-no-reboot".to_string()));
+        assert_eq!(value_after(&args, "-pidfile"), ["/run/vm/qemu.pid"]);
+    }
+
+    #[test]
+    fn kvm_command_line_has_no_tsc_hint() {
+        let args = Qemu::args(&plan(Accel::Kvm));
+        assert_eq!(value_after(&args, "-accel"), ["kvm"]);
+        assert!(!value_after(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn missing_binary_is_a_clear_error() {
+        let qemu = Qemu {
+            binary: "/nonexistent/qemu".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(Accel::Tcg);
+        p.runtime_dir = dir.path().into();
+        let err = qemu.launch(&p).unwrap_err();
+        assert!(
+            err.to_string().contains("apt-get install qemu-system-x86"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Real-guest scenarios: each boots real Debian guests under the host's
+//! VMM (QEMU with TCG on hosts whose KVM cannot run a stock kernel) and
+//! checks what a user would see: exit codes, output, files in the guest,
+//! and that nothing is left behind.
+//!
+//! Run through `scripts/test.sh`, which builds the binaries first and skips
+//! (and says so) this tier on a host without the guest prerequisites.
+
+use std::time::Duration;
+
+use banger_tests::Env;
+
+#[test]
+fn run_passes_exit_code_and_output_through_and_leaves_nothing() {
+    let env = Env::new();
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "echo \"a  b\"; echo to-stderr >&2; exit 42",
+    ]);
+    run.expect_code(42);
+    assert_eq!(run.stdout, "a  b\n");
+    assert!(run.stderr.contains("to-stderr"), "stderr: {}", run.stderr);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn two_runs_at_once_both_succeed() {
+    let env = Env::new();
+    // Start the daemon first so both runs share it.
+    env.banger(&["daemon", "start"]).ok();
+    let uname = env
+        .cmd(&["vm", "run", "--rm", "--", "uname", "-a"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn first run");
+    let piped = env.banger_with_stdin(
+        &[
+            "vm",
+            "run",
+            "--rm",
+            "--",
+            "sh",
+            "-c",
+            "cat; grep -h PRETTY /etc/os-release",
+        ],
+        b"from the host\n",
+    );
+    let uname: banger_tests::Run = uname.wait_with_output().expect("first run").into();
+    uname.ok();
+    assert!(uname.stdout.starts_with("Linux "), "{}", uname.stdout);
+    piped.ok();
+    assert!(
+        piped.stdout.starts_with("from the host\n"),
+        "{}",
+        piped.stdout
+    );
+    assert!(piped.stdout.contains("bookworm"), "{}", piped.stdout);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn invalid_spec_is_refused_before_anything_exists() {
+    let env = Env::new();
+    for args in [
+        &["vm", "run", "--rm", "--vcpu", "0", "--", "true"][..],
+        &["vm", "run", "--rm", "--name", "Bad_Name", "--", "true"],
+        &["vm", "create", "--memory", "1"],
+        &["vm", "create", "--disk-size", "12X"],
+        &["vm", "create", "--name=-dash"],
+    ] {
+        let run = env.banger(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("invalid"),
+            "{args:?} stderr: {}",
+            run.stderr
+        );
+    }
+    env.assert_nothing_left();
+}
+
+#[test]
+fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
+    let env = Env::new();
+    env.banger(&["vm", "create", "--name", "keeper"]).ok();
+    let shown = env.show("keeper");
+    assert_eq!(shown["state"], "running");
+    let accel = shown["accel"].as_str().unwrap_or_default().to_string();
+    assert!(
+        accel.starts_with("tcg (") || accel.starts_with("kvm ("),
+        "{accel}"
+    );
+    let boot1 = shown["boot_id"].as_str().unwrap().to_string();
+
+    env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/note && sync",
+    ])
+    .ok();
+
+    // Kill the daemon outright: the VM must keep running, and a new daemon
+    // must find it running and reach its agent.
+    let pid = env.daemon_pid().expect("daemon pid");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let list = env.banger(&["vm", "list"]);
+    list.ok();
+    assert!(
+        list.stdout.contains("keeper") && list.stdout.contains("running"),
+        "{}",
+        list.stdout
+    );
+    let run = env.banger(&["vm", "exec", "keeper", "--", "cat", "/root/note"]);
+    run.ok();
+    assert_eq!(run.stdout, "kept\n");
+
+    // Stop, then start: a new boot, the same /root.
+    env.banger(&["vm", "stop", "keeper"]).ok();
+    assert_eq!(env.show("keeper")["state"], "stopped");
+    assert!(
+        env.vmm_processes().is_empty(),
+        "VMM still running after stop"
+    );
+    let run = env.banger(&["vm", "exec", "keeper", "--", "true"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("is not running (state: stopped)"),
+        "{}",
+        run.stderr
+    );
+    env.banger(&["vm", "start", "keeper"]).ok();
+    let shown = env.show("keeper");
+    assert_ne!(shown["boot_id"].as_str().unwrap(), boot1, "not a new boot");
+    let run = env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "cat /root/note; ls -A /root",
+    ]);
+    run.ok();
+    assert!(run.stdout.starts_with("kept\n"), "{}", run.stdout);
+    assert!(run.stdout.contains(".hushlogin"), "{}", run.stdout);
+
+    env.banger(&["vm", "delete", "keeper"]).ok();
+    env.assert_nothing_left();
+}

@@ -1,0 +1,261 @@
+//! Harness for banger's real-guest tests: an isolated banger installation
+//! per test (its own runtime and state directories, so its own daemon and
+//! database) that shares the user's image cache, so a machine builds the
+//! guest image once.
+//!
+//! Everything a test starts is torn down when its [`Env`] drops, also when
+//! the test fails: the daemon is stopped and any VMM process that belongs to
+//! the environment is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// One isolated banger installation.
+pub struct Env {
+    root: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+/// What a banger command did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`-1` when killed by a signal).
+    pub code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless it exited 0.
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        self.expect_code(0)
+    }
+}
+
+/// Directory holding the built `banger`, `bangerd` and `banger-agent`:
+/// the test binary lives in `<profile>/deps/`.
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BANGER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile directory")
+        .to_path_buf()
+}
+
+impl Env {
+    /// A fresh installation. Panics with what to do when the binaries are
+    /// not built.
+    pub fn new() -> Env {
+        let bin = bin_dir();
+        for b in ["banger", "bangerd", "banger-agent"] {
+            assert!(
+                bin.join(b).exists(),
+                "{} is missing; build first: cargo build --workspace --bins",
+                bin.join(b).display()
+            );
+        }
+        let root = tempfile::Builder::new()
+            .prefix("bg")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        Env { root, bin }
+    }
+
+    /// The environment's root directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `$XDG_STATE_HOME/banger`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root().join("state/banger")
+    }
+
+    /// `$XDG_RUNTIME_DIR/banger`.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root().join("run/banger")
+    }
+
+    /// A `banger` command in this environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("banger"));
+        cmd.args(args)
+            .env("XDG_RUNTIME_DIR", self.root().join("run"))
+            .env("XDG_STATE_HOME", self.root().join("state"))
+            .env("BANGER_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `banger ARGS` to completion.
+    pub fn banger(&self, args: &[&str]) -> Run {
+        self.cmd(args).output().expect("run banger").into()
+    }
+
+    /// Runs `banger ARGS` with `input` on stdin.
+    pub fn banger_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn banger");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait banger").into()
+    }
+
+    /// `banger vm list --all --json`, parsed.
+    pub fn vms(&self) -> Vec<serde_json::Value> {
+        let run = self.banger(&["vm", "list", "--all", "--json"]);
+        run.ok();
+        serde_json::from_str(&run.stdout).expect("vm list json")
+    }
+
+    /// `banger vm show VM`, parsed.
+    pub fn show(&self, vm: &str) -> serde_json::Value {
+        let run = self.banger(&["vm", "show", vm]);
+        run.ok();
+        serde_json::from_str(&run.stdout).expect("vm show json")
+    }
+
+    /// Pid of this environment's daemon, if one runs.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon_pid_from_environ()
+    }
+
+    fn daemon_pid_from_environ(&self) -> Option<i32> {
+        let marker = format!("XDG_STATE_HOME={}", self.root().join("state").display());
+        for (pid, cmdline) in all_processes() {
+            if !cmdline.first().is_some_and(|c| c.ends_with("bangerd")) {
+                continue;
+            }
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// VMM processes started for this environment (their command lines
+    /// name its directories).
+    pub fn vmm_processes(&self) -> Vec<i32> {
+        processes_mentioning(&self.root().display().to_string())
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.first().is_some_and(|c| !c.ends_with("bangerd")))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Asserts that nothing of any VM is left: no row, no disk, no socket,
+    /// no process.
+    #[track_caller]
+    pub fn assert_nothing_left(&self) {
+        assert_eq!(self.vms(), Vec::<serde_json::Value>::new(), "vm rows left");
+        for dir in [self.state_dir().join("vms"), self.runtime_dir().join("vms")] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "files left in {}: {left:?}", dir.display());
+        }
+        assert_eq!(
+            self.vmm_processes(),
+            Vec::<i32>::new(),
+            "VMM processes left"
+        );
+    }
+}
+
+impl Default for Env {
+    fn default() -> Env {
+        Env::new()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["daemon", "stop"]).output();
+        if let Some(pid) = self.daemon_pid() {
+            kill(pid);
+        }
+        for pid in self.vmm_processes() {
+            kill(pid);
+        }
+        // Give killed processes a moment to release their files.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill(pid: i32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).output();
+}
+
+fn all_processes() -> Vec<(i32, Vec<String>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.is_empty() {
+            out.push((pid, args));
+        }
+    }
+    out
+}
+
+/// Processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, Vec<String>)> {
+    let me = std::process::id() as i32;
+    all_processes()
+        .into_iter()
+        .filter(|(pid, args)| *pid != me && args.iter().any(|a| a.contains(needle)))
+        .collect()
+}
