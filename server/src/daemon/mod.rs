@@ -96,6 +96,34 @@ impl Progress {
     }
 }
 
+fn remove_stale_builds(root: &std::path::Path) {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".build-") {
+            tracing::info!(
+                "removing an interrupted image build: {}",
+                entry.path().display()
+            );
+            let _ = make_writable_and_remove(&entry.path());
+        }
+    }
+}
+
+/// Removes a tree whose directories may be read-only (finished image
+/// directories are 0555).
+fn make_writable_and_remove(dir: &std::path::Path) -> std::io::Result<()> {
+    fn open_up(dir: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&entry.path());
+            }
+        }
+    }
+    open_up(dir);
+    std::fs::remove_dir_all(dir)
+}
+
 /// Takes an exclusive flock, waiting for it; released when the file drops.
 fn lock_exclusive(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
@@ -278,10 +306,13 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             let _lock = lock_exclusive(&store.root().join(".build.lock"))
                 .map_err(|e| OpError::internal(format!("cannot lock the image store: {e}")))?;
-            if only_if_missing {
-                if let Some(image) = store.find(DEFAULT_IMAGE).map_err(OpError::from_display)? {
-                    return Ok(image);
-                }
+            // Holding the lock, any half-built directory is from a build that
+            // was killed: nobody else can be writing it.
+            remove_stale_builds(store.root());
+            if only_if_missing
+                && let Some(image) = store.find(DEFAULT_IMAGE).map_err(OpError::from_display)?
+            {
+                return Ok(image);
             }
             crate::image::build(&store, &opts, &mut |msg: &str| progress.say(msg))
                 .map_err(OpError::from_display)

@@ -485,23 +485,8 @@ impl Daemon {
         let base = std::fs::read(image.initrd()).map_err(|e| {
             OpError::internal(format!("cannot read {}: {e}", image.initrd().display()))
         })?;
-        let mut out = Vec::with_capacity(base.len() + self.agent.bytes.len() + 4096);
-        use crate::image::cpio::{Entry, write_newc};
-        write_newc(
-            &[
-                Entry::Dir {
-                    path: "banger".into(),
-                    mode: 0o755,
-                },
-                Entry::File {
-                    path: "banger/banger-agent".into(),
-                    mode: 0o755,
-                    data: self.agent.bytes.to_vec(),
-                },
-            ],
-            &mut out,
-        )
-        .map_err(|e| OpError::internal(format!("cannot write the agent initramfs: {e}")))?;
+        let mut out = crate::image::agent_override_segment(&self.agent.bytes)
+            .map_err(|e| OpError::internal(format!("cannot write the agent initramfs: {e}")))?;
         out.extend_from_slice(&base);
         let tmp = dir.join(format!(".{}.tmp", random_hex(4)));
         std::fs::write(&tmp, &out)

@@ -1,0 +1,985 @@
+//! Building an image from Debian packages: the kernel and busybox come from
+//! `apt-get download` + `dpkg-deb -x` (never installed on the host), the root
+//! tree from `mmdebstrap`, the disk from `mkfs.ext4 -d`.
+//!
+//! This is the only place in banger that runs these programs. The build
+//! works as root (`mmdebstrap --mode=root`) and as a normal user with a
+//! subordinate id range (`--mode=unshare`, and `mkfs.ext4` run inside the same
+//! id mapping so the image gets the right owners).
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::store::{
+    self, BUILD_DIR_PREFIX, FileEntry, INITRD, KERNEL, MANIFEST_FILE, MANIFEST_FORMAT, Manifest,
+    PackageRef, ROOTFS, VMLINUX,
+};
+use super::{DEFAULT_IMAGE, Image, ImageError, ImageStore, extract_vmlinux, initramfs};
+
+/// The metapackage whose dependency names the current cloud kernel.
+const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+/// Where busybox comes from (static, so it runs in the initramfs as is).
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// Packages installed on top of mmdebstrap's `minbase` variant.
+const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl";
+/// Where the customize hook finds the staged files, inside the tree.
+const STAGING_IN_TREE: &str = "/tmp/banger-staging";
+/// Subordinate ids needed for a Debian tree (uids/gids 0..65535).
+const SUBID_COUNT: u64 = 65536;
+/// ext4 label of the base disk.
+const ROOTFS_LABEL: &str = "banger-root";
+const MIB: u64 = 1 << 20;
+
+/// Files installed into the tree by `guest/customize.sh`, by staged name.
+const GUEST_FILES: &[(&str, &str)] = &[
+    ("customize.sh", include_str!("guest/customize.sh")),
+    (
+        "banger-agent.service",
+        include_str!("guest/banger-agent.service"),
+    ),
+    ("sshd-banger.conf", include_str!("guest/sshd-banger.conf")),
+    (
+        "ssh-service-banger.conf",
+        include_str!("guest/ssh-service-banger.conf"),
+    ),
+    (
+        "journald-banger.conf",
+        include_str!("guest/journald-banger.conf"),
+    ),
+];
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Image name, e.g. `debian-bookworm`.
+    pub name: String,
+    /// Debian suite for the root file system, e.g. `bookworm`. The kernel
+    /// and busybox come from the host's apt sources, whatever the suite.
+    pub suite: String,
+    /// Mirrors for mmdebstrap: full apt lines (`deb URL SUITE COMPONENTS`)
+    /// or bare URLs. They also end up in the image's apt sources.
+    pub mirrors: Vec<String>,
+    /// Static guest agent binary, installed as `/usr/sbin/banger-agent`.
+    pub agent_binary: PathBuf,
+    /// Where downloaded `.deb` files are kept between builds (`<cache>/debs`).
+    pub download_cache: PathBuf,
+}
+
+impl BuildOptions {
+    /// The default image: [`DEFAULT_IMAGE`] from Debian bookworm on
+    /// `deb.debian.org` (main, updates and security), `.deb` files kept in
+    /// `<cache_dir>/debs`.
+    pub fn default_for(agent_binary: PathBuf, cache_dir: &Path) -> Self {
+        let suite = "bookworm";
+        BuildOptions {
+            name: DEFAULT_IMAGE.to_owned(),
+            suite: suite.to_owned(),
+            mirrors: default_mirrors(suite),
+            agent_binary,
+            download_cache: cache_dir.join("debs"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ImageError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && self.name.as_bytes()[0].is_ascii_alphanumeric();
+        if !name_ok {
+            return Err(ImageError::InvalidOptions(format!(
+                "image name {:?} is not usable; use up to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+                self.name
+            )));
+        }
+        let suite_ok = !self.suite.is_empty()
+            && self
+                .suite
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !suite_ok {
+            return Err(ImageError::InvalidOptions(format!(
+                "suite {:?} is not a Debian suite name; use e.g. bookworm",
+                self.suite
+            )));
+        }
+        if self
+            .mirrors
+            .iter()
+            .any(|m| m.trim().is_empty() || m.contains('\n'))
+        {
+            return Err(ImageError::InvalidOptions(
+                "a mirror is empty or spans lines; give one apt line or URL per mirror".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `deb.debian.org` main, updates and security lines for `suite`.
+fn default_mirrors(suite: &str) -> Vec<String> {
+    vec![
+        format!("deb http://deb.debian.org/debian {suite} main"),
+        format!("deb http://deb.debian.org/debian {suite}-updates main"),
+        format!("deb http://deb.debian.org/debian-security {suite}-security main"),
+    ]
+}
+
+/// Builds an image and adds it to `store`. Blocking; takes about a minute
+/// with a fast mirror.
+///
+/// Works in a `.build-*` directory under the store root and renames the
+/// finished image into place, so on any failure nothing is left in the store.
+/// Each phase is announced through `progress` ("downloading kernel package",
+/// "building root filesystem (mmdebstrap)", ...).
+pub fn build(
+    store: &ImageStore,
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Image, ImageError> {
+    opts.validate()?;
+    let mode = BuildMode::detect()?;
+    let tools = Tools::new();
+    tools.check(mode)?;
+    let agent = fs::read(&opts.agent_binary).map_err(|e| {
+        ImageError::io(
+            format!(
+                "cannot read the agent binary {}; build the agent first",
+                opts.agent_binary.display()
+            ),
+            e,
+        )
+    })?;
+    if !agent.starts_with(b"\x7fELF") {
+        return Err(ImageError::InvalidOptions(format!(
+            "agent binary {} is not an ELF executable; give the static banger-agent build",
+            opts.agent_binary.display()
+        )));
+    }
+    for dir in [store.root(), opts.download_cache.as_path()] {
+        fs::create_dir_all(dir)
+            .map_err(|e| ImageError::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    let build_dir = tempfile::Builder::new()
+        .prefix(BUILD_DIR_PREFIX)
+        .tempdir_in(store.root())
+        .map_err(|e| {
+            ImageError::io(
+                format!(
+                    "cannot create a build directory in {}",
+                    store.root().display()
+                ),
+                e,
+            )
+        })?;
+    let out = build_dir.path().join("image");
+    let probe = build_dir.path().join("apt-probe");
+    for dir in [&out, &probe] {
+        fs::create_dir(dir)
+            .map_err(|e| ImageError::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    let started = Instant::now();
+    let mut phase = |name: &str| {
+        tracing::info!(
+            phase = name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "image build"
+        );
+        progress(name);
+    };
+
+    // 1. Kernel and busybox packages.
+    phase("downloading kernel package");
+    let meta = tools.fetch_deb(KERNEL_METAPACKAGE, &opts.download_cache, &probe)?;
+    let depends = tools.deb_field(&meta.path, "Depends")?;
+    let kernel_spec = kernel_dependency(&depends).ok_or_else(|| ImageError::Package {
+        package: format!("{} {}", meta.name, meta.version),
+        detail: format!(
+            "its Depends ({depends}) names no linux-image package; check the host's apt sources"
+        ),
+    })?;
+    let kernel_deb = tools.fetch_deb(&kernel_spec, &opts.download_cache, &probe)?;
+    phase("downloading busybox");
+    let busybox_deb = tools.fetch_deb(BUSYBOX_PACKAGE, &opts.download_cache, &probe)?;
+
+    phase("unpacking kernel package");
+    let kernel_tree = build_dir.path().join("kernel");
+    let busybox_tree = build_dir.path().join("busybox");
+    tools.unpack(&kernel_deb.path, &kernel_tree)?;
+    tools.unpack(&busybox_deb.path, &busybox_tree)?;
+    let (kernel_version, modules_dir) = kernel_release(&kernel_tree, &kernel_deb)?;
+    let vmlinuz = kernel_tree
+        .join("boot")
+        .join(format!("vmlinuz-{kernel_version}"));
+
+    // 2. Initramfs.
+    phase("building initramfs");
+    let package_label = format!("{} {}", kernel_deb.name, kernel_deb.version);
+    let modules = initramfs::find_modules(&modules_dir, &package_label)?;
+    let busybox = read_first(&busybox_tree, &["bin/busybox", "usr/bin/busybox"]).map_err(|_| {
+        ImageError::Package {
+            package: format!("{} {}", busybox_deb.name, busybox_deb.version),
+            detail: "has no bin/busybox".into(),
+        }
+    })?;
+    let initrd = initramfs::build_initramfs(&busybox, &modules)?;
+    write_file(&out.join(INITRD.1), &initrd)?;
+    fs::copy(&vmlinuz, out.join(KERNEL.1)).map_err(|e| {
+        ImageError::io(
+            format!(
+                "cannot copy the kernel {}; is the package complete?",
+                vmlinuz.display()
+            ),
+            e,
+        )
+    })?;
+
+    // 5 (done early: a kernel we cannot use should fail before the slow part).
+    phase("extracting vmlinux");
+    let bzimage = fs::read(&vmlinuz)
+        .map_err(|e| ImageError::io(format!("cannot read {}", vmlinuz.display()), e))?;
+    write_file(&out.join(VMLINUX.1), &extract_vmlinux(&bzimage)?)?;
+    drop(bzimage);
+
+    // 3. Root tree.
+    phase("building root filesystem (mmdebstrap)");
+    let mut work = RootfsWork::new(mode, build_dir.path())?;
+    work.stage(&agent)?;
+    tools.mmdebstrap(&work, opts)?;
+
+    // 4. Disk image.
+    phase("writing ext4 image");
+    let rootfs = tools.make_ext4(&work)?;
+    work.remove_tree(&tools)?;
+    move_file(&rootfs, &out.join(ROOTFS.1))?;
+    drop(work);
+
+    // 6. Manifest, permissions, rename into place.
+    phase("writing manifest");
+    let mut files = std::collections::BTreeMap::new();
+    for (role, file_name) in [ROOTFS, KERNEL, VMLINUX, INITRD] {
+        let (sha256, size) = store::hash_file(&out.join(file_name))?;
+        let path = PathBuf::from(file_name);
+        files.insert(role.to_owned(), FileEntry { path, sha256, size });
+    }
+    let created_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: opts.name.clone(),
+        id: String::new(),
+        created_at,
+        suite: opts.suite.clone(),
+        kernel_version,
+        kernel_package: PackageRef {
+            name: kernel_deb.name,
+            version: kernel_deb.version,
+        },
+        busybox_package: PackageRef {
+            name: busybox_deb.name,
+            version: busybox_deb.version,
+        },
+        agent_sha256: store::hex(&Sha256::digest(&agent)),
+        root_modes: initramfs::ROOT_MODES
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        files,
+    };
+    manifest.id = manifest.compute_id();
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {
+        path: out.join(MANIFEST_FILE),
+        source,
+    })?;
+    write_file(&out.join(MANIFEST_FILE), &json)?;
+    for file_name in [ROOTFS.1, KERNEL.1, VMLINUX.1, INITRD.1, MANIFEST_FILE] {
+        store::set_mode(&out.join(file_name), 0o444)?;
+    }
+    let dir = store.root().join(&manifest.id);
+    fs::rename(&out, &dir).map_err(|e| {
+        ImageError::io(
+            format!("cannot move the finished image into {}", dir.display()),
+            e,
+        )
+    })?;
+    store::set_mode(&dir, 0o555)?;
+    drop(build_dir);
+    tracing::info!(id = %manifest.id, secs = started.elapsed().as_secs(), "image built");
+    Ok(Image {
+        id: manifest.id.clone(),
+        name: manifest.name.clone(),
+        dir,
+        manifest,
+    })
+}
+
+/// The versioned kernel package named by the metapackage's Depends, as an
+/// apt spec (`linux-image-6.1.0-56-cloud-amd64=6.1.192-2`).
+fn kernel_dependency(depends: &str) -> Option<String> {
+    depends
+        .split(',')
+        .flat_map(|alternatives| alternatives.split('|'))
+        .map(str::trim)
+        .find(|dep| dep.starts_with("linux-image-"))
+        .map(|dep| match dep.split_once('(') {
+            Some((name, version)) => {
+                let version = version.trim_end_matches(')').trim();
+                match version.strip_prefix('=') {
+                    Some(exact) => format!("{}={}", name.trim(), exact.trim()),
+                    None => name.trim().to_owned(),
+                }
+            }
+            None => dep.to_owned(),
+        })
+}
+
+/// The kernel release (the single `lib/modules/<release>` directory of the
+/// unpacked package) and that directory.
+fn kernel_release(tree: &Path, deb: &Deb) -> Result<(String, PathBuf), ImageError> {
+    let mut found = Vec::new();
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let Ok(entries) = fs::read_dir(tree.join(base)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let (true, Some(name)) = (entry.path().is_dir(), entry.file_name().to_str()) {
+                found.push((name.to_owned(), entry.path()));
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => Err(ImageError::Package {
+            package: format!("{} {}", deb.name, deb.version),
+            detail: format!("expected one /lib/modules/<version> directory, found {n}"),
+        }),
+    }
+}
+
+/// Disk size for a tree of `apparent` bytes: +25% and 64 MiB of slack,
+/// rounded up to whole MiB.
+fn disk_size_bytes(apparent: u64) -> u64 {
+    let wanted = apparent + apparent / 4 + 64 * MIB;
+    wanted.div_ceil(MIB) * MIB
+}
+
+/// Inodes for a tree of `used` inodes: +25% and 4096 spare.
+fn inode_count(used: u64) -> u64 {
+    used + used / 4 + 4096
+}
+
+/// How the build gets root-owned files without being root on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BuildMode {
+    /// Running as root: `mmdebstrap --mode=root`, plain `mkfs.ext4`.
+    Root,
+    /// A normal user with subordinate ids: `mmdebstrap --mode=unshare`, and
+    /// the tree read under the same mapping.
+    Unshare {
+        /// First subordinate uid (inner uid 0).
+        uid: u64,
+        /// First subordinate gid (inner gid 0).
+        gid: u64,
+    },
+}
+
+impl BuildMode {
+    fn detect() -> Result<BuildMode, ImageError> {
+        let status = fs::read_to_string("/proc/self/status")
+            .map_err(|e| ImageError::io("cannot read /proc/self/status", e))?;
+        let (uid, euid) = parse_status_uids(&status).ok_or_else(|| {
+            ImageError::Privileges(
+                "cannot tell who this process runs as (/proc/self/status has no Uid: line)".into(),
+            )
+        })?;
+        if euid == 0 {
+            return Ok(BuildMode::Root);
+        }
+        let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+        let user = user_name(&read("/etc/passwd"), uid).unwrap_or_else(|| uid.to_string());
+        let how = format!(
+            "building an image needs root, or user namespaces with {SUBID_COUNT} subordinate ids for user {user}; as root run `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}` and `apt-get install uidmap`, or run the build as root"
+        );
+        let subuid = subid_start(&read("/etc/subuid"), &user, uid);
+        let subgid = subid_start(&read("/etc/subgid"), &user, uid);
+        let (Some(uid_start), Some(gid_start)) = (subuid, subgid) else {
+            return Err(ImageError::Privileges(how));
+        };
+        let userns = read("/proc/sys/user/max_user_namespaces");
+        let clone = read("/proc/sys/kernel/unprivileged_userns_clone");
+        if userns.trim() == "0" || clone.trim() == "0" {
+            return Err(ImageError::Privileges(format!(
+                "user namespaces are disabled on this host (max_user_namespaces or unprivileged_userns_clone is 0); {how}"
+            )));
+        }
+        Ok(BuildMode::Unshare {
+            uid: uid_start,
+            gid: gid_start,
+        })
+    }
+
+    fn mmdebstrap_mode(self) -> &'static str {
+        match self {
+            BuildMode::Root => "--mode=root",
+            BuildMode::Unshare { .. } => "--mode=unshare",
+        }
+    }
+}
+
+/// Real and effective uid from `/proc/self/status`.
+fn parse_status_uids(status: &str) -> Option<(u32, u32)> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_whitespace().map(|s| s.parse::<u32>().ok());
+    Some((ids.next()??, ids.next()??))
+}
+
+/// The login name of `uid` in an `/etc/passwd` text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}
+
+/// Start of a subordinate id range of at least [`SUBID_COUNT`] ids for this
+/// user (by name or uid) in an `/etc/subuid` or `/etc/subgid` text.
+fn subid_start(text: &str, user: &str, uid: u32) -> Option<u64> {
+    let uid = uid.to_string();
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let owner = fields.next()?;
+        let start = fields.next()?.parse::<u64>().ok()?;
+        let count = fields.next()?.parse::<u64>().ok()?;
+        ((owner == user || owner == uid) && count >= SUBID_COUNT).then_some(start)
+    })
+}
+
+/// A downloaded `.deb`.
+#[derive(Debug)]
+struct Deb {
+    path: PathBuf,
+    name: String,
+    version: String,
+}
+
+/// Where `apt-get download` will put a package, from `--print-uris`.
+#[derive(Debug, PartialEq, Eq)]
+struct DebLocation {
+    file_name: String,
+    size: u64,
+    sha256: Option<String>,
+}
+
+/// Parses the first line of `apt-get download --print-uris` output:
+/// `'URL' FILE SIZE SHA256:HEX`.
+fn parse_print_uris(output: &str) -> Option<DebLocation> {
+    let line = output.lines().find(|l| l.starts_with('\''))?;
+    let mut fields = line.rsplitn(4, ' ');
+    let hash = fields.next()?;
+    let size = fields.next()?.parse().ok()?;
+    let file_name = fields.next()?.to_owned();
+    if file_name.contains('/') || !file_name.ends_with(".deb") {
+        return None;
+    }
+    let sha256 = hash.strip_prefix("SHA256:").map(|h| h.to_ascii_lowercase());
+    Some(DebLocation {
+        file_name,
+        size,
+        sha256,
+    })
+}
+
+/// Runs the build's helper programs with a predictable environment.
+struct Tools {
+    path: OsString,
+}
+
+impl Tools {
+    fn new() -> Tools {
+        // Normal users often lack the sbin directories (mkfs.ext4, chroot).
+        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        for extra in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            if !dirs.iter().any(|d| d == Path::new(extra)) {
+                dirs.push(PathBuf::from(extra));
+            }
+        }
+        let path = std::env::join_paths(dirs)
+            .unwrap_or_else(|_| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"));
+        Tools { path }
+    }
+
+    /// Fails early, before any download, if a program is missing.
+    fn check(&self, mode: BuildMode) -> Result<(), ImageError> {
+        let mut needed = vec![
+            ("apt-get", "apt"),
+            ("dpkg-deb", "dpkg"),
+            ("mmdebstrap", "mmdebstrap"),
+            ("mkfs.ext4", "e2fsprogs"),
+            ("du", "coreutils"),
+            ("find", "findutils"),
+        ];
+        if let BuildMode::Unshare { .. } = mode {
+            needed.extend([
+                ("unshare", "util-linux"),
+                ("newuidmap", "uidmap"),
+                ("newgidmap", "uidmap"),
+            ]);
+        }
+        for (program, package) in needed {
+            let found = std::env::split_paths(&self.path).any(|dir| dir.join(program).is_file());
+            if !found {
+                return Err(ImageError::Spawn {
+                    program: program.to_owned(),
+                    package: package.to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("PATH", &self.path).env("LC_ALL", "C");
+        command
+    }
+
+    /// `program` run as root of the tree: directly when root, else inside
+    /// the subordinate id mapping mmdebstrap used.
+    fn as_tree_root(&self, mode: BuildMode, program: &str) -> Command {
+        match mode {
+            BuildMode::Root => self.command(program),
+            BuildMode::Unshare { uid, gid } => {
+                let mut command = self.command("unshare");
+                command.args([
+                    format!("--map-users={uid},0,{SUBID_COUNT}"),
+                    format!("--map-groups={gid},0,{SUBID_COUNT}"),
+                    "--setuid".into(),
+                    "0".into(),
+                    "--setgid".into(),
+                    "0".into(),
+                    "--".into(),
+                    program.into(),
+                ]);
+                command
+            }
+        }
+    }
+
+    /// Downloads `spec` (`name` or `name=version`) into `cache` unless a
+    /// file with the right hash is already there.
+    fn fetch_deb(&self, spec: &str, cache: &Path, probe: &Path) -> Result<Deb, ImageError> {
+        // Run in an empty directory: apt prints nothing for files already
+        // present in the current directory.
+        let listing = run(
+            self.command("apt-get")
+                .args(["download", "--print-uris", spec])
+                .current_dir(probe),
+            "apt",
+        )?;
+        let text = String::from_utf8_lossy(&listing.stdout);
+        let location = parse_print_uris(&text).ok_or_else(|| ImageError::UnexpectedOutput {
+            command: format!("apt-get download --print-uris {spec}"),
+            detail: format!(
+                "no package location in {:?}; run `apt-get update` and try again",
+                text.trim()
+            ),
+        })?;
+        let path = cache.join(&location.file_name);
+        if !deb_matches(&path, &location)? {
+            run(
+                self.command("apt-get")
+                    .args(["download", spec])
+                    .current_dir(cache),
+                "apt",
+            )?;
+            if !deb_matches(&path, &location)? {
+                return Err(ImageError::Package {
+                    package: spec.to_owned(),
+                    detail: format!(
+                        "{} does not match the hash apt announced; delete it and try again",
+                        path.display()
+                    ),
+                });
+            }
+        } else {
+            tracing::debug!(deb = %path.display(), "reusing downloaded package");
+        }
+        let name = self.deb_field(&path, "Package")?;
+        let version = self.deb_field(&path, "Version")?;
+        Ok(Deb {
+            path,
+            name,
+            version,
+        })
+    }
+
+    fn deb_field(&self, deb: &Path, field: &str) -> Result<String, ImageError> {
+        let output = run(
+            self.command("dpkg-deb").arg("-f").arg(deb).arg(field),
+            "dpkg",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    fn unpack(&self, deb: &Path, into: &Path) -> Result<(), ImageError> {
+        run(
+            self.command("dpkg-deb").arg("-x").arg(deb).arg(into),
+            "dpkg",
+        )?;
+        Ok(())
+    }
+
+    fn mmdebstrap(&self, work: &RootfsWork, opts: &BuildOptions) -> Result<(), ImageError> {
+        let mut command = self.command("mmdebstrap");
+        command
+            .current_dir(work.dir())
+            .arg(work.mode.mmdebstrap_mode())
+            .arg("--variant=minbase")
+            .arg(format!("--include={INCLUDE}"))
+            .arg(format!("--customize-hook=mkdir -p \"$1{STAGING_IN_TREE}\""))
+            // Paths outside the chroot are relative to the current directory.
+            .arg(format!("--customize-hook=sync-in staging {STAGING_IN_TREE}"))
+            .arg(format!(
+                "--customize-hook=chroot \"$1\" /bin/sh {STAGING_IN_TREE}/customize.sh {STAGING_IN_TREE}"
+            ))
+            .arg(&opts.suite)
+            .arg("tree")
+            .args(&opts.mirrors);
+        run(&mut command, "mmdebstrap")?;
+        Ok(())
+    }
+
+    /// Writes `rootfs.ext4` from the tree and returns its path.
+    fn make_ext4(&self, work: &RootfsWork) -> Result<PathBuf, ImageError> {
+        let apparent = self.du(work, &["--apparent-size", "--block-size=1"])?;
+        let inodes = self.du(work, &["--inodes"])?;
+        let size = disk_size_bytes(apparent);
+        let image = work.dir().join("rootfs.ext4");
+        let file = fs::File::create(&image)
+            .map_err(|e| ImageError::io(format!("cannot create {}", image.display()), e))?;
+        file.set_len(size)
+            .map_err(|e| ImageError::io(format!("cannot size {}", image.display()), e))?;
+        drop(file);
+        if let BuildMode::Unshare { .. } = work.mode {
+            // The mapped root is "other" to this file's owner.
+            store::set_mode(&image, 0o666)?;
+        }
+        tracing::info!(apparent, inodes, size, "writing ext4 image");
+        run(
+            self.as_tree_root(work.mode, "mkfs.ext4")
+                .current_dir(work.dir())
+                .args(["-q", "-F", "-O", "^has_journal", "-m", "0", "-b", "4096"])
+                .arg("-N")
+                .arg(inode_count(inodes).to_string())
+                .args(["-L", ROOTFS_LABEL, "-d", "tree", "rootfs.ext4"])
+                .arg(format!("{}k", size / 1024)),
+            "e2fsprogs",
+        )?;
+        store::set_mode(&image, 0o644)?;
+        Ok(image)
+    }
+
+    fn du(&self, work: &RootfsWork, flags: &[&str]) -> Result<u64, ImageError> {
+        let output = run(
+            self.as_tree_root(work.mode, "du")
+                .current_dir(work.dir())
+                .arg("-s")
+                .args(flags)
+                .arg("tree"),
+            "coreutils",
+        )?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ImageError::UnexpectedOutput {
+                command: format!("du -s {} tree", flags.join(" ")),
+                detail: format!("no number in {:?}", text.trim()),
+            })
+    }
+}
+
+fn deb_matches(path: &Path, location: &DebLocation) -> Result<bool, ImageError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.len() == location.size => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(ImageError::io(format!("cannot stat {}", path.display()), e)),
+    }
+    match &location.sha256 {
+        Some(expected) => Ok(&store::hash_file(path)?.0 == expected),
+        None => Ok(true),
+    }
+}
+
+/// Where the root tree is made and turned into an ext4 file. As root this is
+/// inside the build directory; as a normal user it is a world-traversable
+/// directory under `$TMPDIR`, because the mapped root cannot enter a private
+/// home directory. Removing it needs the mapping too, hence the `Drop`.
+struct RootfsWork {
+    mode: BuildMode,
+    dir: Option<tempfile::TempDir>,
+    tree_removed: bool,
+}
+
+impl RootfsWork {
+    fn new(mode: BuildMode, build_dir: &Path) -> Result<RootfsWork, ImageError> {
+        let base = match mode {
+            BuildMode::Root => build_dir.to_owned(),
+            BuildMode::Unshare { .. } => std::env::temp_dir(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("banger-rootfs-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                ImageError::io(
+                    format!("cannot create a work directory in {}", base.display()),
+                    e,
+                )
+            })?;
+        store::set_mode(dir.path(), 0o755)?;
+        Ok(RootfsWork {
+            mode,
+            dir: Some(dir),
+            tree_removed: false,
+        })
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("work dir lives until drop").path()
+    }
+
+    /// Writes the files the customize hook installs into `staging/`.
+    fn stage(&self, agent: &[u8]) -> Result<(), ImageError> {
+        let staging = self.dir().join("staging");
+        fs::create_dir(&staging)
+            .map_err(|e| ImageError::io(format!("cannot create {}", staging.display()), e))?;
+        store::set_mode(&staging, 0o755)?;
+        write_file(&staging.join("banger-agent"), agent)?;
+        for (name, text) in GUEST_FILES {
+            write_file(&staging.join(name), text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Empties and removes `tree/` without crossing into other file
+    /// systems (in case a chroot mount was left behind).
+    fn remove_tree(&mut self, tools: &Tools) -> Result<(), ImageError> {
+        let tree = self.dir().join("tree");
+        if !tree.exists() {
+            self.tree_removed = true;
+            return Ok(());
+        }
+        run(
+            tools
+                .as_tree_root(self.mode, "find")
+                .current_dir(self.dir())
+                .args(["tree", "-xdev", "-mindepth", "1", "-delete"]),
+            "findutils",
+        )?;
+        fs::remove_dir(&tree)
+            .map_err(|e| ImageError::io(format!("cannot remove {}", tree.display()), e))?;
+        self.tree_removed = true;
+        Ok(())
+    }
+}
+
+impl Drop for RootfsWork {
+    fn drop(&mut self) {
+        if self.tree_removed {
+            return;
+        }
+        if let Err(err) = self.remove_tree(&Tools::new()) {
+            // Removing the rest blindly could walk into a leftover mount.
+            let dir = self.dir.take().expect("work dir present").keep();
+            tracing::warn!(dir = %dir.display(), error = %err, "left a build tree behind; unmount anything under it and remove it");
+        }
+    }
+}
+
+fn run(command: &mut Command, package: &str) -> Result<Output, ImageError> {
+    let shown = show(command);
+    tracing::debug!(command = %shown, "running");
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = command.output().map_err(|source| ImageError::Spawn {
+        program,
+        package: package.to_owned(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(output);
+    }
+    let text = if output.stderr.iter().all(u8::is_ascii_whitespace) {
+        &output.stdout
+    } else {
+        &output.stderr
+    };
+    Err(ImageError::Command {
+        command: shown,
+        status: output.status.to_string(),
+        output: tail(&String::from_utf8_lossy(text), 25),
+    })
+}
+
+fn show(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    fs::write(path, bytes)
+        .map_err(|e| ImageError::io(format!("cannot write {}", path.display()), e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| ImageError::io(format!("cannot chmod {}", path.display()), e))
+}
+
+fn read_first(dir: &Path, candidates: &[&str]) -> std::io::Result<Vec<u8>> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no candidates");
+    for candidate in candidates {
+        match fs::read(dir.join(candidate)) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Renames, or copies across file systems (the unshare work dir is in /tmp).
+fn move_file(from: &Path, to: &Path) -> Result<(), ImageError> {
+    if fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(|e| {
+        ImageError::io(
+            format!("cannot copy {} to {}", from.display(), to.display()),
+            e,
+        )
+    })?;
+    fs::remove_file(from)
+        .map_err(|e| ImageError::io(format!("cannot remove {}", from.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dependency_is_read_from_the_metapackage() {
+        assert_eq!(
+            kernel_dependency("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)").as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64=6.1.192-2")
+        );
+        assert_eq!(
+            kernel_dependency(
+                "initramfs-tools | linux-initramfs-tool, linux-image-6.12.9-cloud-amd64 (>= 6.12)"
+            )
+            .as_deref(),
+            Some("linux-image-6.12.9-cloud-amd64")
+        );
+        assert_eq!(kernel_dependency("busybox"), None);
+    }
+
+    #[test]
+    fn print_uris_output_is_parsed() {
+        let out = "'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:3D3FDBE9\n";
+        assert_eq!(
+            parse_print_uris(out),
+            Some(DebLocation {
+                file_name: "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb".into(),
+                size: 928188,
+                sha256: Some("3d3fdbe9".into()),
+            })
+        );
+        assert_eq!(parse_print_uris(""), None);
+        assert_eq!(parse_print_uris("'u' ../evil.deb 1 SHA256:00"), None);
+    }
+
+    #[test]
+    fn disk_size_has_slack_and_whole_mebibytes() {
+        assert_eq!(disk_size_bytes(0), 64 * MIB);
+        let size = disk_size_bytes(279_000_000);
+        assert_eq!(size % MIB, 0);
+        assert!(size >= 279_000_000 + 279_000_000 / 4 + 64 * MIB);
+        assert!(size < 279_000_000 + 279_000_000 / 4 + 65 * MIB);
+        assert_eq!(inode_count(12_800), 12_800 + 3_200 + 4096);
+    }
+
+    #[test]
+    fn ids_and_subordinate_ranges_are_parsed() {
+        let status = "Name:\tx\nUid:\t1000\t1001\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_status_uids(status), Some((1000, 1001)));
+        assert_eq!(parse_status_uids("Name: x\n"), None);
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name(passwd, 7), None);
+        let subuid = "bob:100000:65536\nalice:165536:1000\n1000:300000:65536\n";
+        assert_eq!(subid_start(subuid, "bob", 1001), Some(100000));
+        // alice's own range is too small; her uid entry is big enough.
+        assert_eq!(subid_start(subuid, "alice", 1000), Some(300000));
+        assert_eq!(subid_start(subuid, "carol", 1002), None);
+    }
+
+    #[test]
+    fn default_options_point_at_the_cache() {
+        let opts = BuildOptions::default_for("/x/agent".into(), Path::new("/c"));
+        assert_eq!(opts.name, DEFAULT_IMAGE);
+        assert_eq!(opts.download_cache, Path::new("/c/debs"));
+        assert!(opts.mirrors.iter().any(|m| m.contains("bookworm-security")));
+        opts.validate().unwrap();
+        let bad = BuildOptions {
+            name: "../x".into(),
+            ..opts.clone()
+        };
+        assert!(bad.validate().is_err());
+        let bad = BuildOptions {
+            suite: "Bookworm; rm".into(),
+            ..opts
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn guest_scripts_parse() {
+        let (_, script) = GUEST_FILES[0];
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("customize.sh");
+        fs::write(&path, script).unwrap();
+        assert!(
+            Command::new("sh")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}

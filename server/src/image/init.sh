@@ -1,0 +1,118 @@
+#!/bin/sh
+# banger-init: /init of a banger guest initramfs, run by busybox sh.
+#
+# Assembles the guest's root file system from virtio-blk disks found by their
+# serial and hands over to systemd. Contract (kept in sync with image/mod.rs):
+#
+#   banger.root=overlay   disk "rootfs"  = image base, ext4, mounted read-only (lower)
+#                         disk "overlay" = per-VM ext4, upper/ and work/ of the overlay
+#   every mode            disk "work"    = per-VM ext4, mounted at /root
+#   /banger/banger-agent  if a later initramfs segment carries it, it replaces
+#                         /usr/sbin/banger-agent in the new root
+#
+# On any failure: print "banger-init: <what failed>" and power off, so the VMM
+# exits instead of hanging (if poweroff itself fails, init exits and the kernel
+# panics; with panic=-1 and -no-reboot that ends QEMU too).
+
+PATH=/bin
+export PATH
+
+fail() {
+	echo "banger-init: $*"
+	poweroff -f
+	exit 1
+}
+
+mount -t proc proc /proc || fail "cannot mount /proc"
+mount -t sysfs sysfs /sys || fail "cannot mount /sys"
+mount -t devtmpfs devtmpfs /dev || fail "cannot mount devtmpfs on /dev"
+
+# Modules, one "<file>.ko <sysfs name>" per line in load order (written when
+# the image was built; built-in ones are left out). A module that is already
+# there is skipped.
+while read -r ko name; do
+	[ -n "$ko" ] || continue
+	[ -d "/sys/module/$name" ] || insmod "/lib/modules/$ko" || fail "cannot load kernel module $ko"
+done </lib/modules/load-order
+
+root_mode=
+read -r cmdline </proc/cmdline
+for arg in $cmdline; do
+	case $arg in
+	banger.root=*) root_mode=${arg#banger.root=} ;;
+	esac
+done
+
+# disk_by_serial SERIAL: set $disk to the /dev/vdX whose virtio-blk serial is
+# SERIAL; return 1 (and set $disk to "") if there is none (yet).
+disk_by_serial() {
+	disk=
+	for serial_file in /sys/block/vd*/serial; do
+		[ -r "$serial_file" ] || continue
+		serial=
+		read -r serial <"$serial_file"
+		[ "$serial" = "$1" ] || continue
+		block=${serial_file%/serial}
+		disk=/dev/${block##*/}
+		[ -b "$disk" ] && return 0
+		disk=
+	done
+	return 1
+}
+
+# wait_for_disks SERIAL...: virtio-blk probing is done by the time insmod
+# returns, but give slow hosts about 2 s before giving up.
+wait_for_disks() {
+	tries=0
+	while :; do
+		missing=
+		for want in "$@"; do
+			disk_by_serial "$want" || missing="$missing $want"
+		done
+		[ -z "$missing" ] && return 0
+		tries=$((tries + 1))
+		[ "$tries" -le 40 ] || fail "no virtio-blk disk with serial:$missing"
+		sleep 0.05
+	done
+}
+
+# mount_disk SERIAL DIR [OPTIONS]: mount the ext4 disk with that serial.
+mount_disk() {
+	disk_by_serial "$1" || fail "no virtio-blk disk with serial: $1"
+	mkdir -p "$2" || fail "cannot create $2"
+	mount -t ext4 -o "${3:-rw}" "$disk" "$2" || fail "cannot mount disk $1 ($disk) on $2"
+}
+
+# Read-only image base + per-VM upper disk, joined by overlayfs at /newroot.
+# /mnt/lower and /mnt/upper stay mounted but unreachable after switch_root.
+root_overlay() {
+	wait_for_disks rootfs overlay work
+	mount_disk rootfs /mnt/lower ro
+	mount_disk overlay /mnt/upper
+	mkdir -p /mnt/upper/upper /mnt/upper/work || fail "cannot create upper/ and work/ on the overlay disk"
+	mount -t overlay overlay \
+		-o lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work /newroot ||
+		fail "cannot mount the overlay root"
+}
+
+case $root_mode in
+overlay) root_overlay ;;
+"") fail "no banger.root= on the kernel command line; add banger.root=overlay" ;;
+*) fail "unknown banger.root=$root_mode; this image supports: overlay" ;;
+esac
+
+mount_disk work /newroot/root
+
+if [ -f /banger/banger-agent ]; then
+	cp /banger/banger-agent /newroot/usr/sbin/banger-agent.new &&
+		chmod 0755 /newroot/usr/sbin/banger-agent.new &&
+		mv -f /newroot/usr/sbin/banger-agent.new /newroot/usr/sbin/banger-agent ||
+		fail "cannot install /banger/banger-agent as /usr/sbin/banger-agent"
+fi
+
+for fs in dev proc sys; do
+	mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs into the new root"
+done
+
+exec switch_root /newroot /sbin/init
+fail "switch_root to /sbin/init failed"
