@@ -122,13 +122,19 @@ impl Daemon {
         progress.say("creating disks");
         self.with_store(|s| s.insert_vm(&record))?;
         let dir = self.dirs.vm_state(&record.id);
-        let made = (|| -> Result<(), OpError> {
-            crate::paths::Dirs::ensure_private(&dir)
-                .map_err(|e| OpError::internal(format!("cannot create {}: {e}", dir.display())))?;
-            self.root.create(&dir).map_err(OpError::from_display)?;
-            WorkDisk::create(&dir, record.spec.disk_bytes).map_err(OpError::from_display)?;
-            Ok(())
-        })();
+        let made = {
+            let (dir, root, disk_bytes) = (dir.clone(), self.root.clone(), record.spec.disk_bytes);
+            // mkfs and debugfs block: keep them off the async workers.
+            tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+                crate::paths::Dirs::ensure_private(&dir).map_err(|e| {
+                    OpError::internal(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                root.create(&dir).map_err(OpError::from_display)?;
+                WorkDisk::create(&dir, disk_bytes).map_err(OpError::from_display)
+            })
+            .await
+            .unwrap_or_else(|e| Err(OpError::internal(format!("disk task failed: {e}"))))
+        };
         if let Err(e) = made {
             // Leave nothing behind: no files, no row.
             let _ = std::fs::remove_dir_all(&dir);
