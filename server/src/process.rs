@@ -73,6 +73,7 @@ fn parse_state(stat: &str) -> Option<char> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
 

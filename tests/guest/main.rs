@@ -6,6 +6,8 @@
 //! Run through `scripts/test.sh`, which builds the binaries first and skips
 //! (and says so) this tier on a host without the guest prerequisites.
 
+#![allow(clippy::disallowed_methods)] // tests drive banger as a user would: by spawning it
+
 use std::time::Duration;
 
 use banger_tests::Env;

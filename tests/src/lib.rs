@@ -7,6 +7,8 @@
 //! the test fails: the daemon is stopped and any VMM process that belongs to
 //! the environment is killed.
 
+#![allow(clippy::disallowed_methods)] // tests drive banger as a user would: by spawning it
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

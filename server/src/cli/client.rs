@@ -140,6 +140,7 @@ fn spawn_daemon(dirs: &Dirs) -> Result<(), ConnectError> {
     Dirs::ensure_private(&dirs.state).map_err(err)?;
     let log = open_log(&dirs.daemon_log()).map_err(err)?;
     let log2 = log.try_clone().map_err(err)?;
+    #[allow(clippy::disallowed_methods)] // the one place bangerd is started
     let mut cmd = std::process::Command::new(&binary);
     cmd.stdin(std::process::Stdio::null())
         .stdout(log)

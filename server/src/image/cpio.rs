@@ -150,6 +150,7 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
     use std::process::{Command, Stdio};

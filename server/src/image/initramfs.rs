@@ -269,6 +269,7 @@ pub(crate) fn build_initramfs(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
     use std::process::Command;

@@ -132,6 +132,7 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
     use std::io::Write;

@@ -127,6 +127,7 @@ impl Vmm for Qemu {
         }
         // -daemonize: this child exits once QEMU is initialised; the VMM
         // runs on in its own session. Nothing here ties it to the caller.
+        #[allow(clippy::disallowed_methods)] // the VMM driver spawns its VMM
         let out = Command::new(&self.binary)
             .args(Qemu::args(plan))
             .stdin(Stdio::null())
