@@ -208,7 +208,9 @@ pub fn make_ext4(
 /// The one place disk code spawns e2fsprogs.
 #[allow(clippy::disallowed_methods)]
 fn tool(program: &str) -> Command {
-    Command::new(program)
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", crate::paths::tool_search_path());
+    cmd
 }
 
 fn run_tool(cmd: &mut Command) -> Result<(), DiskError> {

@@ -8,6 +8,27 @@
 
 use std::path::{Path, PathBuf};
 
+/// `PATH` plus the sbin directories, where Debian keeps e2fsprogs and other
+/// tools a normal user's `PATH` often lacks.
+pub fn tool_search_path() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for extra in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        if !dirs.iter().any(|d| d == Path::new(extra)) {
+            dirs.push(PathBuf::from(extra));
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
 /// The directories of one user's banger.
 #[derive(Debug, Clone)]
 pub struct Dirs {
@@ -83,13 +104,22 @@ impl Dirs {
         self.runtime.join("vms").join(id)
     }
 
-    /// Creates a directory (and parents) readable only by this user.
+    /// Creates a directory (and parents) readable only by this user, and
+    /// refuses one that another user owns (a shared /tmp fallback could be
+    /// planted).
     pub fn ensure_private(dir: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let meta = std::fs::symlink_metadata(dir)?;
+        if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} is not a directory owned by this user", dir.display()),
+            ));
+        }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
 }

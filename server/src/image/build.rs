@@ -507,25 +507,9 @@ struct Tools {
 
 impl Tools {
     fn new() -> Tools {
-        // Normal users often lack the sbin directories (mkfs.ext4, chroot).
-        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect())
-            .unwrap_or_default();
-        for extra in [
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ] {
-            if !dirs.iter().any(|d| d == Path::new(extra)) {
-                dirs.push(PathBuf::from(extra));
-            }
+        Tools {
+            path: crate::paths::tool_search_path(),
         }
-        let path = std::env::join_paths(dirs)
-            .unwrap_or_else(|_| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"));
-        Tools { path }
     }
 
     /// Fails early, before any download, if a program is missing.
