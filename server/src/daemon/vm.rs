@@ -22,11 +22,16 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decides the state a stored VM is really in, given whether its process
 /// lives (pure; the daemon applies it at start-up and before each use).
-pub(crate) fn reconciled_state(state: VmState, process_alive: bool) -> VmState {
-    match (state.may_have_process(), process_alive) {
-        (true, true) => VmState::Running,
-        (true, false) => VmState::Stopped,
-        (false, _) => state,
+///
+/// A VM whose process is gone is stopped, never running. While the daemon
+/// runs, `starting` and `stopping` belong to an operation in flight and
+/// stay; at daemon start-up no operation survived, so a live process means
+/// the VM runs (the agent connection proves it on first use).
+pub(crate) fn reconciled_state(state: VmState, process_alive: bool, at_startup: bool) -> VmState {
+    match (state, process_alive) {
+        (s, false) if s.may_have_process() => VmState::Stopped,
+        (VmState::Starting | VmState::Stopping, true) if at_startup => VmState::Running,
+        (s, _) => s,
     }
 }
 
@@ -431,12 +436,16 @@ impl Daemon {
 
     /// Brings one record in line with reality: a VM whose process is gone is
     /// stopped, never running.
-    pub(crate) fn refresh(&self, mut vm: VmRecord) -> Result<VmRecord, OpError> {
+    pub(crate) fn refresh(&self, vm: VmRecord) -> Result<VmRecord, OpError> {
+        self.reconcile(vm, false)
+    }
+
+    fn reconcile(&self, mut vm: VmRecord, at_startup: bool) -> Result<VmRecord, OpError> {
         let alive = match (vm.pid, vm.pid_start_time) {
             (Some(pid), Some(start_time)) => ProcessIdentity { pid, start_time }.is_alive(),
             _ => false,
         };
-        let state = reconciled_state(vm.state, alive);
+        let state = reconciled_state(vm.state, alive, at_startup);
         if state != vm.state {
             vm.state = state;
             if state == VmState::Stopped {
@@ -456,7 +465,7 @@ impl Daemon {
         for vm in self.with_store(|s| s.list_vms())? {
             let name = vm.name.clone();
             let before = vm.state;
-            let after = self.refresh(vm)?.state;
+            let after = self.reconcile(vm, true)?.state;
             if before != after {
                 tracing::info!(vm = %name, "reconciled: {before} -> {after}");
             }
@@ -529,11 +538,32 @@ mod tests {
     #[test]
     fn a_vm_whose_process_is_gone_is_stopped() {
         for s in [VmState::Starting, VmState::Running, VmState::Stopping] {
-            assert_eq!(reconciled_state(s, false), VmState::Stopped);
-            assert_eq!(reconciled_state(s, true), VmState::Running);
+            for at_startup in [false, true] {
+                assert_eq!(reconciled_state(s, false, at_startup), VmState::Stopped);
+            }
+            assert_eq!(reconciled_state(s, true, true), VmState::Running);
         }
-        assert_eq!(reconciled_state(VmState::Stopped, false), VmState::Stopped);
-        assert_eq!(reconciled_state(VmState::Error, false), VmState::Error);
+        // An operation in flight owns its transitional state.
+        assert_eq!(
+            reconciled_state(VmState::Starting, true, false),
+            VmState::Starting
+        );
+        assert_eq!(
+            reconciled_state(VmState::Stopping, true, false),
+            VmState::Stopping
+        );
+        assert_eq!(
+            reconciled_state(VmState::Running, true, false),
+            VmState::Running
+        );
+        assert_eq!(
+            reconciled_state(VmState::Stopped, false, true),
+            VmState::Stopped
+        );
+        assert_eq!(
+            reconciled_state(VmState::Error, false, true),
+            VmState::Error
+        );
     }
 
     #[test]
