@@ -145,6 +145,49 @@ impl AgentClient {
         Ok(AgentClient::new(rd, wr))
     }
 
+    /// Connects through Firecracker's hybrid vsock: a unix socket on which
+    /// `CONNECT <port>\n` is answered with `OK <host port>\n`, after which
+    /// the stream is the guest connection.
+    pub async fn connect_hybrid_vsock(path: &Path, port: u32) -> Result<AgentClient, AgentError> {
+        let err = |source: std::io::Error| AgentError::Connect {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut stream = tokio::net::UnixStream::connect(path).await.map_err(err)?;
+        stream
+            .write_all(format!("CONNECT {port}\n").as_bytes())
+            .await
+            .map_err(err)?;
+        // Byte by byte: nothing after the newline belongs to the handshake.
+        let mut line = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            if stream.read(&mut b).await.map_err(err)? == 0 {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("nothing listens on guest vsock port {port} yet"),
+                )));
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            line.push(b[0]);
+            if line.len() > 64 {
+                return Err(err(std::io::Error::other(
+                    "over-long vsock handshake reply",
+                )));
+            }
+        }
+        if !line.starts_with(b"OK ") {
+            return Err(err(std::io::Error::other(format!(
+                "vsock handshake refused: {}",
+                String::from_utf8_lossy(&line)
+            ))));
+        }
+        let (rd, wr) = stream.into_split();
+        Ok(AgentClient::new(rd, wr))
+    }
+
     /// Wraps an established byte stream; spawns the reader and writer tasks.
     pub fn new<R, W>(mut reader: R, mut writer: W) -> AgentClient
     where

@@ -178,7 +178,7 @@ async fn create(
             OpEvent::Progress { message } => marks.push((message, Instant::now())),
             OpEvent::Vm { vm } => {
                 marks.push(("ready".into(), Instant::now()));
-                return (vm, marks, t0);
+                return (*vm, marks, t0);
             }
             OpEvent::Failed { message, .. } => panic!("{message}"),
             OpEvent::Image { .. } => {}

@@ -48,6 +48,10 @@ pub struct VmView {
     pub image_id: String,
     /// VMM driver.
     pub vmm: String,
+    /// Why that VMM.
+    pub vmm_reason: Option<String>,
+    /// Kernel of the last boot.
+    pub kernel: Option<String>,
     /// Accelerator and why, like `tcg (kvm_pvm cannot run this kernel)`.
     pub accel: Option<String>,
     /// Root strategy (`overlay`).
@@ -79,8 +83,15 @@ pub struct CreateParams {
     pub disk_bytes: Option<u64>,
     /// Image name or id; the default image when absent.
     pub image: Option<String>,
+    /// `auto`, `firecracker` or `qemu`; the configured default when absent.
+    #[serde(default)]
+    pub vmm: Option<String>,
     /// Start it right away.
     pub start: bool,
+    /// Remove the VM again if it fails to start (`vm run --rm`: a failed
+    /// run leaves nothing behind).
+    #[serde(default)]
+    pub delete_on_failure: bool,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -95,12 +106,12 @@ pub enum OpEvent {
     /// The operation finished with this VM.
     Vm {
         /// The VM.
-        vm: VmView,
+        vm: Box<VmView>,
     },
     /// The operation finished with this image.
     Image {
         /// The image.
-        image: ImageView,
+        image: Box<ImageView>,
     },
     /// The operation failed.
     Failed {
@@ -198,7 +209,16 @@ pub struct DaemonInfo {
     pub schema_version: usize,
     /// Accelerator new VMs get, and why.
     pub accel: String,
+    /// VMM new VMs get by default, and why.
+    #[serde(default)]
+    pub vmm: String,
+    /// Identifies the build; the CLI restarts a daemon of another build.
+    #[serde(default)]
+    pub build_id: String,
 }
+
+/// This build's id (see `build.rs`).
+pub const BUILD_ID: &str = env!("BANGER_BUILD_ID");
 
 /// The daemon's API.
 #[rpc(server, client, namespace = "banger")]

@@ -5,6 +5,8 @@
 //! - state (`$XDG_STATE_HOME/banger`): the database and per-VM disks.
 //! - cache (`$XDG_CACHE_HOME/banger`): images and downloaded packages, which
 //!   can be rebuilt.
+//! - data (`$XDG_DATA_HOME/banger`): programs banger installs for the user
+//!   (`bin/firecracker`).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,8 @@ pub struct Dirs {
     pub state: PathBuf,
     /// Images and downloads.
     pub cache: PathBuf,
+    /// Programs banger installs.
+    pub data: PathBuf,
 }
 
 impl Dirs {
@@ -66,7 +70,25 @@ impl Dirs {
             cache: var("XDG_CACHE_HOME")
                 .unwrap_or_else(|| home.join(".cache"))
                 .join("banger"),
+            data: var("XDG_DATA_HOME")
+                .unwrap_or_else(|| home.join(".local/share"))
+                .join("banger"),
         }
+    }
+
+    /// The user's settings file.
+    pub fn config_file(&self) -> PathBuf {
+        std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .unwrap_or_else(|| PathBuf::from("/etc"))
+            .join("banger/config.toml")
+    }
+
+    /// Programs banger installs (firecracker, jailer).
+    pub fn bin(&self) -> PathBuf {
+        self.data.join("bin")
     }
 
     /// The daemon's JSON-RPC socket.

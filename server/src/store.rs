@@ -36,6 +36,9 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 2: why the VMM was chosen, and which kernel the VM booted.
+    "ALTER TABLE vms ADD COLUMN vmm_reason TEXT;
+     ALTER TABLE vms ADD COLUMN kernel TEXT;",
 ];
 
 /// A store operation failed.
@@ -144,6 +147,10 @@ pub struct VmRecord {
     pub image_name: String,
     /// VMM driver name.
     pub vmm: String,
+    /// Why that VMM was chosen.
+    pub vmm_reason: Option<String>,
+    /// The kernel of the last boot (image kernel version or imported path).
+    pub kernel: Option<String>,
     /// Accelerator of the last start (`kvm`, `tcg`).
     pub accel: Option<String>,
     /// Why that accelerator was chosen.
@@ -235,8 +242,9 @@ impl Store {
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
-                vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
+                vmm_reason, kernel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 vm.id,
                 vm.name,
@@ -255,6 +263,8 @@ impl Store {
                 vm.last_error,
                 vm.created_at,
                 vm.updated_at,
+                vm.vmm_reason,
+                vm.kernel,
             ],
         );
         match res {
@@ -272,7 +282,8 @@ impl Store {
     pub fn update_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
-                accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13
+                accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
+                vmm_reason=?14, kernel=?15
              WHERE id=?1",
             params![
                 vm.id,
@@ -288,6 +299,8 @@ impl Store {
                 vm.boot_id,
                 vm.last_error,
                 now(),
+                vm.vmm_reason,
+                vm.kernel,
             ],
         )?;
         Ok(())
@@ -338,8 +351,10 @@ impl Store {
     }
 }
 
-const SELECT_VM: &str = "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
-    vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at FROM vms";
+const SELECT_VM: &str =
+    "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
+    vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
+    vmm_reason, kernel FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -366,6 +381,8 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             last_error: r.get(14)?,
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
+            vmm_reason: r.get(17)?,
+            kernel: r.get(18)?,
         },
         state,
     ))
@@ -389,6 +406,8 @@ mod tests {
             image_id: "img".into(),
             image_name: "debian-bookworm".into(),
             vmm: "qemu".into(),
+            vmm_reason: None,
+            kernel: None,
             accel: None,
             accel_reason: None,
             pid: None,

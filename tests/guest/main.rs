@@ -8,6 +8,8 @@
 
 #![allow(clippy::disallowed_methods)] // tests drive banger as a user would: by spawning it
 
+mod firecracker;
+
 use std::time::Duration;
 
 use banger_tests::Env;

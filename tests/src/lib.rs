@@ -17,6 +17,7 @@ use std::time::Duration;
 pub struct Env {
     root: tempfile::TempDir,
     bin: PathBuf,
+    vars: Vec<(String, String)>,
 }
 
 /// What a banger command did.
@@ -88,12 +89,38 @@ impl Env {
             .prefix("bg")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        Env { root, bin }
+        Env {
+            root,
+            bin,
+            vars: Vec::new(),
+        }
+    }
+
+    /// Sets a variable for every banger command (and so for the daemon the
+    /// first command starts).
+    pub fn with_var(mut self, key: &str, value: &str) -> Env {
+        self.vars.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The built binaries' directory.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
     }
 
     /// The environment's root directory.
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The shared image store (the user's cache).
+    pub fn image_dir() -> PathBuf {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+            })
+            .join("banger/images")
     }
 
     /// `$XDG_STATE_HOME/banger`.
@@ -114,6 +141,7 @@ impl Env {
             .env("XDG_STATE_HOME", self.root().join("state"))
             .env("BANGER_LOG", "info")
             .env_remove("NO_COLOR")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         cmd
     }
@@ -140,6 +168,19 @@ impl Env {
             .write_all(input)
             .expect("write stdin");
         child.wait_with_output().expect("wait banger").into()
+    }
+
+    /// Makes sure the default image exists (building it on a fresh
+    /// machine), without making a VM.
+    pub fn ensure_image(&self) {
+        let images = self.banger(&["image", "list", "--json"]);
+        images.ok();
+        if images.stdout.contains("debian-bookworm") {
+            return;
+        }
+        self.banger(&["vm", "create", "--no-start", "--name", "image-probe"])
+            .ok();
+        self.banger(&["vm", "delete", "image-probe"]).ok();
     }
 
     /// `banger vm list --all --json`, parsed.

@@ -98,10 +98,24 @@ pub async fn connect_existing(dirs: &Dirs) -> Result<Option<Client>, ConnectErro
     }
 }
 
-/// Connects, starting bangerd first when it is not running.
+/// Connects, starting bangerd first when it is not running, and replacing
+/// a daemon of another build (VMs outlive daemon restarts, so this is safe).
 pub async fn connect_or_start(dirs: &Dirs) -> Result<Client, ConnectError> {
     if let Some(c) = connect_existing(dirs).await? {
-        return Ok(c);
+        use crate::api::BangerApiClient;
+        match c.daemon_info().await {
+            Ok(info) if info.build_id == crate::api::BUILD_ID => return Ok(c),
+            Ok(info) => {
+                tracing::info!("bangerd {} runs another build; restarting it", info.version);
+                let _ = c.daemon_stop().await;
+                wait_gone(dirs, Some(info.pid)).await;
+            }
+            Err(_) => {
+                // Too old to describe itself in today's terms.
+                let _ = c.daemon_stop().await;
+                wait_gone(dirs, None).await;
+            }
+        }
     }
     spawn_daemon(dirs)?;
     let timeout = Duration::from_secs(15);
@@ -115,6 +129,17 @@ pub async fn connect_or_start(dirs: &Dirs) -> Result<Client, ConnectError> {
                 timeout,
                 dirs.daemon_log().display().to_string(),
             ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits (bounded) for a stopping daemon to release its socket.
+async fn wait_gone(dirs: &Dirs, pid: Option<u32>) {
+    for _ in 0..400 {
+        let proc_gone = pid.is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if proc_gone && !dirs.socket().exists() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

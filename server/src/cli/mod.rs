@@ -72,6 +72,10 @@ struct SpecArgs {
     /// Size of the work disk mounted at /root, like 8G.
     #[arg(long, value_name = "SIZE")]
     disk_size: Option<String>,
+    /// VMM: auto (Firecracker where it can run the guest, else QEMU),
+    /// firecracker or qemu. Default: `vmm` in config.toml, else auto.
+    #[arg(long, value_name = "VMM")]
+    vmm: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,7 +267,11 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
     }
 }
 
-fn create_params(spec: &SpecArgs, start: bool) -> Result<CreateParams, Failure> {
+fn create_params(
+    spec: &SpecArgs,
+    start: bool,
+    delete_on_failure: bool,
+) -> Result<CreateParams, Failure> {
     // Validate locally too, so obvious mistakes never reach the daemon.
     if let Some(name) = &spec.name {
         spec::validate_name(name).map_err(|e| Failure::new(2, e.to_string()))?;
@@ -280,7 +288,9 @@ fn create_params(spec: &SpecArgs, start: bool) -> Result<CreateParams, Failure> 
         memory_mib: spec.memory,
         disk_bytes,
         image: None,
+        vmm: spec.vmm.clone(),
         start,
+        delete_on_failure,
     })
 }
 
@@ -315,7 +325,7 @@ async fn create(
 ) -> Result<VmView, Failure> {
     let sub = client.vm_create(params).await.map_err(rpc_failure)?;
     match follow(sub, printer).await? {
-        OpEvent::Vm { vm } => Ok(vm),
+        OpEvent::Vm { vm } => Ok(*vm),
         other => Err(Failure::new(1, format!("unexpected result {other:?}"))),
     }
 }
@@ -329,7 +339,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                     "--rm needs a command to run: banger vm run --rm -- CMD [ARGS...]",
                 ));
             }
-            let params = create_params(&spec, true).map_err(|f| Failure::new(f.code, f.message))?;
+            let params = create_params(&spec, true, rm)?;
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
             let vm = create(&client, params, printer).await.map_err(|f| {
                 Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
@@ -345,7 +355,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             exec(&client, &vm.id, command, None, rm, printer).await
         }
         VmCommand::Create { spec, no_start } => {
-            let params = create_params(&spec, !no_start)?;
+            let params = create_params(&spec, !no_start, false)?;
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
             let vm = create(&client, params, printer).await?;
             printer.clear_progress();

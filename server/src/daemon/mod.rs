@@ -23,7 +23,7 @@ use crate::disk::{OverlayRoot, RootStrategy};
 use crate::image::{BuildOptions, DEFAULT_IMAGE, Image, ImageStore};
 use crate::paths::Dirs;
 use crate::store::{Store, StoreError};
-use crate::vmm::Vmm;
+use crate::vmm::{Vmm, VmmChoice, VmmPreference};
 
 /// Apparent size of each VM's overlay upper disk (sparse).
 const OVERLAY_UPPER_BYTES: u64 = 16 << 30;
@@ -184,7 +184,6 @@ pub struct Daemon {
     pub(crate) images: ImageStore,
     pub(crate) host: HostFacts,
     pub(crate) accel: AccelChoice,
-    pub(crate) vmm: Arc<dyn Vmm>,
     pub(crate) root: Arc<dyn RootStrategy>,
     pub(crate) agent: AgentBinary,
     pub(crate) boot_timeout: Duration,
@@ -202,9 +201,6 @@ impl Daemon {
         let store = Store::open(&dirs.database()).map_err(|e| OpError::from_display(e).message)?;
         let host = crate::accel::probe();
         let accel = crate::accel::choose(&host);
-        let vmm: Arc<dyn Vmm> = Arc::from(
-            crate::vmm::driver(crate::vmm::qemu::NAME).ok_or("the qemu driver is missing")?,
-        );
         let boot_timeout = std::env::var("BANGER_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -218,7 +214,6 @@ impl Daemon {
             store: Mutex::new(store),
             host,
             accel,
-            vmm,
             root: Arc::new(OverlayRoot {
                 upper_bytes: OVERLAY_UPPER_BYTES,
             }),
@@ -233,6 +228,35 @@ impl Daemon {
         });
         daemon.reconcile_all().map_err(|e| e.message)?;
         Ok(daemon)
+    }
+
+    /// The driver for a VM's recorded VMM.
+    pub(crate) fn driver(&self, name: &str) -> Result<Arc<dyn Vmm>, OpError> {
+        crate::vmm::driver(name)
+            .map(Arc::from)
+            .ok_or_else(|| OpError::internal(format!("this banger has no {name:?} driver")))
+    }
+
+    /// Decides the VMM for a new VM: the request's preference, else the
+    /// configured one (`$BANGER_VMM` or `vmm` in config.toml), else auto.
+    pub(crate) fn vmm_choice(&self, requested: Option<&str>) -> Result<VmmChoice, OpError> {
+        let configured = std::env::var("BANGER_VMM").ok().or_else(|| {
+            crate::config::Config::load(&self.dirs)
+                .ok()
+                .and_then(|c| c.vmm)
+        });
+        let preference: VmmPreference = requested
+            .map(str::to_string)
+            .or(configured)
+            .unwrap_or_else(|| "auto".into())
+            .parse()
+            .map_err(|e: String| OpError::new(code::INVALID, e))?;
+        let firecracker = crate::vmm::firecracker::locate();
+        Ok(crate::vmm::choose_vmm(
+            preference,
+            &self.accel,
+            firecracker.as_deref(),
+        ))
     }
 
     pub(crate) fn with_store<T>(

@@ -104,6 +104,8 @@ impl Daemon {
             image: vm.image_name.clone(),
             image_id: vm.image_id.clone(),
             vmm: vm.vmm.clone(),
+            vmm_reason: vm.vmm_reason.clone(),
+            kernel: vm.kernel.clone(),
             accel: vm.accel.as_ref().map(|a| match &vm.accel_reason {
                 Some(reason) => format!("{a} ({reason})"),
                 None => a.clone(),
@@ -150,6 +152,11 @@ impl BangerApiServer for Rpc {
             socket: d.dirs.socket().display().to_string(),
             schema_version: d.with_store(|s| s.schema_version())?,
             accel: format!("{} ({})", d.accel.accel.as_str(), d.accel.reason),
+            build_id: crate::api::BUILD_ID.to_string(),
+            vmm: {
+                let c = d.vmm_choice(None).map_err(ErrorObjectOwned::from)?;
+                format!("{} ({})", c.vmm, c.reason)
+            },
         })
     }
 
@@ -192,7 +199,7 @@ impl BangerApiServer for Rpc {
         tokio::spawn(async move {
             let event = match daemon.create_vm(params, &Progress::to(tx.clone())).await {
                 Ok(vm) => OpEvent::Vm {
-                    vm: daemon.view(&vm),
+                    vm: Box::new(daemon.view(&vm)),
                 },
                 Err(e) => failed(e),
             };
@@ -213,7 +220,7 @@ impl BangerApiServer for Rpc {
         tokio::spawn(async move {
             let event = match daemon.start_vm(&vm, &Progress::to(tx.clone())).await {
                 Ok(vm) => OpEvent::Vm {
-                    vm: daemon.view(&vm),
+                    vm: Box::new(daemon.view(&vm)),
                 },
                 Err(e) => failed(e),
             };
@@ -395,7 +402,7 @@ impl BangerApiServer for Rpc {
             let progress = Progress::to(tx.clone());
             let event = match daemon.build_image(&progress, false).await {
                 Ok(image) => OpEvent::Image {
-                    image: image_view(&image),
+                    image: Box::new(image_view(&image)),
                 },
                 Err(e) => failed(e),
             };

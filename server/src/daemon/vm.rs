@@ -69,7 +69,7 @@ impl Daemon {
     pub(crate) fn validate_create(
         &self,
         params: &CreateParams,
-    ) -> Result<(String, VmSpec), OpError> {
+    ) -> Result<(String, VmSpec, crate::vmm::VmmChoice), OpError> {
         let name = match &params.name {
             Some(name) => {
                 spec::validate_name(name)
@@ -94,7 +94,8 @@ impl Daemon {
                 ),
             ));
         }
-        Ok((name, spec))
+        let choice = self.vmm_choice(params.vmm.as_deref())?;
+        Ok((name, spec, choice))
     }
 
     /// Creates a VM (validated by `validate_create`), building the image if
@@ -104,7 +105,8 @@ impl Daemon {
         params: CreateParams,
         progress: &Progress,
     ) -> Result<VmRecord, OpError> {
-        let (name, spec) = self.validate_create(&params)?;
+        let (name, spec, choice) = self.validate_create(&params)?;
+        progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
         let ts = now();
         let record = VmRecord {
@@ -114,7 +116,9 @@ impl Daemon {
             spec,
             image_id: image.id.clone(),
             image_name: image.name.clone(),
-            vmm: self.vmm.name().to_string(),
+            vmm: choice.vmm.to_string(),
+            vmm_reason: Some(choice.reason.clone()),
+            kernel: None,
             accel: None,
             accel_reason: None,
             pid: None,
@@ -147,7 +151,21 @@ impl Daemon {
             return Err(e);
         }
         if params.start {
-            return self.start_vm_locked(record, progress).await;
+            let id = record.id.clone();
+            let started = self.start_vm_locked(record, progress).await;
+            if let Err(mut failure) = started {
+                if params.delete_on_failure {
+                    progress.say("removing the vm that failed to start");
+                    if let Err(e) = self.delete_vm(&id).await {
+                        tracing::warn!("cleanup after a failed start: {}", e.message);
+                    }
+                    failure
+                        .message
+                        .push_str("\n(the vm was removed, as --rm asks; create it without --rm to keep its logs)");
+                }
+                return Err(failure);
+            }
+            return started;
         }
         Ok(record)
     }
@@ -189,6 +207,12 @@ impl Daemon {
                     ),
                 )
             })?;
+        let driver = self.driver(&vm.vmm)?;
+        let accel = if vm.vmm == crate::vmm::qemu::NAME {
+            self.accel.clone()
+        } else {
+            crate::vmm::choose_vmm(crate::vmm::VmmPreference::Firecracker, &self.accel, None).accel
+        };
         progress.say("preparing boot files");
         let initrd = self.agent_initrd(&image)?;
         let runtime_dir = self.dirs.vm_runtime(&vm.id);
@@ -209,19 +233,19 @@ impl Daemon {
             },
             kernel_args: vec![self.root.kernel_arg().to_string()],
             drives,
-            accel: self.accel.clone(),
+            accel: accel.clone(),
             tsc_khz: self.host.tsc_khz,
             runtime_dir: runtime_dir.clone(),
             console_log: state_dir.join("console.log"),
         };
         progress.say(&format!(
             "starting {} (accel: {} ({}))",
-            self.vmm.name(),
-            self.accel.accel.as_str(),
-            self.accel.reason
+            driver.name(),
+            accel.accel.as_str(),
+            accel.reason
         ));
-        let vmm = self.vmm.clone();
-        let launched = tokio::task::spawn_blocking(move || vmm.launch(&plan))
+        let launcher = driver.clone();
+        let launched = tokio::task::spawn_blocking(move || launcher.launch(&plan))
             .await
             .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
         let identity = match launched {
@@ -237,14 +261,18 @@ impl Daemon {
         vm.state = VmState::Starting;
         vm.pid = Some(identity.pid);
         vm.pid_start_time = Some(identity.start_time);
-        vm.accel = Some(self.accel.accel.as_str().to_string());
-        vm.accel_reason = Some(self.accel.reason.clone());
+        vm.accel = Some(accel.accel.as_str().to_string());
+        vm.accel_reason = Some(accel.reason.clone());
+        vm.kernel = Some(match vm.vmm.as_str() {
+            crate::vmm::qemu::NAME => image.kernel().display().to_string(),
+            _ => image.vmlinux().display().to_string(),
+        });
         vm.last_error = None;
         vm.boot_id = None;
         self.with_store(|s| s.update_vm(&vm))?;
 
         progress.say("booting guest (waiting for the agent)");
-        let endpoint = self.vmm.agent_endpoint(&runtime_dir);
+        let endpoint = driver.agent_endpoint(&runtime_dir);
         match self.wait_ready(&endpoint, identity).await {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
@@ -258,6 +286,10 @@ impl Daemon {
                 let _ = std::fs::remove_dir_all(&runtime_dir);
                 let console = state_dir.join("console.log");
                 let tail = console_tail(&console, 8);
+                let message = match driver.failure_hint(&state_dir) {
+                    Some(hint) => format!("{message} ({hint})"),
+                    None => message,
+                };
                 let message = format!(
                     "{message}; console log: {}{}",
                     console.display(),
@@ -417,7 +449,9 @@ impl Daemon {
         {
             return Ok(c);
         }
-        let endpoint = self.vmm.agent_endpoint(&self.dirs.vm_runtime(&vm.id));
+        let endpoint = self
+            .driver(&vm.vmm)?
+            .agent_endpoint(&self.dirs.vm_runtime(&vm.id));
         let client = connect_endpoint(&endpoint)
             .await
             .map_err(|e| OpError::internal(e.to_string()))?;
@@ -517,10 +551,9 @@ impl Daemon {
 async fn connect_endpoint(endpoint: &AgentEndpoint) -> Result<AgentClient, AgentError> {
     match endpoint {
         AgentEndpoint::Stream(path) => AgentClient::connect_unix(path).await,
-        AgentEndpoint::HybridVsock { socket, .. } => Err(AgentError::Connect {
-            path: socket.display().to_string(),
-            source: std::io::Error::other("hybrid vsock arrives with the firecracker driver"),
-        }),
+        AgentEndpoint::HybridVsock { socket, port } => {
+            AgentClient::connect_hybrid_vsock(socket, *port).await
+        }
     }
 }
 

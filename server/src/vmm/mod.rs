@@ -6,6 +6,67 @@
 //! the daemon must reap, no kill-on-drop); it ends only through an explicit
 //! stop, kill or delete, or when the guest powers off.
 
+pub mod api_socket;
+pub mod firecracker;
+#[cfg(test)]
+mod firecracker_api_check;
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+    use crate::accel::Accel;
+
+    fn accel(accel: Accel, reason: &str) -> AccelChoice {
+        AccelChoice {
+            accel,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn auto_on_a_pvm_host_chooses_qemu_and_says_why() {
+        let host = accel(Accel::Tcg, "kvm_pvm cannot run this kernel");
+        let fc = Path::new("/usr/bin/firecracker");
+        let c = choose_vmm(VmmPreference::Auto, &host, Some(fc));
+        assert_eq!(c.vmm, "qemu");
+        assert!(
+            c.reason.contains("kvm_pvm cannot run this kernel"),
+            "{}",
+            c.reason
+        );
+        let c = choose_vmm(VmmPreference::Auto, &host, None);
+        assert_eq!(c.vmm, "qemu");
+        assert!(c.reason.contains("not installed"), "{}", c.reason);
+    }
+
+    #[test]
+    fn auto_with_kvm_and_firecracker_chooses_firecracker() {
+        let host = accel(Accel::Kvm, "hardware virtualisation available");
+        let c = choose_vmm(
+            VmmPreference::Auto,
+            &host,
+            Some(Path::new("/x/firecracker")),
+        );
+        assert_eq!(c.vmm, "firecracker");
+        assert_eq!(c.accel.accel, Accel::Kvm);
+        let c = choose_vmm(VmmPreference::Auto, &host, None);
+        assert_eq!((c.vmm, c.accel.accel), ("qemu", Accel::Kvm));
+    }
+
+    #[test]
+    fn forced_firecracker_on_a_pvm_host_warns() {
+        let host = accel(Accel::Tcg, "kvm_pvm cannot run this kernel");
+        let c = choose_vmm(VmmPreference::Firecracker, &host, None);
+        assert_eq!((c.vmm, c.accel.accel), ("firecracker", Accel::Kvm));
+        assert!(
+            c.accel.reason.contains("will not boot"),
+            "{}",
+            c.accel.reason
+        );
+        assert_eq!("qemu".parse::<VmmPreference>(), Ok(VmmPreference::Qemu));
+        assert!("kvm".parse::<VmmPreference>().is_err());
+    }
+}
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -109,13 +170,99 @@ pub trait Vmm: Send + Sync {
     /// Where the agent of a VM launched with `runtime_dir` is reached; stable
     /// across daemon restarts.
     fn agent_endpoint(&self, runtime_dir: &Path) -> AgentEndpoint;
+    /// What the VMM's own log says went wrong, for error messages.
+    fn failure_hint(&self, _log_dir: &Path) -> Option<String> {
+        None
+    }
 }
 
 /// The drivers this build has, by name.
 pub fn driver(name: &str) -> Option<Box<dyn Vmm>> {
     match name {
         qemu::NAME => Some(Box::new(qemu::Qemu::from_env())),
+        firecracker::NAME => Some(Box::new(firecracker::Firecracker::from_env())),
         _ => None,
+    }
+}
+
+/// Which VMM the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmPreference {
+    /// Firecracker where it can run the guest, else QEMU.
+    Auto,
+    /// Firecracker, even where the guest cannot boot (the error says why).
+    Firecracker,
+    /// QEMU.
+    Qemu,
+}
+
+impl std::str::FromStr for VmmPreference {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VmmPreference, String> {
+        match s {
+            "auto" => Ok(VmmPreference::Auto),
+            "firecracker" => Ok(VmmPreference::Firecracker),
+            "qemu" => Ok(VmmPreference::Qemu),
+            other => Err(format!(
+                "invalid vmm {other:?}: use auto, firecracker or qemu"
+            )),
+        }
+    }
+}
+
+/// A VMM decision and the accelerator it implies, each with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmChoice {
+    /// Driver name.
+    pub vmm: &'static str,
+    /// Why this VMM.
+    pub reason: String,
+    /// Accelerator and why.
+    pub accel: AccelChoice,
+}
+
+/// Chooses the VMM (pure). `host_accel` is what QEMU would use for this
+/// guest kernel; Firecracker always needs KVM.
+pub fn choose_vmm(
+    preference: VmmPreference,
+    host_accel: &AccelChoice,
+    firecracker_binary: Option<&Path>,
+) -> VmmChoice {
+    use crate::accel::Accel;
+    let kvm_ok = host_accel.accel == Accel::Kvm;
+    let firecracker = |reason: String| VmmChoice {
+        vmm: firecracker::NAME,
+        reason,
+        accel: if kvm_ok {
+            host_accel.clone()
+        } else {
+            AccelChoice {
+                accel: Accel::Kvm,
+                reason: format!("{}; the guest will not boot", host_accel.reason),
+            }
+        },
+    };
+    let qemu = |reason: String| VmmChoice {
+        vmm: qemu::NAME,
+        reason,
+        accel: host_accel.clone(),
+    };
+    match preference {
+        VmmPreference::Qemu => qemu("requested".into()),
+        VmmPreference::Firecracker => firecracker("requested".into()),
+        VmmPreference::Auto => match (firecracker_binary, kvm_ok) {
+            (Some(_), true) => firecracker(
+                "auto: firecracker is installed and KVM can run the guest kernel".into(),
+            ),
+            (None, _) => qemu(
+                "auto: firecracker is not installed (banger system install-firecracker)".into(),
+            ),
+            (Some(_), false) => qemu(format!(
+                "auto: firecracker needs KVM, and {}",
+                host_accel.reason
+            )),
+        },
     }
 }
 
