@@ -3,7 +3,7 @@
 # host can run), mmdebstrap and e2fsprogs (to build guest images without
 # mounting anything), apt/dpkg tools (to fetch the guest kernel).
 set -euo pipefail
-packages=(qemu-system-x86 mmdebstrap e2fsprogs uidmap ca-certificates)
+packages=(qemu-system-x86 mmdebstrap e2fsprogs uidmap ca-certificates curl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

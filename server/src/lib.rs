@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod disk;
 pub mod image;
+pub mod install;
 pub mod paths;
 pub mod process;
 pub mod spec;

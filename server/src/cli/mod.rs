@@ -8,6 +8,7 @@
 //! on invalid input.
 
 pub mod client;
+pub mod doctor;
 pub mod printer;
 
 use std::io::{IsTerminal, Read};
@@ -56,6 +57,24 @@ enum Command {
     /// Control the per-user daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// Check this host: accelerator, VMMs, image tools, state, daemon.
+    Doctor,
+    /// Install helper programs for this user.
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Download the official Firecracker release for this architecture,
+    /// check its published SHA-256 and install firecracker and jailer where
+    /// banger looks for them.
+    #[command(disable_version_flag = true)]
+    InstallFirecracker {
+        /// Release to install.
+        #[arg(long, default_value = crate::install::DEFAULT_FIRECRACKER_VERSION)]
+        version: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +283,23 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Ps(args) => list(&dirs, printer, args).await,
         Command::Image(cmd) => image(cmd, &dirs, printer).await,
         Command::Daemon(cmd) => daemon(cmd, &dirs, printer).await,
+        Command::Doctor => doctor(&dirs, printer).await,
+        Command::System(SystemCommand::InstallFirecracker { version }) => {
+            let bin = dirs.bin();
+            let installed = tokio::task::spawn_blocking(move || {
+                crate::install::install_firecracker(&version, &bin, &mut |m| {
+                    tracing::debug!("{m}");
+                })
+            })
+            .await
+            .map_err(|e| Failure::new(1, format!("install task failed: {e}")))?
+            .map_err(|e| Failure::new(1, e.to_string()))?;
+            for f in &installed.files {
+                printer.line(&format!("installed {}", f.display()));
+            }
+            printer.note(&format!("sha256 {} verified", installed.sha256));
+            Ok(0)
+        }
     }
 }
 
@@ -666,6 +702,67 @@ async fn daemon(cmd: DaemonCommand, dirs: &Dirs, printer: &Printer) -> Result<u8
     Ok(0)
 }
 
+async fn doctor(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    let daemon = match client::connect_existing(dirs).await {
+        Ok(Some(c)) => c.daemon_info().await.ok().map(|i| {
+            format!(
+                "bangerd {} running (pid {}), socket {}",
+                i.version, i.pid, i.socket
+            )
+        }),
+        _ => None,
+    };
+    let dirs2 = dirs.clone();
+    let checks = tokio::task::spawn_blocking(move || doctor::report(&dirs2, daemon))
+        .await
+        .map_err(|e| Failure::new(1, format!("doctor failed: {e}")))?;
+    let mut failed = false;
+    for c in &checks {
+        let tag = match c.level {
+            doctor::Level::Ok => "ok  ",
+            doctor::Level::Warn => "warn",
+            doctor::Level::Fail => {
+                failed = true;
+                "FAIL"
+            }
+        };
+        printer.line(&format!("{tag} {:<12} {}", c.name, c.detail));
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn words_after_dashes_are_kept_as_given() {
+        let cli = Cli::try_parse_from([
+            "banger",
+            "vm",
+            "run",
+            "--rm",
+            "--",
+            "sh",
+            "-c",
+            "echo \"a  b\"",
+            "--rm",
+        ])
+        .unwrap();
+        let Command::Vm(VmCommand::Run { rm, command, .. }) = cli.command else {
+            panic!("not vm run");
+        };
+        assert!(rm);
+        assert_eq!(command, ["sh", "-c", "echo \"a  b\"", "--rm"]);
+    }
 }

@@ -340,6 +340,10 @@ impl Vmm for Firecracker {
         }
     }
 
+    fn version(&self) -> Result<String, String> {
+        super::version_of(&self.binary)
+    }
+
     fn failure_hint(&self, log_dir: &Path) -> Option<String> {
         let log = std::fs::read_to_string(log_dir.join(LOG_FILE)).ok()?;
         let errors: Vec<&str> = log

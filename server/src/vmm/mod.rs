@@ -170,6 +170,8 @@ pub trait Vmm: Send + Sync {
     /// Where the agent of a VM launched with `runtime_dir` is reached; stable
     /// across daemon restarts.
     fn agent_endpoint(&self, runtime_dir: &Path) -> AgentEndpoint;
+    /// The VMM binary's version line, or why it cannot run.
+    fn version(&self) -> Result<String, String>;
     /// What the VMM's own log says went wrong, for error messages.
     fn failure_hint(&self, _log_dir: &Path) -> Option<String> {
         None
@@ -183,6 +185,22 @@ pub fn driver(name: &str) -> Option<Box<dyn Vmm>> {
         firecracker::NAME => Some(Box::new(firecracker::Firecracker::from_env())),
         _ => None,
     }
+}
+
+/// Runs `binary --version` and returns its first line.
+fn version_of(binary: &Path) -> Result<String, String> {
+    #[allow(clippy::disallowed_methods)] // VMM binaries, spawned by their drivers' module
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .next()
+        .map(str::to_string)
+        .filter(|_| out.status.success())
+        .ok_or_else(|| format!("{} --version failed", binary.display()))
 }
 
 /// Which VMM the user asked for.

@@ -167,6 +167,10 @@ impl Vmm for Qemu {
     fn agent_endpoint(&self, runtime_dir: &Path) -> AgentEndpoint {
         AgentEndpoint::Stream(runtime_dir.join(AGENT_SOCKET))
     }
+
+    fn version(&self) -> Result<String, String> {
+        super::version_of(&self.binary)
+    }
 }
 
 fn read_pid(path: &Path) -> Option<i32> {

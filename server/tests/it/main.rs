@@ -1,0 +1,200 @@
+//! Host tests of the `banger` binary that need no guest: installing
+//! Firecracker from a (local) release server, and `banger doctor`.
+#![allow(clippy::disallowed_methods)] // tests drive banger by spawning it
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use sha2::Digest;
+
+/// Serves fixed files over HTTP on 127.0.0.1 until the test ends.
+fn serve(files: HashMap<String, Vec<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            match files.get(&path) {
+                Some(body) => {
+                    write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .unwrap();
+                    stream.write_all(body).unwrap();
+                }
+                None => {
+                    write!(
+                        stream,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A release archive shaped like Firecracker's, with stand-in programs.
+fn release_archive(version: &str) -> Vec<u8> {
+    let arch = std::env::consts::ARCH;
+    let dir = tempfile::tempdir().unwrap();
+    let rel = dir.path().join(format!("release-v{version}-{arch}"));
+    std::fs::create_dir(&rel).unwrap();
+    for program in ["firecracker", "jailer"] {
+        let p = rel.join(format!("{program}-v{version}-{arch}"));
+        std::fs::write(&p, format!("#!/bin/sh\necho \"{program} v{version}\"\n")).unwrap();
+    }
+    let tgz = dir.path().join("out.tgz");
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(dir.path())
+        .arg(format!("release-v{version}-{arch}"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::read(tgz).unwrap()
+}
+
+fn banger(data: &Path, base: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_banger"))
+        .args(args)
+        .env("XDG_DATA_HOME", data)
+        .env("BANGER_FIRECRACKER_RELEASES", base)
+        .output()
+        .unwrap()
+}
+
+fn release_files(
+    version: &str,
+    archive: Vec<u8>,
+    published_sha: String,
+) -> HashMap<String, Vec<u8>> {
+    let name = format!("firecracker-v{version}-{}.tgz", std::env::consts::ARCH);
+    let mut files = HashMap::new();
+    files.insert(
+        format!("/v{version}/{name}.sha256.txt"),
+        format!("{published_sha}  {name}\n").into_bytes(),
+    );
+    files.insert(format!("/v{version}/{name}"), archive);
+    files
+}
+
+#[test]
+fn install_firecracker_checks_the_published_sha256() {
+    let archive = release_archive("9.9.9");
+    let sha = format!("{:x}", sha2::Sha256::digest(&archive));
+    let base = serve(release_files("9.9.9", archive, sha.clone()));
+    let data = tempfile::tempdir().unwrap();
+    let out = banger(
+        data.path(),
+        &base,
+        &["system", "install-firecracker", "--version", "9.9.9"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = data.path().join("banger/bin");
+    for program in ["firecracker", "jailer"] {
+        let run = Command::new(bin.join(program)).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("{program} v9.9.9\n")
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&sha));
+}
+
+#[test]
+fn a_bad_checksum_installs_nothing() {
+    let archive = release_archive("9.9.8");
+    let base = serve(release_files("9.9.8", archive, "0".repeat(64)));
+    let data = tempfile::tempdir().unwrap();
+    let out = banger(
+        data.path(),
+        &base,
+        &["system", "install-firecracker", "--version", "9.9.8"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checksum mismatch") && err.contains("nothing was installed"),
+        "{err}"
+    );
+    let bin = data.path().join("banger/bin");
+    let left: Vec<_> = std::fs::read_dir(&bin)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_missing_release_is_a_clear_error() {
+    let base = serve(HashMap::new());
+    let data = tempfile::tempdir().unwrap();
+    let out = banger(
+        data.path(),
+        &base,
+        &["system", "install-firecracker", "--version", "0.0.1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot download") && err.contains("404"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doctor_reports_accel_and_vmm_with_reasons() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_banger"))
+        .arg("doctor")
+        .env("XDG_STATE_HOME", home.path().join("state"))
+        .env("XDG_RUNTIME_DIR", home.path().join("run"))
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env_remove("BANGER_FIRECRACKER")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok   qemu ") || l.starts_with("FAIL qemu ")),
+        "{text}"
+    );
+    let accel = text
+        .lines()
+        .find(|l| l.contains(" accel "))
+        .expect("accel line");
+    assert!(
+        accel.contains("kvm (") || accel.contains("tcg ("),
+        "{accel}"
+    );
+    let vmm = text
+        .lines()
+        .find(|l| l.contains(" vmm "))
+        .expect("vmm line");
+    assert!(vmm.contains("(auto: "), "{vmm}");
+    // A fresh install has no database: that is fine, not a failure.
+    assert!(
+        text.contains("will be created on first daemon start"),
+        "{text}"
+    );
+}
