@@ -52,6 +52,25 @@ pub struct AccelChoice {
     pub reason: String,
 }
 
+/// Picks the accelerator for a guest kernel: a PVM-enabled kernel runs with
+/// KVM on a `kvm_pvm` host; otherwise as [`choose`].
+pub fn choose_for(facts: &HostFacts, pvm_kernel: bool) -> AccelChoice {
+    if pvm_kernel && facts.kvm_device && facts.kvm_pvm {
+        return if facts.kvm_accessible {
+            AccelChoice {
+                accel: Accel::Kvm,
+                reason: "pvm guest kernel on kvm_pvm".into(),
+            }
+        } else {
+            AccelChoice {
+                accel: Accel::Tcg,
+                reason: "/dev/kvm is not accessible to this user (add it to the kvm group)".into(),
+            }
+        };
+    }
+    choose(facts)
+}
+
 /// Picks the accelerator for a stock (non-PVM) guest kernel.
 pub fn choose(facts: &HostFacts) -> AccelChoice {
     let (accel, reason) = if !facts.kvm_device {
@@ -189,6 +208,20 @@ mod tests {
             ..facts()
         };
         assert!(choose(&denied).reason.contains("not accessible"));
+    }
+
+    #[test]
+    fn a_pvm_kernel_runs_with_kvm_on_a_pvm_host() {
+        let pvm = HostFacts {
+            kvm_pvm: true,
+            kvm_hw_module: false,
+            cpu_virt_flags: false,
+            ..facts()
+        };
+        assert_eq!(choose_for(&pvm, true).accel, Accel::Kvm);
+        assert_eq!(choose_for(&pvm, false).accel, Accel::Tcg);
+        // On an ordinary KVM host a PVM kernel changes nothing.
+        assert_eq!(choose_for(&facts(), true), choose(&facts()));
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct CreateParams {
     /// `auto`, `firecracker` or `qemu`; the configured default when absent.
     #[serde(default)]
     pub vmm: Option<String>,
+    /// A catalog kernel (name or id) instead of the image's.
+    #[serde(default)]
+    pub kernel: Option<String>,
     /// Start it right away.
     pub start: bool,
     /// Remove the VM again if it fails to start (`vm run --rm`: a failed
@@ -196,6 +199,25 @@ pub struct ImageView {
     pub manifest: serde_json::Value,
 }
 
+/// A guest kernel: from the catalog, or brought by an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelView {
+    /// Name (`image:<name>` for an image's own kernel).
+    pub name: String,
+    /// Content id (sha256), or the image id.
+    pub id: String,
+    /// `elf` or `bz_image`.
+    pub format: String,
+    /// Built with PVM guest support.
+    pub pvm: bool,
+    /// Where it came from.
+    pub source: String,
+    /// The file a VMM boots.
+    pub path: String,
+    /// Firecracker can boot it (an ELF exists).
+    pub firecracker: bool,
+}
+
 /// About the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -288,4 +310,31 @@ pub trait BangerApi {
     /// Deletes an image no VM uses.
     #[method(name = "image_delete")]
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Catalog kernels and the images' own kernels.
+    #[method(name = "kernel_list")]
+    async fn kernel_list(&self) -> Result<Vec<KernelView>, ErrorObjectOwned>;
+
+    /// Imports a kernel file (on the daemon's host) into the catalog.
+    #[method(name = "kernel_import")]
+    async fn kernel_import(
+        &self,
+        path: String,
+        name: Option<String>,
+        pvm: bool,
+    ) -> Result<KernelView, ErrorObjectOwned>;
+
+    /// Downloads a kernel, checks its SHA-256 and imports it.
+    #[method(name = "kernel_pull")]
+    async fn kernel_pull(
+        &self,
+        url: String,
+        sha256: String,
+        name: Option<String>,
+        pvm: bool,
+    ) -> Result<KernelView, ErrorObjectOwned>;
+
+    /// Removes a catalog kernel no VM uses.
+    #[method(name = "kernel_delete")]
+    async fn kernel_delete(&self, kernel: String) -> Result<(), ErrorObjectOwned>;
 }

@@ -195,7 +195,8 @@ fn run(cmd: &mut Command, name: &str) -> Result<(), InstallError> {
     }
 }
 
-fn download(url: &str, dest: &Path) -> Result<(), InstallError> {
+/// Downloads `url` to `dest` with curl (http and https only).
+pub(crate) fn download(url: &str, dest: &Path) -> Result<(), InstallError> {
     let out = tool("curl")
         .args(["-fsSL", "--proto", "=https,http", "--retry", "2", "-o"])
         .arg(dest)

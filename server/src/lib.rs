@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod disk;
 pub mod image;
 pub mod install;
+pub mod kernel;
 pub mod paths;
 pub mod process;
 pub mod spec;

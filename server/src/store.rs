@@ -39,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: why the VMM was chosen, and which kernel the VM booted.
     "ALTER TABLE vms ADD COLUMN vmm_reason TEXT;
      ALTER TABLE vms ADD COLUMN kernel TEXT;",
+    // 3: a kernel from the catalog instead of the image's.
+    "ALTER TABLE vms ADD COLUMN kernel_id TEXT;",
 ];
 
 /// A store operation failed.
@@ -149,8 +151,10 @@ pub struct VmRecord {
     pub vmm: String,
     /// Why that VMM was chosen.
     pub vmm_reason: Option<String>,
-    /// The kernel of the last boot (image kernel version or imported path).
+    /// The kernel of the last boot (its file).
     pub kernel: Option<String>,
+    /// Catalog kernel to boot instead of the image's.
+    pub kernel_id: Option<String>,
     /// Accelerator of the last start (`kvm`, `tcg`).
     pub accel: Option<String>,
     /// Why that accelerator was chosen.
@@ -243,8 +247,8 @@ impl Store {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
                 vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-                vmm_reason, kernel)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                vmm_reason, kernel, kernel_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![
                 vm.id,
                 vm.name,
@@ -265,6 +269,7 @@ impl Store {
                 vm.updated_at,
                 vm.vmm_reason,
                 vm.kernel,
+                vm.kernel_id,
             ],
         );
         match res {
@@ -354,7 +359,7 @@ impl Store {
 const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-    vmm_reason, kernel FROM vms";
+    vmm_reason, kernel, kernel_id FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -383,6 +388,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
             kernel: r.get(18)?,
+            kernel_id: r.get(19)?,
         },
         state,
     ))
@@ -408,6 +414,7 @@ mod tests {
             vmm: "qemu".into(),
             vmm_reason: None,
             kernel: None,
+            kernel_id: None,
             accel: None,
             accel_reason: None,
             pid: None,

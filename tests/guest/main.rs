@@ -77,11 +77,21 @@ fn invalid_spec_is_refused_before_anything_exists() {
         &["vm", "create", "--memory", "1"],
         &["vm", "create", "--disk-size", "12X"],
         &["vm", "create", "--name=-dash"],
+        &[
+            "vm",
+            "run",
+            "--rm",
+            "--kernel",
+            "no-such-kernel",
+            "--",
+            "true",
+        ],
+        &["vm", "create", "--vmm", "kvm"],
     ] {
         let run = env.banger(args);
         run.expect_code(2);
         assert!(
-            run.stderr.contains("invalid"),
+            run.stderr.contains("invalid") || run.stderr.contains("no kernel named"),
             "{args:?} stderr: {}",
             run.stderr
         );
@@ -180,5 +190,45 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     assert!(run.stdout.contains(".hushlogin"), "{}", run.stdout);
 
     env.banger(&["vm", "delete", "keeper"]).ok();
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_catalog_kernel_boots_and_is_recorded() {
+    let env = Env::new();
+    env.ensure_image();
+    // The image's own kernel, imported under another name: the catalog path
+    // end to end, with a kernel this host can boot.
+    let images: serde_json::Value =
+        serde_json::from_str(&env.banger(&["image", "list", "--json"]).stdout).unwrap();
+    let dir = images[0]["dir"].as_str().unwrap().to_string();
+    let copy = env.root().join("vmlinuz-copy");
+    std::fs::copy(format!("{dir}/vmlinuz"), &copy).unwrap();
+    env.banger(&[
+        "kernel",
+        "import",
+        copy.to_str().unwrap(),
+        "--name",
+        "copied",
+    ])
+    .ok();
+    let list = env.banger(&["kernel", "list"]);
+    assert!(
+        list.stdout.contains("copied") && list.stdout.contains("image:debian-bookworm"),
+        "{}",
+        list.stdout
+    );
+    env.banger(&["vm", "create", "--name", "kern", "--kernel", "copied"])
+        .ok();
+    let shown = env.show("kern");
+    let kernel = shown["kernel"].as_str().unwrap();
+    assert!(kernel.contains("/kernels/"), "booted {kernel}");
+    let run = env.banger(&["vm", "exec", "kern", "--", "uname", "-r"]);
+    run.ok();
+    assert!(run.stdout.contains("cloud-amd64"), "{}", run.stdout);
+    // In use: not deletable; after the vm is gone, it is.
+    env.banger(&["kernel", "delete", "copied"]).expect_code(1);
+    env.banger(&["vm", "delete", "kern"]).ok();
+    env.banger(&["kernel", "delete", "copied"]).ok();
     env.assert_nothing_left();
 }

@@ -59,9 +59,52 @@ enum Command {
     Daemon(DaemonCommand),
     /// Check this host: accelerator, VMMs, image tools, state, daemon.
     Doctor,
+    /// The guest kernel catalog.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
     /// Install helper programs for this user.
     #[command(subcommand)]
     System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KernelCommand {
+    /// Catalog kernels and the images' own kernels.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a kernel file (ELF vmlinux or bzImage) into the catalog.
+    Import {
+        /// The kernel file.
+        path: String,
+        /// Catalog name; derived from its checksum when omitted.
+        #[arg(long)]
+        name: Option<String>,
+        /// It is built with PVM guest support (runs with KVM on kvm_pvm hosts).
+        #[arg(long)]
+        pvm: bool,
+    },
+    /// Download a kernel, check it against a SHA-256 and add it.
+    Pull {
+        /// http(s) URL of the kernel file.
+        url: String,
+        /// Its expected SHA-256 (hex).
+        #[arg(long)]
+        sha256: String,
+        /// Catalog name.
+        #[arg(long)]
+        name: Option<String>,
+        /// It is built with PVM guest support.
+        #[arg(long)]
+        pvm: bool,
+    },
+    /// Remove a catalog kernel no VM uses.
+    Delete {
+        /// Name or id.
+        kernel: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +134,10 @@ struct SpecArgs {
     /// Size of the work disk mounted at /root, like 8G.
     #[arg(long, value_name = "SIZE")]
     disk_size: Option<String>,
+    /// Boot a kernel from the catalog instead of the image's (see `banger
+    /// kernel list`).
+    #[arg(long, value_name = "KERNEL")]
+    kernel: Option<String>,
     /// VMM: auto (Firecracker where it can run the guest, else QEMU),
     /// firecracker or qemu. Default: `vmm` in config.toml, else auto.
     #[arg(long, value_name = "VMM")]
@@ -284,6 +331,7 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Image(cmd) => image(cmd, &dirs, printer).await,
         Command::Daemon(cmd) => daemon(cmd, &dirs, printer).await,
         Command::Doctor => doctor(&dirs, printer).await,
+        Command::Kernel(cmd) => kernel(cmd, &dirs, printer).await,
         Command::System(SystemCommand::InstallFirecracker { version }) => {
             let bin = dirs.bin();
             let installed = tokio::task::spawn_blocking(move || {
@@ -325,6 +373,7 @@ fn create_params(
         disk_bytes,
         image: None,
         vmm: spec.vmm.clone(),
+        kernel: spec.kernel.clone(),
         start,
         delete_on_failure,
     })
@@ -648,6 +697,79 @@ async fn image(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, 
                 .await
                 .map_err(rpc_failure)?;
             printer.line(&image);
+        }
+    }
+    Ok(0)
+}
+
+async fn kernel(cmd: KernelCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    let show = |k: &crate::api::KernelView| {
+        format!(
+            "{} {} ({}{})",
+            k.name,
+            &k.id[..12.min(k.id.len())],
+            k.format,
+            if k.pvm { ", pvm" } else { "" }
+        )
+    };
+    match cmd {
+        KernelCommand::List { json } => {
+            let kernels = client.kernel_list().await.map_err(rpc_failure)?;
+            if json {
+                printer.line(&pretty(&kernels));
+            } else {
+                let rows: Vec<Vec<String>> = kernels
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.name.clone(),
+                            k.id[..12.min(k.id.len())].to_string(),
+                            k.format.clone(),
+                            if k.pvm { "yes".into() } else { "no".into() },
+                            if k.firecracker {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            k.source.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    printer,
+                    &["NAME", "ID", "FORMAT", "PVM", "FIRECRACKER", "SOURCE"],
+                    &rows,
+                );
+            }
+        }
+        KernelCommand::Import { path, name, pvm } => {
+            let abs = std::path::absolute(&path).unwrap_or_else(|_| path.clone().into());
+            let k = client
+                .kernel_import(abs.display().to_string(), name, pvm)
+                .await
+                .map_err(rpc_failure)?;
+            printer.line(&show(&k));
+        }
+        KernelCommand::Pull {
+            url,
+            sha256,
+            name,
+            pvm,
+        } => {
+            printer.progress(&format!("downloading {url}"));
+            let k = client
+                .kernel_pull(url, sha256, name, pvm)
+                .await
+                .map_err(rpc_failure)?;
+            printer.line(&show(&k));
+        }
+        KernelCommand::Delete { kernel } => {
+            client
+                .kernel_delete(kernel.clone())
+                .await
+                .map_err(rpc_failure)?;
+            printer.line(&kernel);
         }
     }
     Ok(0)

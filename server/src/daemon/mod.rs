@@ -239,7 +239,11 @@ impl Daemon {
 
     /// Decides the VMM for a new VM: the request's preference, else the
     /// configured one (`$BANGER_VMM` or `vmm` in config.toml), else auto.
-    pub(crate) fn vmm_choice(&self, requested: Option<&str>) -> Result<VmmChoice, OpError> {
+    pub(crate) fn vmm_choice(
+        &self,
+        requested: Option<&str>,
+        pvm_kernel: bool,
+    ) -> Result<VmmChoice, OpError> {
         let configured = std::env::var("BANGER_VMM").ok().or_else(|| {
             crate::config::Config::load(&self.dirs)
                 .ok()
@@ -254,9 +258,27 @@ impl Daemon {
         let firecracker = crate::vmm::firecracker::locate();
         Ok(crate::vmm::choose_vmm(
             preference,
-            &self.accel,
+            &crate::accel::choose_for(&self.host, pvm_kernel),
             firecracker.as_deref(),
         ))
+    }
+
+    /// The kernel catalog.
+    pub(crate) fn kernels(&self) -> crate::kernel::KernelStore {
+        crate::kernel::KernelStore::new(self.dirs.cache.join("kernels"))
+    }
+
+    /// A catalog kernel by name or id, or a NOT_FOUND error.
+    pub(crate) fn find_kernel(&self, name: &str) -> Result<crate::kernel::KernelEntry, OpError> {
+        self.kernels()
+            .find(name)
+            .map_err(OpError::from_display)?
+            .ok_or_else(|| {
+                OpError::new(
+                    code::NOT_FOUND,
+                    format!("no kernel named {name:?}; list them with: banger kernel list"),
+                )
+            })
     }
 
     pub(crate) fn with_store<T>(

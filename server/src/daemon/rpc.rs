@@ -142,6 +142,32 @@ fn image_view(image: &crate::image::Image) -> ImageView {
     }
 }
 
+fn kernel_view(k: &crate::kernel::KernelEntry) -> crate::api::KernelView {
+    crate::api::KernelView {
+        name: k.name.clone(),
+        id: k.id.clone(),
+        format: match k.format {
+            crate::kernel::KernelFormat::Elf => "elf".into(),
+            crate::kernel::KernelFormat::BzImage => "bz_image".into(),
+        },
+        pvm: k.pvm,
+        source: k.source.clone(),
+        path: k.path.display().to_string(),
+        firecracker: k.vmlinux.is_some(),
+    }
+}
+
+fn kernel_error(e: crate::kernel::KernelError) -> ErrorObjectOwned {
+    use crate::kernel::KernelError;
+    let code = match &e {
+        KernelError::Format(_) | KernelError::Name(_) | KernelError::Checksum { .. } => {
+            code::INVALID
+        }
+        _ => code::INTERNAL,
+    };
+    crate::api::error(code, OpError::from_display(e).message)
+}
+
 #[async_trait]
 impl BangerApiServer for Rpc {
     async fn daemon_info(&self) -> Result<DaemonInfo, ErrorObjectOwned> {
@@ -154,7 +180,7 @@ impl BangerApiServer for Rpc {
             accel: format!("{} ({})", d.accel.accel.as_str(), d.accel.reason),
             build_id: crate::api::BUILD_ID.to_string(),
             vmm: {
-                let c = d.vmm_choice(None).map_err(ErrorObjectOwned::from)?;
+                let c = d.vmm_choice(None, false).map_err(ErrorObjectOwned::from)?;
                 format!("{} ({})", c.vmm, c.reason)
             },
         })
@@ -409,6 +435,95 @@ impl BangerApiServer for Rpc {
             let _ = tx.send(event);
         });
         relay(sink, rx).await;
+        Ok(())
+    }
+
+    async fn kernel_list(&self) -> Result<Vec<crate::api::KernelView>, ErrorObjectOwned> {
+        let d = &self.0;
+        let mut out: Vec<crate::api::KernelView> = d
+            .kernels()
+            .list()
+            .map_err(kernel_error)?
+            .iter()
+            .map(kernel_view)
+            .collect();
+        for image in d.images.list().map_err(OpError::from_display)? {
+            out.push(crate::api::KernelView {
+                name: format!("image:{}", image.name),
+                id: image.id.clone(),
+                format: "bz_image".into(),
+                pvm: false,
+                source: format!(
+                    "{} {} ({})",
+                    image.manifest.kernel_package.name,
+                    image.manifest.kernel_package.version,
+                    &image.id[..12]
+                ),
+                path: image.kernel().display().to_string(),
+                firecracker: image.vmlinux().exists(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn kernel_import(
+        &self,
+        path: String,
+        name: Option<String>,
+        pvm: bool,
+    ) -> Result<crate::api::KernelView, ErrorObjectOwned> {
+        let store = self.0.kernels();
+        let entry = tokio::task::spawn_blocking(move || {
+            let abs = std::path::absolute(&path).unwrap_or_else(|_| path.clone().into());
+            store.import(
+                &abs,
+                name.as_deref(),
+                pvm,
+                format!("import:{}", abs.display()),
+            )
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("import task failed: {e}")))?
+        .map_err(kernel_error)?;
+        Ok(kernel_view(&entry))
+    }
+
+    async fn kernel_pull(
+        &self,
+        url: String,
+        sha256: String,
+        name: Option<String>,
+        pvm: bool,
+    ) -> Result<crate::api::KernelView, ErrorObjectOwned> {
+        let store = self.0.kernels();
+        let entry =
+            tokio::task::spawn_blocking(move || store.pull(&url, &sha256, name.as_deref(), pvm))
+                .await
+                .map_err(|e| OpError::internal(format!("pull task failed: {e}")))?
+                .map_err(kernel_error)?;
+        Ok(kernel_view(&entry))
+    }
+
+    async fn kernel_delete(&self, kernel: String) -> Result<(), ErrorObjectOwned> {
+        let d = &self.0;
+        let entry = d.find_kernel(&kernel)?;
+        let users: Vec<String> = d
+            .with_store(|s| s.list_vms())?
+            .into_iter()
+            .filter(|vm| vm.kernel_id.as_deref() == Some(entry.id.as_str()))
+            .map(|vm| vm.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(crate::api::error(
+                code::CONFLICT,
+                format!(
+                    "kernel {} is used by vm {}; delete those vms first",
+                    entry.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        d.kernels().delete(&entry.id).map_err(kernel_error)?;
         Ok(())
     }
 

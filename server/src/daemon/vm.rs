@@ -94,7 +94,28 @@ impl Daemon {
                 ),
             ));
         }
-        let choice = self.vmm_choice(params.vmm.as_deref())?;
+        let kernel = params
+            .kernel
+            .as_deref()
+            .map(|k| self.find_kernel(k))
+            .transpose()
+            .map_err(|e| OpError::new(code::INVALID, e.message))?;
+        let choice = self.vmm_choice(
+            params.vmm.as_deref(),
+            kernel.as_ref().is_some_and(|k| k.pvm),
+        )?;
+        if let Some(k) = &kernel
+            && choice.vmm == crate::vmm::firecracker::NAME
+            && k.vmlinux.is_none()
+        {
+            return Err(OpError::new(
+                code::INVALID,
+                format!(
+                    "kernel {} is a bzImage banger cannot decompress, and firecracker boots only an ELF vmlinux; import the vmlinux, or use --vmm qemu",
+                    k.name
+                ),
+            ));
+        }
         Ok((name, spec, choice))
     }
 
@@ -119,6 +140,10 @@ impl Daemon {
             vmm: choice.vmm.to_string(),
             vmm_reason: Some(choice.reason.clone()),
             kernel: None,
+            kernel_id: match &params.kernel {
+                Some(k) => Some(self.find_kernel(k)?.id),
+                None => None,
+            },
             accel: None,
             accel_reason: None,
             pid: None,
@@ -208,10 +233,16 @@ impl Daemon {
                 )
             })?;
         let driver = self.driver(&vm.vmm)?;
+        let kernel = match &vm.kernel_id {
+            Some(id) => Some(self.find_kernel(id)?),
+            None => None,
+        };
+        let host_accel =
+            crate::accel::choose_for(&self.host, kernel.as_ref().is_some_and(|k| k.pvm));
         let accel = if vm.vmm == crate::vmm::qemu::NAME {
-            self.accel.clone()
+            host_accel
         } else {
-            crate::vmm::choose_vmm(crate::vmm::VmmPreference::Firecracker, &self.accel, None).accel
+            crate::vmm::choose_vmm(crate::vmm::VmmPreference::Firecracker, &host_accel, None).accel
         };
         progress.say("preparing boot files");
         let initrd = self.agent_initrd(&image)?;
@@ -226,10 +257,17 @@ impl Daemon {
             name: vm.name.clone(),
             vcpu: vm.spec.vcpu,
             memory_mib: vm.spec.memory_mib,
-            boot: BootFiles {
-                bzimage: image.kernel(),
-                vmlinux: image.vmlinux(),
-                initrd,
+            boot: match &kernel {
+                Some(k) => BootFiles {
+                    bzimage: k.path.clone(),
+                    vmlinux: k.vmlinux.clone().unwrap_or_else(|| k.path.clone()),
+                    initrd,
+                },
+                None => BootFiles {
+                    bzimage: image.kernel(),
+                    vmlinux: image.vmlinux(),
+                    initrd,
+                },
             },
             kernel_args: vec![self.root.kernel_arg().to_string()],
             drives,
@@ -244,6 +282,7 @@ impl Daemon {
             accel.accel.as_str(),
             accel.reason
         ));
+        let plan_kernel = (plan.boot.bzimage.clone(), plan.boot.vmlinux.clone());
         let launcher = driver.clone();
         let launched = tokio::task::spawn_blocking(move || launcher.launch(&plan))
             .await
@@ -264,8 +303,8 @@ impl Daemon {
         vm.accel = Some(accel.accel.as_str().to_string());
         vm.accel_reason = Some(accel.reason.clone());
         vm.kernel = Some(match vm.vmm.as_str() {
-            crate::vmm::qemu::NAME => image.kernel().display().to_string(),
-            _ => image.vmlinux().display().to_string(),
+            crate::vmm::qemu::NAME => plan_kernel.0.display().to_string(),
+            _ => plan_kernel.1.display().to_string(),
         });
         vm.last_error = None;
         vm.boot_id = None;
@@ -516,15 +555,20 @@ impl Daemon {
         })
     }
 
-    /// The image's initramfs with this host's agent prepended as its own
-    /// cpio segment, cached per (image, agent) pair. The guest always runs
-    /// the agent that matches this daemon, whatever image it boots.
+    /// The image's initramfs followed by a segment with this host's `/init`
+    /// and agent, cached per (image, host segment) pair. The guest always
+    /// runs the boot logic and agent that match this daemon, whatever image
+    /// it boots.
     fn agent_initrd(&self, image: &crate::image::Image) -> Result<PathBuf, OpError> {
+        let segment = crate::image::host_segment(&self.agent.bytes)
+            .map_err(|e| OpError::internal(format!("cannot write the host initramfs: {e}")))?;
+        use sha2::Digest;
+        let key = format!("{:x}", sha2::Sha256::digest(&segment));
         let dir = self.dirs.cache.join("initrd");
         let path = dir.join(format!(
             "{}-{}.img",
             &image.id[..16.min(image.id.len())],
-            &self.agent.sha256[..16]
+            &key[..16]
         ));
         if path.exists() {
             return Ok(path);
@@ -534,9 +578,8 @@ impl Daemon {
         let base = std::fs::read(image.initrd()).map_err(|e| {
             OpError::internal(format!("cannot read {}: {e}", image.initrd().display()))
         })?;
-        let mut out = crate::image::agent_override_segment(&self.agent.bytes)
-            .map_err(|e| OpError::internal(format!("cannot write the agent initramfs: {e}")))?;
-        out.extend_from_slice(&base);
+        let mut out = base;
+        out.extend_from_slice(&segment);
         let tmp = dir.join(format!(".{}.tmp", random_hex(4)));
         std::fs::write(&tmp, &out)
             .and_then(|_| std::fs::rename(&tmp, &path))

@@ -14,7 +14,8 @@ use super::cpio::{self, Entry};
 pub const AGENT_OVERRIDE_PATH: &str = "banger/banger-agent";
 
 /// The `/init` script.
-const INIT_SCRIPT: &str = include_str!("init.sh");
+/// The initramfs `/init` of this build (busybox sh).
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Values of `banger.root=` that [`INIT_SCRIPT`] handles.
 pub(crate) const ROOT_MODES: &[&str] = &["overlay"];
@@ -54,16 +55,23 @@ const APPLETS: &[&str] = &[
     "poweroff",
 ];
 
-/// Makes the initramfs segment that overrides the guest agent: `/banger/`
-/// and [`AGENT_OVERRIDE_PATH`] (mode 0755) as one uncompressed newc archive.
+/// Makes the initramfs segment that carries this host's boot logic into any
+/// image: `/init` (this build's [`INIT_SCRIPT`]) and the guest agent at
+/// [`AGENT_OVERRIDE_PATH`] (both 0755), as one uncompressed newc archive.
 ///
-/// Put it in front of the image's `initrd.img` (`segment + initrd`, the
-/// microcode-style order) in the initrd handed to the VMM.
-pub fn agent_override_segment(agent: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Put it after the image's `initrd.img` (`initrd + segment`): the kernel
+/// unpacks archives in order and a later file replaces an earlier one, so
+/// the guest runs this host's `/init` and agent whatever image it boots.
+pub fn host_segment(agent: &[u8]) -> std::io::Result<Vec<u8>> {
     let (dir, _) = AGENT_OVERRIDE_PATH
         .rsplit_once('/')
         .expect("override path has a directory");
     let entries = [
+        Entry::File {
+            path: "init".to_owned(),
+            mode: 0o755,
+            data: INIT_SCRIPT.as_bytes().to_vec(),
+        },
         Entry::Dir {
             path: dir.to_owned(),
             mode: 0o755,
@@ -334,8 +342,8 @@ mod tests {
     }
 
     #[test]
-    fn agent_segment_lists_the_override_path() {
-        let segment = agent_override_segment(b"\x7fELFagent").unwrap();
+    fn host_segment_carries_init_and_the_agent() {
+        let segment = host_segment(b"\x7fELFagent").unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let mut child = Command::new("cpio")
             .args(["-it", "--quiet"])
@@ -349,7 +357,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
-            "banger\nbanger/banger-agent\n"
+            "init\nbanger\nbanger/banger-agent\n"
         );
     }
 }

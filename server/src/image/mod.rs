@@ -27,7 +27,7 @@
 //! | `work`    | per-VM ext4, read-write                | `/root`              |
 //!
 //! If a later initramfs segment carries [`AGENT_OVERRIDE_PATH`] (see
-//! [`agent_override_segment`]), that binary replaces `/usr/sbin/banger-agent`
+//! [`host_segment`]), that binary replaces `/usr/sbin/banger-agent`
 //! in the guest. Any failure prints `banger-init: <what failed>` on the
 //! console and powers the guest off.
 
@@ -40,7 +40,7 @@ mod vmlinux;
 use std::path::PathBuf;
 
 pub use build::{BuildOptions, build};
-pub use initramfs::{AGENT_OVERRIDE_PATH, agent_override_segment};
+pub use initramfs::{AGENT_OVERRIDE_PATH, INIT_SCRIPT, host_segment};
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef};
 pub use vmlinux::extract_vmlinux;
 

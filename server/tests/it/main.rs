@@ -198,3 +198,74 @@ fn doctor_reports_accel_and_vmm_with_reasons() {
         "{text}"
     );
 }
+
+/// A minimal x86-64 kernel-shaped ELF (one PT_LOAD at the kernel's base).
+fn kernel_elf() -> Vec<u8> {
+    let mut v = vec![0u8; 0x40 + 0x38];
+    v[..4].copy_from_slice(b"\x7fELF");
+    v[4] = 2;
+    v[16..18].copy_from_slice(&2u16.to_le_bytes());
+    v[18..20].copy_from_slice(&62u16.to_le_bytes());
+    v[32..40].copy_from_slice(&0x40u64.to_le_bytes());
+    v[54..56].copy_from_slice(&0x38u16.to_le_bytes());
+    v[56..58].copy_from_slice(&1u16.to_le_bytes());
+    v[0x40..0x44].copy_from_slice(&1u32.to_le_bytes());
+    v[0x50..0x58].copy_from_slice(&0xffff_ffff_8100_0000u64.to_le_bytes());
+    v
+}
+
+#[test]
+fn kernel_pull_checks_the_sha256_and_imports() {
+    let kernel = kernel_elf();
+    let sha = format!("{:x}", sha2::Sha256::digest(&kernel));
+    let mut files = HashMap::new();
+    files.insert("/vmlinux-pvm".to_string(), kernel);
+    let base = serve(files);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_banger"))
+            .args(args)
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .env("XDG_RUNTIME_DIR", home.path().join("run"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let url = format!("{base}/vmlinux-pvm");
+    let bad = run(&[
+        "kernel",
+        "pull",
+        &url,
+        "--sha256",
+        &"0".repeat(64),
+        "--name",
+        "bad",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("checksum mismatch"));
+    let good = run(&[
+        "kernel", "pull", &url, "--sha256", &sha, "--name", "pvm-test", "--pvm",
+    ]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let list = run(&["kernel", "list", "--json"]);
+    let kernels: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let names: Vec<&str> = kernels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pvm-test"], "the bad pull must add nothing");
+    assert_eq!(kernels[0]["pvm"], true);
+    assert_eq!(kernels[0]["id"], sha);
+    run(&["daemon", "stop"]);
+}
