@@ -126,8 +126,11 @@ fn firecracker_vm_run_passes_exit_code_or_fails_clearly_leaving_nothing() {
     } else {
         run.expect_code(125);
         assert!(
-            run.stderr.contains("did not become ready within 15 s")
-                || run.stderr.contains("stopped while booting"),
+            run.stderr
+                .contains("guest did not become ready within 15 s")
+                || run
+                    .stderr
+                    .contains("guest did not become ready: the VM stopped after"),
             "{}",
             run.stderr
         );

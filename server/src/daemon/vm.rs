@@ -184,6 +184,11 @@ impl Daemon {
                     if let Err(e) = self.delete_vm(&id).await {
                         tracing::warn!("cleanup after a failed start: {}", e.message);
                     }
+                    // Its console log went with it: don't point at it.
+                    let console = self.dirs.vm_state(&id).join("console.log");
+                    failure.message = failure
+                        .message
+                        .replace(&format!("; console log: {}", console.display()), "");
                     failure
                         .message
                         .push_str("\n(the vm was removed, as --rm asks; create it without --rm to keep its logs)");
@@ -356,11 +361,15 @@ impl Daemon {
         identity: ProcessIdentity,
     ) -> Result<(AgentClient, String), String> {
         let timeout = self.boot_timeout;
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut client: Option<AgentClient> = None;
         loop {
             if !identity.is_alive() {
-                return Err("the VM stopped while booting".into());
+                return Err(format!(
+                    "guest did not become ready: the VM stopped after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
