@@ -17,3 +17,4 @@ pub mod process;
 pub mod spec;
 pub mod store;
 pub mod vmm;
+pub mod workspace;

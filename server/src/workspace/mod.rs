@@ -1,0 +1,323 @@
+//! Workspaces: which files of a host git repository travel into a guest.
+//!
+//! Decided with gix, the way git itself would: the index's tracked files
+//! (with their modes and symlinks as git stores them) by default; with
+//! `include_untracked`, also untracked files that no ignore rule matches.
+//! Submodules are never shipped; they are reported so the user is told.
+//!
+//! This module reads the repository and decides; it does not transfer.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A repository could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No repository at or above the path.
+    #[error(
+        "{path} is not inside a git repository; run banger vm run from a repo, or pass its path"
+    )]
+    NotARepo {
+        /// The path given.
+        path: String,
+    },
+    /// A bare repository has no files to ship.
+    #[error("{path} is a bare git repository; give a repository with a working tree")]
+    Bare {
+        /// The repository.
+        path: String,
+    },
+    /// gix failed.
+    #[error("cannot read the git repository at {path}: {message}")]
+    Git {
+        /// The repository.
+        path: String,
+        /// gix's message.
+        message: String,
+    },
+}
+
+/// How a file is stored, as git records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A regular file (0644).
+    File,
+    /// An executable file (0755).
+    Executable,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// One file that travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceFile {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    /// Its kind.
+    pub kind: FileKind,
+    /// Tracked in the index (false: an untracked file that was included).
+    pub tracked: bool,
+}
+
+/// What a transfer would ship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The repository's working tree root.
+    pub root: PathBuf,
+    /// Files to ship, sorted by path.
+    pub files: Vec<WorkspaceFile>,
+    /// Whether untracked files were included.
+    pub include_untracked: bool,
+    /// Untracked, not ignored files that were left out.
+    pub untracked_left_out: usize,
+    /// Tracked files missing from the working tree (deleted, not staged).
+    pub missing: Vec<String>,
+    /// Submodule paths, which are not shipped.
+    pub submodules: Vec<String>,
+    /// The commit HEAD points at, if any.
+    pub head: Option<String>,
+}
+
+impl Selection {
+    /// The line `--dry-run` prints about the mode.
+    pub fn mode_line(&self) -> &'static str {
+        if self.include_untracked {
+            "mode: tracked + untracked"
+        } else {
+            "mode: tracked only"
+        }
+    }
+}
+
+fn git_err(path: &Path, e: impl std::fmt::Display) -> WorkspaceError {
+    WorkspaceError::Git {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Decides which files of the repository at or above `path` travel.
+pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, WorkspaceError> {
+    let repo = gix::discover(path).map_err(|_| WorkspaceError::NotARepo {
+        path: path.display().to_string(),
+    })?;
+    let root = repo
+        .workdir()
+        .ok_or_else(|| WorkspaceError::Bare {
+            path: path.display().to_string(),
+        })?
+        .to_path_buf();
+    let index = repo.index_or_empty().map_err(|e| git_err(&root, e))?;
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    let mut submodules = Vec::new();
+    for entry in index.entries() {
+        // Only stage 0: a conflicted path has other stages too.
+        if entry.stage_raw() != 0 {
+            continue;
+        }
+        let rela = entry.path(&index).to_string();
+        use gix::index::entry::Mode;
+        let kind = if entry.mode.contains(Mode::COMMIT) {
+            submodules.push(rela);
+            continue;
+        } else if entry.mode.contains(Mode::SYMLINK) {
+            FileKind::Symlink
+        } else if entry.mode.contains(Mode::FILE_EXECUTABLE) {
+            FileKind::Executable
+        } else {
+            FileKind::File
+        };
+        if std::fs::symlink_metadata(root.join(&rela)).is_err() {
+            missing.push(rela);
+            continue;
+        }
+        files.push(WorkspaceFile {
+            path: rela,
+            kind,
+            tracked: true,
+        });
+    }
+    let mut untracked = Vec::new();
+    let opts = repo
+        .dirwalk_options()
+        .map_err(|e| git_err(&root, e))?
+        .emit_untracked(gix::dir::walk::EmissionMode::Matching)
+        .emit_ignored(None);
+    let walk = repo
+        .dirwalk_iter(index.clone(), None::<&str>, Default::default(), opts)
+        .map_err(|e| git_err(&root, e))?;
+    for item in walk {
+        let item = item.map_err(|e| git_err(&root, e))?;
+        let entry = item.entry;
+        if entry.status != gix::dir::entry::Status::Untracked {
+            continue;
+        }
+        use gix::dir::entry::Kind;
+        let kind = match entry.disk_kind {
+            Some(Kind::Symlink) => FileKind::Symlink,
+            Some(Kind::File) => {
+                let meta = std::fs::metadata(root.join(entry.rela_path.to_string()));
+                use std::os::unix::fs::PermissionsExt;
+                if meta.is_ok_and(|m| m.permissions().mode() & 0o111 != 0) {
+                    FileKind::Executable
+                } else {
+                    FileKind::File
+                }
+            }
+            // Nested repositories and other oddities never travel.
+            _ => continue,
+        };
+        untracked.push(WorkspaceFile {
+            path: entry.rela_path.to_string(),
+            kind,
+            tracked: false,
+        });
+    }
+    let untracked_left_out = if include_untracked {
+        files.extend(untracked);
+        0
+    } else {
+        untracked.len()
+    };
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let head = repo.head_id().ok().map(|id| id.detach().to_string());
+    Ok(Selection {
+        root,
+        files,
+        include_untracked,
+        untracked_left_out,
+        missing,
+        submodules,
+        head,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build real repositories with git
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+
+    /// A repo with a file, an executable, a symlink, a nested dir, an
+    /// ignored file, untracked files and a deleted tracked file.
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        std::fs::write(d.join("README.md"), "hi\n").unwrap();
+        std::fs::create_dir(d.join("bin")).unwrap();
+        std::fs::write(d.join("bin/run.sh"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("bin/run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("README.md", d.join("link")).unwrap();
+        std::fs::write(d.join(".gitignore"), "*.log\ntarget/\n").unwrap();
+        std::fs::write(d.join("gone.txt"), "x\n").unwrap();
+        git(d, &["add", "-A"]);
+        git(d, &["commit", "-qm", "init"]);
+        std::fs::remove_file(d.join("gone.txt")).unwrap();
+        std::fs::write(d.join("debug.log"), "ignored\n").unwrap();
+        std::fs::create_dir(d.join("target")).unwrap();
+        std::fs::write(d.join("target/out"), "ignored\n").unwrap();
+        std::fs::write(d.join("notes.txt"), "untracked\n").unwrap();
+        std::fs::create_dir(d.join("new")).unwrap();
+        std::fs::write(d.join("new/file.rs"), "untracked\n").unwrap();
+        dir
+    }
+
+    fn paths(s: &Selection) -> Vec<&str> {
+        s.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn tracked_only_by_default_with_modes() {
+        let dir = repo();
+        let s = select(&dir.path().join("bin"), false).unwrap();
+        assert_eq!(s.root, dir.path());
+        assert_eq!(paths(&s), [".gitignore", "README.md", "bin/run.sh", "link"]);
+        let kind = |p: &str| s.files.iter().find(|f| f.path == p).unwrap().kind;
+        assert_eq!(kind("bin/run.sh"), FileKind::Executable);
+        assert_eq!(kind("link"), FileKind::Symlink);
+        assert_eq!(kind("README.md"), FileKind::File);
+        assert_eq!(s.untracked_left_out, 2);
+        assert_eq!(s.missing, ["gone.txt"]);
+        assert_eq!(s.mode_line(), "mode: tracked only");
+        assert_eq!(s.head.as_deref().map(str::len), Some(40));
+    }
+
+    #[test]
+    fn untracked_but_never_ignored_with_the_flag() {
+        let dir = repo();
+        let s = select(dir.path(), true).unwrap();
+        assert_eq!(
+            paths(&s),
+            [
+                ".gitignore",
+                "README.md",
+                "bin/run.sh",
+                "link",
+                "new/file.rs",
+                "notes.txt"
+            ]
+        );
+        assert!(
+            !s.files
+                .iter()
+                .any(|f| f.path.ends_with(".log") || f.path.starts_with("target"))
+        );
+        assert_eq!(s.untracked_left_out, 0);
+        assert_eq!(s.mode_line(), "mode: tracked + untracked");
+    }
+
+    #[test]
+    fn submodules_are_reported_not_shipped() {
+        let dir = repo();
+        let sub = tempfile::tempdir().unwrap();
+        git(sub.path(), &["init", "-q"]);
+        std::fs::write(sub.path().join("f"), "x").unwrap();
+        git(sub.path(), &["add", "-A"]);
+        git(sub.path(), &["commit", "-qm", "sub"]);
+        git(
+            dir.path(),
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                sub.path().to_str().unwrap(),
+                "vendor/sub",
+            ],
+        );
+        let s = select(dir.path(), false).unwrap();
+        assert_eq!(s.submodules, ["vendor/sub"]);
+        assert!(!paths(&s).iter().any(|p| p.starts_with("vendor/sub")));
+    }
+
+    #[test]
+    fn not_a_repo_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = select(dir.path(), false).unwrap_err();
+        assert!(
+            err.to_string().contains("not inside a git repository"),
+            "{err}"
+        );
+    }
+}
