@@ -52,6 +52,9 @@ pub struct VmView {
     pub vmm_reason: Option<String>,
     /// Kernel of the last boot.
     pub kernel: Option<String>,
+    /// The workspace in the guest (`guest_path`, the host `head` it was
+    /// prepared from, the host `source` repository).
+    pub workspace: Option<crate::store::WorkspaceRecord>,
     /// Accelerator and why, like `tcg (kvm_pvm cannot run this kernel)`.
     pub accel: Option<String>,
     /// Root strategy (`overlay`).
@@ -135,7 +138,8 @@ pub struct ExecParams {
     /// Extra environment.
     #[serde(default)]
     pub env: Vec<(String, String)>,
-    /// Working directory in the guest.
+    /// Working directory in the guest; the VM's workspace when it has one,
+    /// else root's home.
     pub cwd: Option<String>,
     /// The client will send stdin with `exec_input`.
     #[serde(default)]
@@ -216,6 +220,27 @@ pub struct KernelView {
     pub path: String,
     /// Firecracker can boot it (an ELF exists).
     pub firecracker: bool,
+}
+
+/// What a workspace transfer ships (or would ship, for `--dry-run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspacePlan {
+    /// Host repository root.
+    pub root: String,
+    /// `mode: tracked only` or `mode: tracked + untracked`.
+    pub mode: String,
+    /// Files, sorted.
+    pub files: Vec<crate::workspace::WorkspaceFile>,
+    /// Untracked, not ignored files left out.
+    pub untracked_left_out: usize,
+    /// Submodules, not shipped.
+    pub submodules: Vec<String>,
+    /// Tracked files deleted in the working tree, not shipped.
+    pub missing: Vec<String>,
+    /// Host HEAD.
+    pub head: Option<String>,
+    /// Where it lands in the guest (after a transfer).
+    pub guest_path: Option<String>,
 }
 
 /// About the daemon.
@@ -310,6 +335,23 @@ pub trait BangerApi {
     /// Deletes an image no VM uses.
     #[method(name = "image_delete")]
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Which files of the repository at `path` would travel (`--dry-run`).
+    #[method(name = "workspace_plan")]
+    async fn workspace_plan(
+        &self,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<WorkspacePlan, ErrorObjectOwned>;
+
+    /// Ships the repository at `path` into a running VM at `/root/repo`.
+    #[method(name = "vm_workspace_prepare")]
+    async fn vm_workspace_prepare(
+        &self,
+        vm: String,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<WorkspacePlan, ErrorObjectOwned>;
 
     /// Catalog kernels and the images' own kernels.
     #[method(name = "kernel_list")]

@@ -41,6 +41,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE vms ADD COLUMN kernel TEXT;",
     // 3: a kernel from the catalog instead of the image's.
     "ALTER TABLE vms ADD COLUMN kernel_id TEXT;",
+    // 4: the workspace shipped into the guest.
+    "ALTER TABLE vms ADD COLUMN workspace_path TEXT;
+     ALTER TABLE vms ADD COLUMN workspace_head TEXT;
+     ALTER TABLE vms ADD COLUMN workspace_source TEXT;",
 ];
 
 /// A store operation failed.
@@ -155,6 +159,8 @@ pub struct VmRecord {
     pub kernel: Option<String>,
     /// Catalog kernel to boot instead of the image's.
     pub kernel_id: Option<String>,
+    /// The prepared workspace in the guest, if any.
+    pub workspace: Option<WorkspaceRecord>,
     /// Accelerator of the last start (`kvm`, `tcg`).
     pub accel: Option<String>,
     /// Why that accelerator was chosen.
@@ -172,6 +178,17 @@ pub struct VmRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+}
+
+/// A workspace shipped into a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    /// Path in the guest.
+    pub guest_path: String,
+    /// Host HEAD it was prepared from.
+    pub head: Option<String>,
+    /// Host repository root.
+    pub source: String,
 }
 
 /// The database.
@@ -288,7 +305,7 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15
+                vmm_reason=?14, kernel=?15, workspace_path=?16, workspace_head=?17, workspace_source=?18
              WHERE id=?1",
             params![
                 vm.id,
@@ -306,6 +323,9 @@ impl Store {
                 now(),
                 vm.vmm_reason,
                 vm.kernel,
+                vm.workspace.as_ref().map(|w| w.guest_path.clone()),
+                vm.workspace.as_ref().and_then(|w| w.head.clone()),
+                vm.workspace.as_ref().map(|w| w.source.clone()),
             ],
         )?;
         Ok(())
@@ -359,7 +379,7 @@ impl Store {
 const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-    vmm_reason, kernel, kernel_id FROM vms";
+    vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -389,6 +409,17 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             vmm_reason: r.get(17)?,
             kernel: r.get(18)?,
             kernel_id: r.get(19)?,
+            workspace: match (
+                r.get::<_, Option<String>>(20)?,
+                r.get::<_, Option<String>>(22)?,
+            ) {
+                (Some(guest_path), Some(source)) => Some(WorkspaceRecord {
+                    guest_path,
+                    head: r.get(21)?,
+                    source,
+                }),
+                _ => None,
+            },
         },
         state,
     ))
@@ -415,6 +446,7 @@ mod tests {
             vmm_reason: None,
             kernel: None,
             kernel_id: None,
+            workspace: None,
             accel: None,
             accel_reason: None,
             pid: None,

@@ -12,7 +12,7 @@ mod firecracker;
 
 use std::time::Duration;
 
-use banger_tests::Env;
+use banger_tests::{Env, make_repo};
 
 #[test]
 fn run_passes_exit_code_and_output_through_and_leaves_nothing() {
@@ -230,5 +230,61 @@ fn a_catalog_kernel_boots_and_is_recorded() {
     env.banger(&["kernel", "delete", "copied"]).expect_code(1);
     env.banger(&["vm", "delete", "kern"]).ok();
     env.banger(&["kernel", "delete", "copied"]).ok();
+    env.assert_nothing_left();
+}
+
+#[test]
+fn workspace_dry_run_lists_files_and_creates_nothing() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    let run = env.banger(&["vm", "run", repo.to_str().unwrap(), "--dry-run"]);
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        ".gitignore\nfile.txt\nrun.sh\nmode: tracked only\n"
+    );
+    assert!(
+        run.stderr.contains("1 untracked file was left out")
+            && run.stderr.contains("--include-untracked"),
+        "{}",
+        run.stderr
+    );
+    let run = env.banger(&[
+        "vm",
+        "run",
+        repo.to_str().unwrap(),
+        "--dry-run",
+        "--include-untracked",
+    ]);
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        ".gitignore\nfile.txt\nrun.sh\nscratch.txt\nmode: tracked + untracked\n"
+    );
+    env.assert_nothing_left();
+}
+
+#[test]
+fn workspace_run_ships_tracked_files_into_a_matching_repository() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    let head = make_repo(&repo);
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        repo.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "pwd; cat file.txt; ./run.sh; test -e scratch.txt || echo no-scratch; \
+         git status --porcelain; git rev-parse HEAD; git symbolic-ref --short HEAD",
+    ]);
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        format!("/root/repo\nhello from the host\nran\nno-scratch\n{head}\nmain\n")
+    );
     env.assert_nothing_left();
 }

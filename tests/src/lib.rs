@@ -294,6 +294,43 @@ fn all_processes() -> Vec<(i32, Vec<String>)> {
     out
 }
 
+/// Makes a git repository in `dir`: `file.txt` and an executable `run.sh`
+/// committed on branch `main`, plus an untracked `scratch.txt` and an
+/// ignored `build.log`. Returns its HEAD.
+pub fn make_repo(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Dev",
+                "-c",
+                "user.email=dev@example.invalid",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("file.txt"), "hello from the host\n").unwrap();
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join(".gitignore"), "*.log\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "first"]);
+    std::fs::write(dir.join("scratch.txt"), "untracked\n").unwrap();
+    std::fs::write(dir.join("build.log"), "ignored\n").unwrap();
+    git(&["rev-parse", "HEAD"])
+}
+
 /// Processes whose command line mentions `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<(i32, Vec<String>)> {
     let me = std::process::id() as i32;

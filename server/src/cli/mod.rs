@@ -147,9 +147,18 @@ struct SpecArgs {
 #[derive(Debug, Subcommand)]
 enum VmCommand {
     /// Boot a fresh VM, run a command in it and exit with its exit code.
+    /// With PATH, the git repository there is shipped to /root/repo first
+    /// and the command runs in it.
     Run {
+        /// A git repository to ship into the guest.
+        path: Option<String>,
         #[command(flatten)]
         spec: SpecArgs,
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// Print which files would travel, and create nothing.
+        #[arg(long, requires = "path")]
+        dry_run: bool,
         /// Delete the VM when the command ends.
         #[arg(long)]
         rm: bool,
@@ -190,6 +199,9 @@ enum VmCommand {
         /// VM name or id.
         vm: String,
     },
+    /// Ship repositories into running VMs.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// Run a command in a running VM.
     Exec {
         /// VM name or id.
@@ -200,6 +212,27 @@ enum VmCommand {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WorkspaceArgs {
+    /// Also ship untracked files that no ignore rule matches.
+    #[arg(long)]
+    include_untracked: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCommand {
+    /// Ship a git repository's files (tracked only, by default) into a
+    /// running VM at /root/repo, with the host's HEAD, branch and index.
+    Prepare {
+        /// VM name or id.
+        vm: String,
+        /// The repository (default: the current directory).
+        path: Option<String>,
+        #[command(flatten)]
+        ws: WorkspaceArgs,
     },
 }
 
@@ -417,18 +450,58 @@ async fn create(
 
 async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
     match cmd {
-        VmCommand::Run { spec, rm, command } => {
+        VmCommand::Run {
+            path,
+            spec,
+            ws,
+            dry_run,
+            rm,
+            command,
+        } => {
             if command.is_empty() && rm {
                 return Err(Failure::new(
                     2,
                     "--rm needs a command to run: banger vm run --rm -- CMD [ARGS...]",
                 ));
             }
-            let params = create_params(&spec, true, rm)?;
+            let path = path.map(|p| absolute(&p));
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
+            if dry_run {
+                let path = path.unwrap_or_default();
+                let plan = client
+                    .workspace_plan(path, ws.include_untracked)
+                    .await
+                    .map_err(rpc_failure)?;
+                for f in &plan.files {
+                    printer.line(&f.path);
+                }
+                printer.line(&plan.mode);
+                workspace_notes(&plan, printer);
+                return Ok(0);
+            }
+            let params = create_params(&spec, true, rm)?;
             let vm = create(&client, params, printer).await.map_err(|f| {
                 Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
             })?;
+            if let Some(path) = path {
+                printer.progress(&format!("shipping {path} to /root/repo"));
+                let prepared = client
+                    .vm_workspace_prepare(vm.id.clone(), path, ws.include_untracked)
+                    .await;
+                match prepared {
+                    Ok(plan) => workspace_notes(&plan, printer),
+                    Err(e) => {
+                        if rm {
+                            let _ = client.vm_delete(vm.id.clone()).await;
+                        }
+                        let f = rpc_failure(e);
+                        return Err(Failure::new(
+                            if f.code == 2 { 2 } else { EXIT_RUN_FAILED },
+                            f.message,
+                        ));
+                    }
+                }
+            }
             printer.clear_progress();
             if command.is_empty() {
                 printer.note(&format!(
@@ -479,6 +552,24 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             Ok(0)
         }
         VmCommand::List(args) => list(dirs, printer, args).await,
+        VmCommand::Workspace(WorkspaceCommand::Prepare { vm, path, ws }) => {
+            let path = absolute(path.as_deref().unwrap_or("."));
+            let client = client::connect_or_start(dirs).await?;
+            printer.progress(&format!("shipping {path} to {vm}"));
+            let plan = client
+                .vm_workspace_prepare(vm, path, ws.include_untracked)
+                .await
+                .map_err(rpc_failure)?;
+            printer.clear_progress();
+            printer.line(&format!(
+                "{} files -> {} ({})",
+                plan.files.len(),
+                plan.guest_path.as_deref().unwrap_or("/root/repo"),
+                plan.mode
+            ));
+            workspace_notes(&plan, printer);
+            Ok(0)
+        }
         VmCommand::Show { vm } => {
             let client = client::connect_or_start(dirs).await?;
             let vm = client.vm_show(vm).await.map_err(rpc_failure)?;
@@ -493,6 +584,45 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
             exec(&client, &vm, command, guest_path, false, printer).await
         }
+    }
+}
+
+fn absolute(path: &str) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.into())
+        .display()
+        .to_string()
+}
+
+/// What the user should know about a transfer: files left out.
+fn workspace_notes(plan: &crate::api::WorkspacePlan, printer: &Printer) {
+    if plan.untracked_left_out > 0 {
+        printer.note(&format!(
+            "note: {} untracked file{} left out; ship them too with --include-untracked",
+            plan.untracked_left_out,
+            if plan.untracked_left_out == 1 {
+                " was"
+            } else {
+                "s were"
+            }
+        ));
+    }
+    if !plan.submodules.is_empty() {
+        printer.note(&format!(
+            "note: submodules are not shipped: {}",
+            plan.submodules.join(", ")
+        ));
+    }
+    if !plan.missing.is_empty() {
+        printer.note(&format!(
+            "note: {} tracked file{} deleted in the working tree and not shipped",
+            plan.missing.len(),
+            if plan.missing.len() == 1 {
+                " is"
+            } else {
+                "s are"
+            }
+        ));
     }
 }
 

@@ -8,6 +8,7 @@
 mod rpc;
 pub mod server;
 mod vm;
+mod workspace;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -106,6 +106,7 @@ impl Daemon {
             vmm: vm.vmm.clone(),
             vmm_reason: vm.vmm_reason.clone(),
             kernel: vm.kernel.clone(),
+            workspace: vm.workspace.clone(),
             accel: vm.accel.as_ref().map(|a| match &vm.accel_reason {
                 Some(reason) => format!("{a} ({reason})"),
                 None => a.clone(),
@@ -436,6 +437,32 @@ impl BangerApiServer for Rpc {
         });
         relay(sink, rx).await;
         Ok(())
+    }
+
+    async fn workspace_plan(
+        &self,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<crate::api::WorkspacePlan, ErrorObjectOwned> {
+        Ok(self.0.workspace_plan(path, include_untracked).await?)
+    }
+
+    async fn vm_workspace_prepare(
+        &self,
+        vm: String,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<crate::api::WorkspacePlan, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: a client that leaves mid-transfer does not leave the
+        // record half-written.
+        let plan =
+            tokio::spawn(
+                async move { daemon.prepare_workspace(&vm, path, include_untracked).await },
+            )
+            .await
+            .map_err(|e| OpError::internal(format!("prepare task failed: {e}")))??;
+        Ok(plan)
     }
 
     async fn kernel_list(&self) -> Result<Vec<crate::api::KernelView>, ErrorObjectOwned> {

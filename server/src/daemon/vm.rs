@@ -140,6 +140,7 @@ impl Daemon {
             vmm: choice.vmm.to_string(),
             vmm_reason: Some(choice.reason.clone()),
             kernel: None,
+            workspace: None,
             kernel_id: match &params.kernel {
                 Some(k) => Some(self.find_kernel(k)?.id),
                 None => None,
@@ -465,13 +466,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// Starts a command in a running VM.
+    /// Starts a command in a running VM: in its workspace when it has one
+    /// (unless the spec names a directory), else in root's home.
     pub(crate) async fn exec(
         &self,
         name_or_id: &str,
-        spec: ExecSpec,
+        mut spec: ExecSpec,
     ) -> Result<(VmRecord, ExecSession), OpError> {
         let vm = self.refresh(self.find(name_or_id)?)?;
+        if spec.cwd.is_none() {
+            spec.cwd = Some(match &vm.workspace {
+                Some(w) => w.guest_path.clone(),
+                None => "/root".to_string(),
+            });
+        }
         if vm.state != VmState::Running {
             return Err(OpError::new(
                 code::CONFLICT,

@@ -5,7 +5,9 @@
 //! `include_untracked`, also untracked files that no ignore rule matches.
 //! Submodules are never shipped; they are reported so the user is told.
 //!
-//! This module reads the repository and decides; it does not transfer.
+//! `select` reads the repository and decides; [`transfer`] ships the result.
+
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,136 @@
+//! Shipping a host repository into a running VM's `/root/repo`, through the
+//! agent, as one stream.
+
+use std::sync::Arc;
+
+use banger_agent::client::{ExecControl, ExecEvent};
+use banger_agent::protocol::ExecSpec;
+
+use super::{Daemon, OpError};
+use crate::api::{WorkspacePlan, code};
+use crate::store::WorkspaceRecord;
+use crate::workspace::{self, Selection, transfer};
+
+fn plan_of(sel: &Selection, guest_path: Option<&str>) -> WorkspacePlan {
+    WorkspacePlan {
+        root: sel.root.display().to_string(),
+        mode: sel.mode_line().to_string(),
+        files: sel.files.clone(),
+        untracked_left_out: sel.untracked_left_out,
+        submodules: sel.submodules.clone(),
+        missing: sel.missing.clone(),
+        head: sel.head.clone(),
+        guest_path: guest_path.map(str::to_string),
+    }
+}
+
+/// Writes to a guest program's stdin in chunks.
+struct StdinWriter(ExecControl);
+
+impl std::io::Write for StdinWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .write_stdin(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e.to_string()))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The git identity guest commits get: the host repository's, else banger's.
+fn identity(root: &std::path::Path, vm: &str) -> (String, String) {
+    let from_repo = gix::open(root).ok().and_then(|repo| {
+        let config = repo.config_snapshot();
+        let name = config.string("user.name")?.to_string();
+        let email = config.string("user.email")?.to_string();
+        Some((name, email))
+    });
+    from_repo.unwrap_or_else(|| ("banger".into(), format!("banger@{vm}.vm")))
+}
+
+async fn select(path: String, include_untracked: bool) -> Result<Selection, OpError> {
+    tokio::task::spawn_blocking(move || {
+        workspace::select(std::path::Path::new(&path), include_untracked)
+    })
+    .await
+    .map_err(|e| OpError::internal(format!("workspace task failed: {e}")))?
+    .map_err(|e| match e {
+        workspace::WorkspaceError::Git { .. } => OpError::from_display(e),
+        other => OpError::new(code::INVALID, other.to_string()),
+    })
+}
+
+impl Daemon {
+    /// What would travel (no VM involved).
+    pub(crate) async fn workspace_plan(
+        &self,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<WorkspacePlan, OpError> {
+        Ok(plan_of(&select(path, include_untracked).await?, None))
+    }
+
+    /// Ships the repository into the VM and records it.
+    pub(crate) async fn prepare_workspace(
+        self: &Arc<Self>,
+        vm: &str,
+        path: String,
+        include_untracked: bool,
+    ) -> Result<WorkspacePlan, OpError> {
+        let sel = select(path, include_untracked).await?;
+        let (name, email) = identity(&sel.root, vm);
+        let spec = ExecSpec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                transfer::GUEST_SCRIPT.into(),
+                "banger-workspace".into(),
+                transfer::GUEST_PATH.into(),
+                name,
+                email,
+            ],
+            env: Vec::new(),
+            cwd: Some("/root".into()),
+            stdin: true,
+        };
+        let (record, mut session) = self.exec(vm, spec).await?;
+        let control = session.control();
+        let writer_sel = sel.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let result = transfer::write_archive(&writer_sel, StdinWriter(control.clone()));
+            let _ = control.close_stdin();
+            result
+        });
+        let mut stderr = Vec::new();
+        let status = loop {
+            match session.next().await {
+                Ok(ExecEvent::Stdout(_)) => {}
+                Ok(ExecEvent::Stderr(b)) => stderr.extend(b),
+                Ok(ExecEvent::Exited(s)) => break s,
+                Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
+            }
+        };
+        writer
+            .await
+            .map_err(|e| OpError::internal(format!("workspace writer failed: {e}")))?
+            .map_err(OpError::from_display)?;
+        if status.code != Some(0) {
+            return Err(OpError::internal(format!(
+                "unpacking the workspace in the guest failed ({}): {}",
+                status.shell_code(),
+                String::from_utf8_lossy(&stderr).trim()
+            )));
+        }
+        let mut record = self.find(&record.id)?;
+        record.workspace = Some(WorkspaceRecord {
+            guest_path: transfer::GUEST_PATH.to_string(),
+            head: sel.head.clone(),
+            source: sel.root.display().to_string(),
+        });
+        self.with_store(|s| s.update_vm(&record))?;
+        Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
+    }
+}

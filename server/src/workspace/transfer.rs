@@ -1,0 +1,303 @@
+//! Shipping a selection into a guest as one stream: a tar archive with the
+//! working-tree files under `repo/` and, under `banger-meta/`, a git pack of
+//! the HEAD commit's snapshot plus what the guest needs to make HEAD, branch
+//! and index match the host's (HEAD becomes a shallow boundary, so history
+//! is not shipped).
+//!
+//! The guest side is [`GUEST_SCRIPT`], run by the agent with the archive on
+//! its stdin.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::{FileKind, Selection, WorkspaceError};
+
+/// Where the workspace lives in the guest (on the work disk).
+pub const GUEST_PATH: &str = "/root/repo";
+
+/// Unpacks the archive from stdin into `$1` (the guest path) and makes it a
+/// git repository whose HEAD, branch and index match the host's.
+pub const GUEST_SCRIPT: &str = r#"set -eu
+dest=$1
+name=$2
+email=$3
+tmp=$(mktemp -d /root/.banger-workspace.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+tar -x -C "$tmp" -f -
+rm -rf "$dest"
+mkdir -p "$dest"
+cd "$dest"
+git init -q
+git config user.name "$name"
+git config user.email "$email"
+meta="$tmp/banger-meta"
+if [ -f "$meta/head" ]; then
+    git index-pack --stdin <"$meta/pack" >/dev/null
+    if [ -s "$meta/shallow" ]; then cp "$meta/shallow" .git/shallow; fi
+    head=$(cat "$meta/head")
+    branch=$(cat "$meta/branch")
+    if [ -n "$branch" ]; then
+        git update-ref "refs/heads/$branch" "$head"
+        git symbolic-ref HEAD "refs/heads/$branch"
+    else
+        git update-ref --no-deref HEAD "$head"
+    fi
+    git read-tree HEAD
+fi
+cp -a "$tmp/repo/." "$dest/"
+git update-index -q --refresh >/dev/null 2>&1 || true
+"#;
+
+fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> WorkspaceError {
+    WorkspaceError::Git {
+        path: root.display().to_string(),
+        message: format!("{what}: {detail}"),
+    }
+}
+
+/// The one place workspace code runs host git (packing needs it).
+#[allow(clippy::disallowed_methods)]
+fn host_git(root: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(root)
+        .env("PATH", crate::paths::tool_search_path());
+    cmd
+}
+
+fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+    let out = host_git(root)
+        .args(args)
+        .output()
+        .map_err(|e| git_err(root, "cannot run git", e))?;
+    if !out.status.success() {
+        return Err(git_err(
+            root,
+            &format!("git {}", args.join(" ")),
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// A pack with HEAD's commit, trees and blobs (not its history).
+fn head_pack(root: &Path) -> Result<Vec<u8>, WorkspaceError> {
+    let objects = git_output(
+        root,
+        &[
+            "rev-list",
+            "--objects",
+            "--no-object-names",
+            "-n",
+            "1",
+            "HEAD",
+        ],
+    )?;
+    let mut child = host_git(root)
+        .args(["pack-objects", "--stdout", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| git_err(root, "cannot run git pack-objects", e))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&objects));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| git_err(root, "git pack-objects", e))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(git_err(
+            root,
+            "git pack-objects",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+fn append(
+    tar: &mut tar::Builder<impl Write>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    tar.append_data(&mut h, path, data)
+}
+
+/// Writes the archive for `sel` to `out`, streaming file contents from the
+/// working tree.
+pub fn write_archive(sel: &Selection, out: impl Write) -> Result<(), WorkspaceError> {
+    let root = &sel.root;
+    let io = |what: &str, e: std::io::Error| git_err(root, what, e);
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Deterministic);
+    if let Some(head) = &sel.head {
+        let pack = head_pack(root)?;
+        // A shallow boundary is a commit present without its parents: HEAD
+        // itself, when it has any.
+        let has_parents = !git_output(root, &["rev-parse", "HEAD^@"])?.is_empty();
+        let shallow = if has_parents {
+            format!("{head}\n")
+        } else {
+            String::new()
+        };
+        let branch = git_output(root, &["symbolic-ref", "-q", "--short", "HEAD"])
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        append(&mut tar, "banger-meta/pack", 0o644, &pack).map_err(|e| io("archive", e))?;
+        append(&mut tar, "banger-meta/head", 0o644, head.as_bytes())
+            .map_err(|e| io("archive", e))?;
+        append(&mut tar, "banger-meta/branch", 0o644, branch.as_bytes())
+            .map_err(|e| io("archive", e))?;
+        append(&mut tar, "banger-meta/shallow", 0o644, shallow.as_bytes())
+            .map_err(|e| io("archive", e))?;
+    }
+    for f in &sel.files {
+        let src = root.join(&f.path);
+        let name = format!("repo/{}", f.path);
+        match f.kind {
+            FileKind::Symlink => {
+                let target = std::fs::read_link(&src).map_err(|e| io("cannot read link", e))?;
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                tar.append_link(&mut h, &name, &target)
+                    .map_err(|e| io("archive", e))?;
+            }
+            FileKind::File | FileKind::Executable => {
+                let mut file = std::fs::File::open(&src).map_err(|e| io("cannot open", e))?;
+                let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(len);
+                h.set_mode(if f.kind == FileKind::Executable {
+                    0o755
+                } else {
+                    0o644
+                });
+                tar.append_data(&mut h, &name, &mut file)
+                    .map_err(|e| io("archive", e))?;
+            }
+        }
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| io("archive", e))
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests unpack with the real tools
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The guest script, run here on the host against a scratch "root":
+    /// the result must be a repository whose HEAD, branch and index match
+    /// the host's, with a clean status.
+    #[test]
+    fn the_guest_script_recreates_head_branch_and_index() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "main"]);
+        std::fs::write(h.join("a.txt"), "one\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "first"]);
+        std::fs::create_dir(h.join("bin")).unwrap();
+        std::fs::write(h.join("bin/x"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(h.join("bin/x"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("a.txt", h.join("l")).unwrap();
+        std::fs::write(h.join("a.txt"), "two\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "second"]);
+        let sel = super::super::select(h, false).unwrap();
+        let mut archive = Vec::new();
+        write_archive(&sel, &mut archive).unwrap();
+
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("repo");
+        // The script makes its scratch dir under /root; point it elsewhere.
+        let script = GUEST_SCRIPT.replace(
+            "/root/.banger-workspace",
+            &format!("{}/.ws", guest.path().display()),
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&dest)
+            .args(["Guest", "guest@example.invalid"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&archive).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            git(&dest, &["rev-parse", "HEAD"]).trim(),
+            sel.head.as_deref().unwrap()
+        );
+        assert_eq!(
+            git(&dest, &["symbolic-ref", "--short", "HEAD"]).trim(),
+            "main"
+        );
+        assert_eq!(
+            git(&dest, &["status", "--porcelain"]),
+            "",
+            "status not clean"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "two\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dest.join("l")).unwrap(),
+            Path::new("a.txt")
+        );
+        let mode = std::fs::metadata(dest.join("bin/x"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+        // Commits can be made (identity set) and history is shallow.
+        std::fs::write(dest.join("new.txt"), "n\n").unwrap();
+        git(&dest, &["add", "-A"]);
+        let out = Command::new("git")
+            .args(["commit", "-qm", "guest"])
+            .current_dir(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "2");
+    }
+}
