@@ -243,6 +243,19 @@ pub struct WorkspacePlan {
     pub guest_path: Option<String>,
 }
 
+/// The guest's edits as a patch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportResult {
+    /// The git patch (base64; binary-safe).
+    pub patch: String,
+    /// Paths it touches (after the change; old paths for deletions).
+    pub files: Vec<String>,
+    /// Whether it was applied to the host working tree.
+    pub applied: bool,
+    /// The host repository it belongs to.
+    pub source: String,
+}
+
 /// About the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -352,6 +365,17 @@ pub trait BangerApi {
         path: String,
         include_untracked: bool,
     ) -> Result<WorkspacePlan, ErrorObjectOwned>;
+
+    /// The guest workspace's changes as a git patch, validated as untrusted
+    /// input; with `apply`, applied to the host repository it came from.
+    #[method(name = "vm_workspace_export")]
+    async fn vm_workspace_export(
+        &self,
+        vm: String,
+        base_commit: Option<String>,
+        apply: bool,
+        force: bool,
+    ) -> Result<ExportResult, ErrorObjectOwned>;
 
     /// Catalog kernels and the images' own kernels.
     #[method(name = "kernel_list")]

@@ -288,3 +288,175 @@ fn workspace_run_ships_tracked_files_into_a_matching_repository() {
     );
     env.assert_nothing_left();
 }
+
+/// `(path, executable, sha256)` of every file under `root` but `.git`, as
+/// one sorted listing: equal listings mean equal trees.
+const TREE_LISTING: &str = "find . -path ./.git -prune -o \\( -type f -o -type l \\) -print | LC_ALL=C sort | \
+    while read -r f; do if [ -L \"$f\" ]; then echo \"$f link $(readlink \"$f\")\"; \
+    else echo \"$f $(test -x \"$f\" && echo x || echo -) $(sha256sum <\"$f\" | cut -c1-64)\"; fi; done";
+
+fn host_listing(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", TREE_LISTING])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn workspace_export_round_trips_and_refuses_hostile_patches() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    // Only tracked files travel; keep the host tree comparable.
+    std::fs::remove_file(repo.join("scratch.txt")).unwrap();
+    std::fs::remove_file(repo.join("build.log")).unwrap();
+    std::fs::write(repo.join("old-name.txt"), "rename me\n").unwrap();
+    std::fs::write(repo.join("gone.txt"), "delete me\n").unwrap();
+    std::fs::write(
+        repo.join("blob.bin"),
+        (0..4096u32)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=Dev",
+                "-c",
+                "user.email=dev@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "more"]);
+    env.banger(&["vm", "create", "--name", "ws"]).ok();
+    env.banger(&["vm", "workspace", "prepare", "ws", repo.to_str().unwrap()])
+        .ok();
+
+    // Guest edits of every kind, one of them never `git add`ed.
+    env.banger(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "echo more >> file.txt && git mv old-name.txt new-name.txt && rm gone.txt && \
+         chmod -x run.sh && echo guest-made > created.txt && \
+         head -c 3000 /dev/urandom > blob.bin && printf '\\000\\001\\002' > new.bin",
+    ])
+    .ok();
+    let status_before = env.banger(&["vm", "exec", "ws", "--", "git", "status", "--porcelain"]);
+    let export = env.banger(&["vm", "workspace", "export", "ws"]);
+    export.ok();
+    assert!(
+        export
+            .stdout
+            .contains("diff --git a/created.txt b/created.txt"),
+        "{}",
+        export.stdout
+    );
+    assert!(
+        export.stdout.contains("rename from old-name.txt"),
+        "{}",
+        export.stdout
+    );
+    // Exporting does not touch the guest's index.
+    let status_after = env.banger(&["vm", "exec", "ws", "--", "git", "status", "--porcelain"]);
+    assert_eq!(status_before.stdout, status_after.stdout);
+
+    env.banger(&["vm", "workspace", "export", "ws", "--apply"])
+        .ok();
+    let guest = env.banger(&["vm", "exec", "ws", "--", "sh", "-c", TREE_LISTING]);
+    guest.ok();
+    assert_eq!(
+        host_listing(&repo),
+        guest.stdout,
+        "host tree differs from the guest's"
+    );
+
+    // A plain export leaves out guest commits; --base-commit includes them.
+    env.banger(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "echo c > committed.txt && git add committed.txt && git commit -qm guest",
+    ])
+    .ok();
+    let plain = env.banger(&["vm", "workspace", "export", "ws"]);
+    assert!(!plain.stdout.contains("committed.txt"), "{}", plain.stdout);
+    let prepared = env.show("ws")["workspace"]["head"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pinned = env.banger(&[
+        "vm",
+        "workspace",
+        "export",
+        "ws",
+        "--base-commit",
+        &prepared,
+    ]);
+    pinned.ok();
+    assert!(pinned.stdout.contains("committed.txt"), "{}", pinned.stdout);
+
+    // A hostile guest: its git prints whatever patch it likes.
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "host state"]);
+    for (name, hostile) in [
+        (
+            "dotdot",
+            "diff --git a/../outside b/../outside\nnew file mode 100644\n--- /dev/null\n+++ b/../outside\n@@ -0,0 +1 @@\n+x\n",
+        ),
+        (
+            "hook",
+            "diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+#!/bin/sh\n",
+        ),
+        (
+            "symlink",
+            "diff --git a/etc b/etc\nnew file mode 120000\n--- /dev/null\n+++ b/etc\n@@ -0,0 +1 @@\n+/etc\n\\ No newline at end of file\n",
+        ),
+        (
+            "through",
+            "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+sub\n\\ No newline at end of file\ndiff --git a/l/x b/l/x\nnew file mode 100644\n--- /dev/null\n+++ b/l/x\n@@ -0,0 +1 @@\n+x\n",
+        ),
+    ] {
+        let fake = format!(
+            "mkdir -p /usr/local/bin && cat > /usr/local/bin/git <<'EOF'\n#!/bin/sh\ncase \"$*\" in *diff*) cat <<'PATCH'\n{hostile}PATCH\n;; *) exec /usr/bin/git \"$@\";; esac\nEOF\nchmod +x /usr/local/bin/git"
+        );
+        env.banger(&["vm", "exec", "ws", "--", "sh", "-c", &fake])
+            .ok();
+        let run = env.banger(&["vm", "workspace", "export", "ws", "--apply"]);
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("refused the guest's patch")
+                && run.stderr.contains("nothing was written"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            git(&["status", "--porcelain", "--ignored=no"]),
+            "",
+            "{name} wrote into the host repo"
+        );
+    }
+    assert!(!env.root().join("outside").exists());
+    env.banger(&["vm", "delete", "ws"]).ok();
+    env.assert_nothing_left();
+}

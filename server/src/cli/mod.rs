@@ -234,6 +234,26 @@ enum WorkspaceCommand {
         #[command(flatten)]
         ws: WorkspaceArgs,
     },
+    /// The guest workspace's changes as a binary git patch (guest-created
+    /// files included), checked as untrusted input before anything is
+    /// written.
+    Export {
+        /// VM name or id.
+        vm: String,
+        /// Write the patch here instead of stdout.
+        #[arg(long, short)]
+        output: Option<String>,
+        /// Diff against this commit (include commits made in the guest);
+        /// default: the guest's HEAD.
+        #[arg(long, value_name = "SHA")]
+        base_commit: Option<String>,
+        /// Apply the patch to the host repository the workspace came from.
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: apply even over uncommitted host changes.
+        #[arg(long, requires = "apply")]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -552,6 +572,35 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             Ok(0)
         }
         VmCommand::List(args) => list(dirs, printer, args).await,
+        VmCommand::Workspace(WorkspaceCommand::Export {
+            vm,
+            output,
+            base_commit,
+            apply,
+            force,
+        }) => {
+            let client = client::connect_or_start(dirs).await?;
+            let result = client
+                .vm_workspace_export(vm, base_commit, apply, force)
+                .await
+                .map_err(rpc_failure)?;
+            let patch = decode(&result.patch).map_err(|f| Failure::new(1, f.message))?;
+            match output {
+                Some(file) => std::fs::write(&file, &patch)
+                    .map_err(|e| Failure::new(1, format!("cannot write {file}: {e}")))?,
+                None if !apply => printer.stdout_bytes(&patch),
+                None => {}
+            }
+            if result.applied {
+                printer.note(&format!(
+                    "applied {} file{} to {}",
+                    result.files.len(),
+                    if result.files.len() == 1 { "" } else { "s" },
+                    result.source
+                ));
+            }
+            Ok(0)
+        }
         VmCommand::Workspace(WorkspaceCommand::Prepare { vm, path, ws }) => {
             let path = absolute(path.as_deref().unwrap_or("."));
             let client = client::connect_or_start(dirs).await?;

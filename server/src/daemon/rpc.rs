@@ -465,6 +465,23 @@ impl BangerApiServer for Rpc {
         Ok(plan)
     }
 
+    async fn vm_workspace_export(
+        &self,
+        vm: String,
+        base_commit: Option<String>,
+        apply: bool,
+        force: bool,
+    ) -> Result<crate::api::ExportResult, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        Ok(tokio::spawn(async move {
+            daemon
+                .export_workspace(&vm, base_commit, apply, force)
+                .await
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("export task failed: {e}")))??)
+    }
+
     async fn kernel_list(&self) -> Result<Vec<crate::api::KernelView>, ErrorObjectOwned> {
         let d = &self.0;
         let mut out: Vec<crate::api::KernelView> = d

@@ -63,7 +63,104 @@ async fn select(path: String, include_untracked: bool) -> Result<Selection, OpEr
     })
 }
 
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
 impl Daemon {
+    /// The guest's changes as a validated patch; applied on request.
+    pub(crate) async fn export_workspace(
+        &self,
+        vm: &str,
+        base_commit: Option<String>,
+        apply: bool,
+        force: bool,
+    ) -> Result<crate::api::ExportResult, OpError> {
+        use crate::workspace::export;
+        use base64::Engine as _;
+        let record = self.find(vm)?;
+        let Some(ws) = record.workspace.clone() else {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "vm {:?} has no workspace; ship one with: banger vm workspace prepare {} PATH",
+                    record.name, record.name
+                ),
+            ));
+        };
+        let spec = ExecSpec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                export::GUEST_SCRIPT.into(),
+                "banger-export".into(),
+                ws.guest_path.clone(),
+                base_commit.clone().unwrap_or_default(),
+            ],
+            env: Vec::new(),
+            cwd: Some("/root".into()),
+            stdin: false,
+        };
+        let (_, mut session) = self.exec(vm, spec).await?;
+        let (mut patch, mut stderr) = (Vec::new(), Vec::new());
+        let status = loop {
+            match session.next().await {
+                Ok(ExecEvent::Stdout(b)) => {
+                    patch.extend(b);
+                    if patch.len() as u64 > export::MAX_PATCH_BYTES {
+                        // Dropping the session kills the guest command.
+                        return Err(OpError::new(
+                            code::INVALID,
+                            format!(
+                                "refused the guest's patch: over the {} byte limit; nothing was written",
+                                export::MAX_PATCH_BYTES
+                            ),
+                        ));
+                    }
+                }
+                Ok(ExecEvent::Stderr(b)) => stderr.extend(b),
+                Ok(ExecEvent::Exited(s)) => break s,
+                Err(e) => return Err(OpError::internal(format!("workspace export: {e}"))),
+            }
+        };
+        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+        match status.code {
+            Some(0) => {}
+            Some(3) => return Err(OpError::new(code::INVALID, stderr)),
+            _ => {
+                return Err(OpError::internal(format!(
+                    "making the patch in the guest failed ({}): {stderr}",
+                    status.shell_code()
+                )));
+            }
+        }
+        let root = std::path::PathBuf::from(&ws.source);
+        let (files, applied) = {
+            let root = root.clone();
+            let patch = patch.clone();
+            tokio::task::spawn_blocking(
+                move || -> Result<(Vec<export::PatchFile>, bool), OpError> {
+                    let files = export::validate(&root, &patch)
+                        .map_err(|r| OpError::new(code::INVALID, r.to_string()))?;
+                    if apply {
+                        export::apply(&root, &patch, &files, force)
+                            .map_err(|e| OpError::new(code::CONFLICT, e))?;
+                    }
+                    Ok((files, apply))
+                },
+            )
+            .await
+            .map_err(|e| OpError::internal(format!("export task failed: {e}")))??
+        };
+        Ok(crate::api::ExportResult {
+            patch: B64.encode(&patch),
+            files: files
+                .iter()
+                .filter_map(|f| f.new_path.clone().or_else(|| f.old_path.clone()))
+                .collect(),
+            applied,
+            source: ws.source,
+        })
+    }
+
     /// What would travel (no VM involved).
     pub(crate) async fn workspace_plan(
         &self,

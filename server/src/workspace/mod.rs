@@ -7,6 +7,7 @@
 //!
 //! `select` reads the repository and decides; [`transfer`] ships the result.
 
+pub mod export;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
