@@ -147,6 +147,9 @@ pub struct ExecParams {
     /// Delete the VM once the command ends (or the client goes away).
     #[serde(default)]
     pub delete_after: bool,
+    /// Re-ship the workspace first if its host HEAD moved.
+    #[serde(default)]
+    pub auto_prepare: bool,
 }
 
 /// What a guest command does, as it happens.
@@ -157,6 +160,9 @@ pub enum ExecEvent {
     Started {
         /// Exec id.
         exec_id: u64,
+        /// Something the user should know (a stale workspace).
+        #[serde(default)]
+        warning: Option<String>,
     },
     /// Bytes on stdout (base64).
     Stdout {

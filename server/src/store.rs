@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE vms ADD COLUMN workspace_path TEXT;
      ALTER TABLE vms ADD COLUMN workspace_head TEXT;
      ALTER TABLE vms ADD COLUMN workspace_source TEXT;",
+    // 5: whether the workspace included untracked files (re-syncs repeat it).
+    "ALTER TABLE vms ADD COLUMN workspace_untracked INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A store operation failed.
@@ -189,6 +191,9 @@ pub struct WorkspaceRecord {
     pub head: Option<String>,
     /// Host repository root.
     pub source: String,
+    /// Untracked files were included.
+    #[serde(default)]
+    pub include_untracked: bool,
 }
 
 /// The database.
@@ -305,7 +310,8 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15, workspace_path=?16, workspace_head=?17, workspace_source=?18
+                vmm_reason=?14, kernel=?15, workspace_path=?16, workspace_head=?17, workspace_source=?18,
+                workspace_untracked=?19
              WHERE id=?1",
             params![
                 vm.id,
@@ -326,6 +332,7 @@ impl Store {
                 vm.workspace.as_ref().map(|w| w.guest_path.clone()),
                 vm.workspace.as_ref().and_then(|w| w.head.clone()),
                 vm.workspace.as_ref().map(|w| w.source.clone()),
+                vm.workspace.as_ref().is_some_and(|w| w.include_untracked),
             ],
         )?;
         Ok(())
@@ -379,7 +386,8 @@ impl Store {
 const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-    vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source FROM vms";
+    vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
+    workspace_untracked FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -417,6 +425,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
                     guest_path,
                     head: r.get(21)?,
                     source,
+                    include_untracked: r.get(23)?,
                 }),
                 _ => None,
             },

@@ -129,6 +129,11 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     );
     let boot1 = shown["boot_id"].as_str().unwrap().to_string();
 
+    // No workspace yet: commands run in root's home.
+    assert_eq!(
+        env.banger(&["vm", "exec", "keeper", "--", "pwd"]).stdout,
+        "/root\n"
+    );
     env.banger(&[
         "vm",
         "exec",
@@ -139,6 +144,62 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
         "echo kept > /root/note && sync",
     ])
     .ok();
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "keeper",
+        repo.to_str().unwrap(),
+        "--include-untracked",
+    ])
+    .ok();
+    assert_eq!(env.show("keeper")["workspace"]["guest_path"], "/root/repo");
+    // Exit codes come back verbatim; the workspace is where commands run.
+    env.banger(&["vm", "exec", "keeper", "--", "sh", "-c", "exit 17"])
+        .expect_code(17);
+    // The host moves on: exec warns and still runs; --auto-prepare
+    // re-syncs and the warning is gone.
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.invalid",
+        ])
+        .args(["commit", "-q", "--allow-empty", "-m", "host moves on"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let new_head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let run = env.banger(&["vm", "exec", "keeper", "--", "git", "rev-parse", "HEAD"]);
+    run.ok();
+    assert!(
+        run.stderr.contains("workspace stale:") && run.stderr.contains("--auto-prepare"),
+        "{}",
+        run.stderr
+    );
+    assert_ne!(run.stdout.trim(), new_head);
+    let run = env.banger(&[
+        "vm",
+        "exec",
+        "--auto-prepare",
+        "keeper",
+        "--",
+        "git",
+        "rev-parse",
+        "HEAD",
+    ]);
+    run.ok();
+    assert_eq!(run.stdout.trim(), new_head);
+    assert!(!run.stderr.contains("stale"), "{}", run.stderr);
 
     // Kill the daemon outright: the VM must keep running, and a new daemon
     // must find it running and reach its agent.
@@ -188,6 +249,19 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     run.ok();
     assert!(run.stdout.starts_with("kept\n"), "{}", run.stdout);
     assert!(run.stdout.contains(".hushlogin"), "{}", run.stdout);
+    // The workspace survived too, untracked file included, and exec still
+    // starts in it.
+    let run = env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "pwd; cat scratch.txt",
+    ]);
+    run.ok();
+    assert_eq!(run.stdout, "/root/repo\nuntracked\n");
 
     env.banger(&["vm", "delete", "keeper"]).ok();
     env.assert_nothing_left();

@@ -206,9 +206,13 @@ enum VmCommand {
     Exec {
         /// VM name or id.
         vm: String,
-        /// Working directory in the guest.
+        /// Working directory in the guest (default: the VM's workspace, else
+        /// /root).
         #[arg(long)]
         guest_path: Option<String>,
+        /// Re-ship the workspace first if the host repository's HEAD moved.
+        #[arg(long)]
+        auto_prepare: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -530,7 +534,13 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                 ));
                 return Ok(0);
             }
-            exec(&client, &vm.id, command, None, rm, printer).await
+            let target = ExecTarget {
+                vm: &vm.id,
+                cwd: None,
+                delete_after: rm,
+                auto_prepare: false,
+            };
+            exec(&client, target, command, printer).await
         }
         VmCommand::Create { spec, no_start } => {
             let params = create_params(&spec, !no_start, false)?;
@@ -628,10 +638,17 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
         VmCommand::Exec {
             vm,
             guest_path,
+            auto_prepare,
             command,
         } => {
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
-            exec(&client, &vm, command, guest_path, false, printer).await
+            let target = ExecTarget {
+                vm: &vm,
+                cwd: guest_path,
+                delete_after: false,
+                auto_prepare,
+            };
+            exec(&client, target, command, printer).await
         }
     }
 }
@@ -679,25 +696,32 @@ fn pretty<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+/// Where and how a guest command runs.
+struct ExecTarget<'a> {
+    vm: &'a str,
+    cwd: Option<String>,
+    delete_after: bool,
+    auto_prepare: bool,
+}
+
 /// Runs a guest command, passing its output and exit code through.
 async fn exec(
     client: &std::sync::Arc<Client>,
-    vm: &str,
+    target: ExecTarget<'_>,
     argv: Vec<String>,
-    cwd: Option<String>,
-    delete_after: bool,
     printer: &Printer,
 ) -> Result<u8, Failure> {
     // A terminal is not forwarded (interactive sessions get a real PTY of
     // their own); piped or redirected stdin streams to the guest.
     let forward_stdin = !std::io::stdin().is_terminal();
     let params = ExecParams {
-        vm: vm.to_string(),
+        vm: target.vm.to_string(),
         argv,
         env: Vec::new(),
-        cwd,
+        cwd: target.cwd,
         stdin: forward_stdin,
-        delete_after,
+        delete_after: target.delete_after,
+        auto_prepare: target.auto_prepare,
     };
     let mut sub = client.vm_exec(params).await.map_err(|e| match e {
         ClientError::Call(obj) if obj.message().starts_with("cannot run") => {
@@ -723,8 +747,11 @@ async fn exec(
             }
         };
         match event {
-            Some(Ok(ExecEvent::Started { exec_id })) => {
+            Some(Ok(ExecEvent::Started { exec_id, warning })) => {
                 running = Some(exec_id);
+                if let Some(w) = warning {
+                    printer.note(&format!("warning: {w}"));
+                }
                 if forward_stdin {
                     start_stdin_forwarder(client.clone(), exec_id);
                 }

@@ -291,6 +291,20 @@ impl BangerApiServer for Rpc {
                 .await;
             return Ok(());
         }
+        // A workspace whose host HEAD moved: re-sync on request, else warn.
+        let mut warning = None;
+        if params.cwd.is_none() {
+            match daemon.workspace_staleness(&params.vm).await {
+                Ok(Some(_)) if params.auto_prepare => {
+                    if let Err(e) = daemon.resync_workspace(&params.vm).await {
+                        pending.reject(ErrorObjectOwned::from(e)).await;
+                        return Ok(());
+                    }
+                }
+                Ok(stale) => warning = stale,
+                Err(_) => {}
+            }
+        }
         let spec = ExecSpec {
             argv: params.argv.clone(),
             env: params.env.clone(),
@@ -318,7 +332,7 @@ impl BangerApiServer for Rpc {
             }
         };
         let exec_id = daemon.execs.insert(session.control());
-        let mut client_gone = !send(&sink, &ExecEvent::Started { exec_id }).await;
+        let mut client_gone = !send(&sink, &ExecEvent::Started { exec_id, warning }).await;
         let mut last = None;
         while !client_gone {
             let event = tokio::select! {

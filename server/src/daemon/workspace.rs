@@ -65,7 +65,47 @@ async fn select(path: String, include_untracked: bool) -> Result<Selection, OpEr
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// The warning for a workspace whose host HEAD moved (pure).
+pub(crate) fn stale_warning(ws: &WorkspaceRecord, host_head: Option<&str>) -> Option<String> {
+    let short = |h: Option<&str>| {
+        h.map(|h| h[..h.len().min(12)].to_string())
+            .unwrap_or_else(|| "(none)".into())
+    };
+    (ws.head.as_deref() != host_head).then(|| {
+        format!(
+            "workspace stale: {} HEAD is {} but the guest was prepared from {}; run with --auto-prepare to re-sync",
+            ws.source,
+            short(host_head),
+            short(ws.head.as_deref())
+        )
+    })
+}
+
 impl Daemon {
+    /// Whether the VM's workspace lags its host repository's HEAD.
+    pub(crate) async fn workspace_staleness(&self, vm: &str) -> Result<Option<String>, OpError> {
+        let Some(ws) = self.find(vm)?.workspace else {
+            return Ok(None);
+        };
+        let source = ws.source.clone();
+        let host_head = tokio::task::spawn_blocking(move || {
+            gix::open(&source)
+                .ok()
+                .and_then(|r| r.head_id().ok().map(|id| id.detach().to_string()))
+        })
+        .await
+        .unwrap_or(None);
+        Ok(stale_warning(&ws, host_head.as_deref()))
+    }
+
+    /// Re-ships a VM's workspace from where it came from.
+    pub(crate) async fn resync_workspace(self: &Arc<Self>, vm: &str) -> Result<(), OpError> {
+        if let Some(ws) = self.find(vm)?.workspace {
+            self.prepare_workspace(vm, ws.source, ws.include_untracked)
+                .await?;
+        }
+        Ok(())
+    }
     /// The guest's changes as a validated patch; applied on request.
     pub(crate) async fn export_workspace(
         &self,
@@ -226,8 +266,31 @@ impl Daemon {
             guest_path: transfer::GUEST_PATH.to_string(),
             head: sel.head.clone(),
             source: sel.root.display().to_string(),
+            include_untracked,
         });
         self.with_store(|s| s.update_vm(&record))?;
         Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_only_when_the_host_head_moved() {
+        let ws = WorkspaceRecord {
+            guest_path: "/root/repo".into(),
+            head: Some("a".repeat(40)),
+            source: "/src/repo".into(),
+            include_untracked: false,
+        };
+        assert_eq!(stale_warning(&ws, Some(&"a".repeat(40))), None);
+        let w = stale_warning(&ws, Some(&"b".repeat(40))).unwrap();
+        assert!(
+            w.starts_with("workspace stale: /src/repo HEAD is bbbbbbbbbbbb"),
+            "{w}"
+        );
+        assert!(w.contains("--auto-prepare"));
     }
 }
