@@ -532,6 +532,12 @@ impl ExecControl {
         })
     }
 
+    /// Resizes the program's terminal (tty execs).
+    pub fn resize(&self, size: crate::protocol::TtySize) -> Result<(), AgentError> {
+        self.inner
+            .send(Frame::request(self.stream, Request::Resize(size)))
+    }
+
     /// Signals the program's process group.
     pub fn signal(&self, signal: i32) -> Result<(), AgentError> {
         self.inner

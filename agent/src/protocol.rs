@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";
@@ -115,6 +115,8 @@ pub enum Request {
         /// Signal number.
         signal: i32,
     },
+    /// Resize the terminal of the exec on this stream (`tty` execs).
+    Resize(TtySize),
     /// Write a file: the contents follow as `Data(Stdin)` frames ended by
     /// `Eof(Stdin)`; replies `Done` once the file is complete.
     WriteFile {
@@ -149,6 +151,19 @@ pub struct ExecSpec {
     /// Whether the host will stream stdin; when false stdin is /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// Run on a new pseudo-terminal of this size (stdin, stdout and stderr
+    /// all on it; output comes back as stdout).
+    #[serde(default)]
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// Replies and events from the guest.
@@ -364,8 +379,10 @@ mod tests {
                     env: vec![("K".into(), "v w".into())],
                     cwd: Some("/root".into()),
                     stdin: true,
+                    tty: Some(TtySize { rows: 24, cols: 80 }),
                 }),
             ),
+            Frame::request(3, Request::Resize(TtySize { rows: 30, cols: 100 })),
             Frame {
                 stream: 3,
                 body: Body::Data(Fd::Stdin, vec![0, 0xBA, 0x96, 255]),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::protocol::{
     Body, DATA_CHUNK, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo, PROTOCOL_VERSION,
-    Request, Response,
+    Request, Response, TtySize,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -31,6 +32,8 @@ struct Inflight {
     sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
     /// Process group of an exec.
     pgid: Option<i32>,
+    /// The pseudo-terminal of a tty exec, for resizes.
+    pty: Option<Arc<OwnedFd>>,
 }
 
 type Streams = Arc<Mutex<HashMap<u32, Inflight>>>;
@@ -133,7 +136,20 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
             let (tx, rx) = mpsc::unbounded_channel();
             let sink = spec.stdin.then_some(tx);
             register(streams, stream, sink);
-            tokio::spawn(run_exec(stream, spec, rx, streams.clone(), out.clone()));
+            if spec.tty.is_some() {
+                tokio::spawn(run_exec_tty(stream, spec, rx, streams.clone(), out.clone()));
+            } else {
+                tokio::spawn(run_exec(stream, spec, rx, streams.clone(), out.clone()));
+            }
+        }
+        Request::Resize(size) => {
+            let pty = streams
+                .lock()
+                .ok()
+                .and_then(|map| map.get(&stream).and_then(|i| i.pty.clone()));
+            if let Some(pty) = pty {
+                set_window_size(&pty, size);
+            }
         }
         Request::Signal { signal } => {
             let pgid = streams
@@ -186,7 +202,14 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
 
 fn register(streams: &Streams, stream: u32, sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>) {
     if let Ok(mut map) = streams.lock() {
-        map.insert(stream, Inflight { sink, pgid: None });
+        map.insert(
+            stream,
+            Inflight {
+                sink,
+                pgid: None,
+                pty: None,
+            },
+        );
     }
 }
 
@@ -302,6 +325,181 @@ async fn run_exec(
     // All output must precede the exit status on the wire.
     let _ = pump_out.await;
     let _ = pump_err.await;
+    unregister(&streams, stream);
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let exit = ExitStatus {
+                code: status.code(),
+                signal: status.signal(),
+            };
+            out.reply(stream, Response::Exited(exit)).await;
+        }
+        Err(e) => {
+            out.error(stream, format!("waiting for the process failed: {e}"))
+                .await
+        }
+    }
+}
+
+fn winsize(size: TtySize) -> libc::winsize {
+    libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+fn set_window_size(pty: &OwnedFd, size: TtySize) {
+    let ws = winsize(size);
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid
+    // for the call; the fd is an open pty master.
+    unsafe {
+        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}
+
+/// Opens a pseudo-terminal pair of the given size: (master, slave).
+fn open_pty(size: TtySize) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut master = -1;
+    let mut slave = -1;
+    let ws = winsize(size);
+    // SAFETY: openpty writes two fds into the given ints; the name pointer
+    // is null (not wanted), termios null (defaults), winsize valid for the
+    // call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded, so both fds are open and owned by us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+}
+
+/// Runs a program on a new pseudo-terminal: it becomes the session leader
+/// with the terminal as its controlling tty, so Ctrl-C typed on the host
+/// reaches it as SIGINT through the line discipline.
+async fn run_exec_tty(
+    stream: u32,
+    spec: ExecSpec,
+    mut stdin_rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    streams: Streams,
+    out: Out,
+) {
+    let fail = |message: String| {
+        let out = out.clone();
+        let streams = streams.clone();
+        async move {
+            unregister(&streams, stream);
+            out.error(stream, message).await;
+        }
+    };
+    let Some((program, args)) = spec.argv.split_first() else {
+        return fail("empty command".into()).await;
+    };
+    let size = spec.tty.unwrap_or_default();
+    let (master, slave) = match open_pty(size) {
+        Ok(pair) => pair,
+        Err(e) => return fail(format!("cannot open a pseudo-terminal: {e}")).await,
+    };
+    let cwd = spec.cwd.clone().unwrap_or_else(|| "/root".into());
+    let slave_io = || slave.try_clone().map(Stdio::from);
+    let (Ok(i), Ok(o), Ok(e)) = (slave_io(), slave_io(), slave_io()) else {
+        return fail("cannot duplicate the pseudo-terminal".into()).await;
+    };
+    #[allow(clippy::disallowed_methods)] // the agent runs the host's programs
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(base_env())
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(&cwd)
+        .stdin(i)
+        .stdout(o)
+        .stderr(e);
+    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and use no
+    // memory of the parent; they run in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(cmd);
+    drop(slave);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let message = if !Path::new(&cwd).is_dir() {
+                format!("working directory {cwd} does not exist in the guest")
+            } else {
+                format!("cannot run {program:?}: {e}")
+            };
+            return fail(message).await;
+        }
+    };
+    let master = Arc::new(master);
+    let pid = child.id().unwrap_or(0);
+    if let Ok(mut map) = streams.lock()
+        && let Some(inflight) = map.get_mut(&stream)
+    {
+        inflight.pgid = Some(pid as i32);
+        inflight.pty = Some(master.clone());
+    }
+    out.reply(stream, Response::Started { pid }).await;
+
+    let (Ok(read_fd), Ok(write_fd)) = (master.try_clone(), master.try_clone()) else {
+        let _ = child.kill().await;
+        return fail("cannot duplicate the pseudo-terminal".into()).await;
+    };
+    std::thread::spawn(move || {
+        let mut w = std::fs::File::from(write_fd);
+        while let Some(Some(chunk)) = stdin_rx.blocking_recv() {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let reader_out = out.clone();
+    let handle = tokio::runtime::Handle::current();
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut r = std::fs::File::from(read_fd);
+        let mut buf = vec![0u8; DATA_CHUNK];
+        // EIO once every holder of the terminal is gone.
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let frame = Frame {
+                stream,
+                body: Body::Data(Fd::Stdout, buf[..n].to_vec()),
+            };
+            handle.block_on(reader_out.send(frame));
+        }
+    });
+    let status = child.wait().await;
+    // Output still buffered in the terminal comes first; a background
+    // process holding the terminal open must not hold the exit back.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), reader).await;
+    for fd in [Fd::Stdout, Fd::Stderr] {
+        out.send(Frame {
+            stream,
+            body: Body::Eof(fd),
+        })
+        .await;
+    }
     unregister(&streams, stream);
     match status {
         Ok(status) => {

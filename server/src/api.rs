@@ -150,6 +150,18 @@ pub struct ExecParams {
     /// Re-ship the workspace first if its host HEAD moved.
     #[serde(default)]
     pub auto_prepare: bool,
+    /// Run on a pseudo-terminal of this size (interactive programs).
+    #[serde(default)]
+    pub tty: Option<Terminal>,
+}
+
+/// A terminal size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// What a guest command does, as it happens.
@@ -334,6 +346,10 @@ pub trait BangerApi {
         data: Option<String>,
         eof: bool,
     ) -> Result<(), ErrorObjectOwned>;
+
+    /// Resizes a running command's terminal.
+    #[method(name = "exec_resize")]
+    async fn exec_resize(&self, exec_id: u64, size: Terminal) -> Result<(), ErrorObjectOwned>;
 
     /// Signals a running command's process group.
     #[method(name = "exec_signal")]

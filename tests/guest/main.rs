@@ -12,7 +12,7 @@ mod firecracker;
 
 use std::time::Duration;
 
-use banger_tests::{Env, make_repo};
+use banger_tests::{Env, SpawnScript, make_repo};
 
 #[test]
 fn run_passes_exit_code_and_output_through_and_leaves_nothing() {
@@ -532,5 +532,49 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
     }
     assert!(!env.root().join("outside").exists());
     env.banger(&["vm", "delete", "ws"]).ok();
+    env.assert_nothing_left();
+}
+
+#[test]
+fn interactive_shell_through_a_pty_and_detach_rules() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    // -d with --rm, or with a command, is refused before anything exists.
+    env.banger(&["vm", "run", "-d", "--rm", repo.to_str().unwrap()])
+        .expect_code(2);
+    env.banger(&["vm", "run", "-d", repo.to_str().unwrap(), "--", "true"])
+        .expect_code(2);
+    env.assert_nothing_left();
+
+    // `vm run PATH` with no command is an interactive login shell in the
+    // workspace; `script` gives banger a real terminal, as a user's would.
+    let banger = env.bin_dir().join("banger");
+    let command = format!(
+        "{} vm run --rm --name shelly {}",
+        banger.display(),
+        repo.display()
+    );
+    let mut child = env.cmd(&[]).env("TERM", "xterm").spawn_script(&command);
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pwd; echo $((6*7)); exit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("/root/repo\r\n42\r\n"), "{text}");
+    env.assert_nothing_left();
+
+    // Detached: the VM stays, and a shell reconnects.
+    let run = env.banger(&["vm", "run", "-d", "--name", "bg", repo.to_str().unwrap()]);
+    run.ok();
+    assert_eq!(run.stdout, "bg\n");
+    assert!(run.stderr.contains("banger vm shell bg"), "{}", run.stderr);
+    assert_eq!(env.show("bg")["state"], "running");
+    env.banger(&["vm", "delete", "bg"]).ok();
     env.assert_nothing_left();
 }

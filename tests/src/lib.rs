@@ -60,6 +60,34 @@ impl Run {
     }
 }
 
+/// Runs a shell command line under `script`, which gives it a real
+/// pseudo-terminal (what a person at a terminal has); the command's exit
+/// code becomes `script`'s.
+pub trait SpawnScript {
+    /// Spawns `script -qec COMMAND /dev/null` with this command's
+    /// environment and stdio.
+    fn spawn_script(&mut self, command: &str) -> std::process::Child;
+}
+
+impl SpawnScript for Command {
+    fn spawn_script(&mut self, command: &str) -> std::process::Child {
+        let mut script = Command::new("script");
+        script.args(["-qec", command, "/dev/null"]);
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        script
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn script (util-linux)")
+    }
+}
+
 /// Directory holding the built `banger`, `bangerd` and `banger-agent`:
 /// the test binary lives in `<profile>/deps/`.
 fn bin_dir() -> PathBuf {

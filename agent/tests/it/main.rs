@@ -195,3 +195,61 @@ fn tempfile_dir() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.display().to_string()
 }
+
+#[tokio::test]
+async fn tty_execs_get_a_terminal_that_resizes_and_takes_ctrl_c() {
+    use banger_agent::protocol::TtySize;
+    let client = connect();
+    let mut spec = argv(&["sh", "-c", "tty; stty size; read line; stty size; exit 5"]);
+    spec.stdin = true;
+    spec.tty = Some(TtySize { rows: 24, cols: 80 });
+    let mut session = client.exec(spec).await.unwrap();
+    let control = session.control();
+    let mut out = Vec::new();
+    // Wait for the first size, then resize and let the script go on.
+    while !String::from_utf8_lossy(&out).contains("24 80") {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => out.extend(b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    control
+        .resize(TtySize {
+            rows: 30,
+            cols: 100,
+        })
+        .unwrap();
+    control.write_stdin(b"go\n").unwrap();
+    let code = loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => out.extend(b),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(s) => break s.shell_code(),
+        }
+    };
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("/dev/pts/"), "{text}");
+    assert!(text.contains("30 100"), "{text}");
+    assert_eq!(code, 5);
+
+    // Ctrl-C typed into the terminal interrupts the program.
+    let mut spec = argv(&["sh", "-c", "echo ready; sleep 30"]);
+    spec.stdin = true;
+    spec.tty = Some(TtySize { rows: 24, cols: 80 });
+    let mut session = client.exec(spec).await.unwrap();
+    let control = session.control();
+    let mut out = Vec::new();
+    let status = loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => {
+                out.extend(b);
+                if String::from_utf8_lossy(&out).contains("ready") {
+                    control.write_stdin(&[3]).unwrap();
+                }
+            }
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(s) => break s,
+        }
+    };
+    assert_eq!(status.shell_code(), 130, "{status:?}");
+}

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod doctor;
 pub mod printer;
+mod terminal;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -159,9 +160,13 @@ enum VmCommand {
         /// Print which files would travel, and create nothing.
         #[arg(long, requires = "path")]
         dry_run: bool,
-        /// Delete the VM when the command ends.
+        /// Delete the VM when the command (or the shell) ends.
         #[arg(long)]
         rm: bool,
+        /// Create and prepare the VM, then return (reconnect with
+        /// `banger vm shell` or `banger vm exec`).
+        #[arg(short, long, conflicts_with = "rm")]
+        detach: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true)]
         command: Vec<String>,
@@ -202,6 +207,11 @@ enum VmCommand {
     /// Ship repositories into running VMs.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// An interactive login shell in a running VM (in its workspace, if any).
+    Shell {
+        /// VM name or id.
+        vm: String,
+    },
     /// Run a command in a running VM.
     Exec {
         /// VM name or id.
@@ -213,6 +223,9 @@ enum VmCommand {
         /// Re-ship the workspace first if the host repository's HEAD moved.
         #[arg(long)]
         auto_prepare: bool,
+        /// Run on a pseudo-terminal (interactive programs).
+        #[arg(short, long)]
+        tty: bool,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -480,12 +493,13 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             ws,
             dry_run,
             rm,
+            detach,
             command,
         } => {
-            if command.is_empty() && rm {
+            if detach && !command.is_empty() {
                 return Err(Failure::new(
                     2,
-                    "--rm needs a command to run: banger vm run --rm -- CMD [ARGS...]",
+                    "-d/--detach does not take a command: run it later with banger vm exec VM -- CMD",
                 ));
             }
             let path = path.map(|p| absolute(&p));
@@ -527,18 +541,25 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                 }
             }
             printer.clear_progress();
-            if command.is_empty() {
+            if detach {
+                printer.line(&vm.name);
                 printer.note(&format!(
-                    "vm {} is running; run commands with: banger vm exec {} -- CMD",
-                    vm.name, vm.name
+                    "vm {} is running; connect with: banger vm shell {}  (or: banger vm exec {} -- CMD)",
+                    vm.name, vm.name, vm.name
                 ));
                 return Ok(0);
             }
+            let (command, tty) = if command.is_empty() {
+                (login_shell(), true)
+            } else {
+                (command, false)
+            };
             let target = ExecTarget {
                 vm: &vm.id,
                 cwd: None,
                 delete_after: rm,
                 auto_prepare: false,
+                tty,
             };
             exec(&client, target, command, printer).await
         }
@@ -639,6 +660,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             vm,
             guest_path,
             auto_prepare,
+            tty,
             command,
         } => {
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
@@ -647,8 +669,20 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                 cwd: guest_path,
                 delete_after: false,
                 auto_prepare,
+                tty,
             };
             exec(&client, target, command, printer).await
+        }
+        VmCommand::Shell { vm } => {
+            let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
+            let target = ExecTarget {
+                vm: &vm,
+                cwd: None,
+                delete_after: false,
+                auto_prepare: false,
+                tty: true,
+            };
+            exec(&client, target, login_shell(), printer).await
         }
     }
 }
@@ -702,6 +736,11 @@ struct ExecTarget<'a> {
     cwd: Option<String>,
     delete_after: bool,
     auto_prepare: bool,
+    tty: bool,
+}
+
+fn login_shell() -> Vec<String> {
+    vec!["/bin/bash".into(), "--login".into()]
 }
 
 /// Runs a guest command, passing its output and exit code through.
@@ -711,17 +750,27 @@ async fn exec(
     argv: Vec<String>,
     printer: &Printer,
 ) -> Result<u8, Failure> {
-    // A terminal is not forwarded (interactive sessions get a real PTY of
-    // their own); piped or redirected stdin streams to the guest.
-    let forward_stdin = !std::io::stdin().is_terminal();
+    // Without a tty, a terminal's input is not forwarded; piped or
+    // redirected stdin streams to the guest. With one, every keystroke
+    // goes through (the host terminal in raw mode).
+    let forward_stdin = target.tty || !std::io::stdin().is_terminal();
+    let size = terminal::size().unwrap_or(crate::api::Terminal { rows: 24, cols: 80 });
+    let mut env = Vec::new();
+    if target.tty {
+        env.push((
+            "TERM".to_string(),
+            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
+        ));
+    }
     let params = ExecParams {
         vm: target.vm.to_string(),
         argv,
-        env: Vec::new(),
+        env,
         cwd: target.cwd,
         stdin: forward_stdin,
         delete_after: target.delete_after,
         auto_prepare: target.auto_prepare,
+        tty: target.tty.then_some(size),
     };
     let mut sub = client.vm_exec(params).await.map_err(|e| match e {
         ClientError::Call(obj) if obj.message().starts_with("cannot run") => {
@@ -734,9 +783,24 @@ async fn exec(
     })?;
     let mut interrupts = 0u32;
     let mut running: Option<u64> = None;
+    // Raw mode for the whole session; restored on every way out.
+    let _raw = if target.tty {
+        printer.clear_progress();
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
+    let mut resized =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
     loop {
         let event = tokio::select! {
             ev = sub.next() => ev,
+            Some(()) = async { match resized.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                if let (Some(id), Some(size)) = (running, terminal::size()) {
+                    let _ = client.exec_resize(id, size).await;
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => {
                 interrupts += 1;
                 if let Some(id) = running {

@@ -310,6 +310,10 @@ impl BangerApiServer for Rpc {
             env: params.env.clone(),
             cwd: params.cwd.clone(),
             stdin: params.stdin,
+            tty: params.tty.map(|t| banger_agent::protocol::TtySize {
+                rows: t.rows,
+                cols: t.cols,
+            }),
         };
         let (vm, mut session) = match daemon.exec(&params.vm, spec).await {
             Ok(ok) => ok,
@@ -406,6 +410,23 @@ impl BangerApiServer for Rpc {
                 .close_stdin()
                 .map_err(|e| OpError::internal(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    async fn exec_resize(
+        &self,
+        exec_id: u64,
+        size: crate::api::Terminal,
+    ) -> Result<(), ErrorObjectOwned> {
+        let control = self.0.execs.get(exec_id).ok_or_else(|| {
+            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
+        })?;
+        control
+            .resize(banger_agent::protocol::TtySize {
+                rows: size.rows,
+                cols: size.cols,
+            })
+            .map_err(|e| OpError::internal(e.to_string()))?;
         Ok(())
     }
 

@@ -138,6 +138,7 @@ impl Daemon {
             env: Vec::new(),
             cwd: Some("/root".into()),
             stdin: false,
+            tty: None,
         };
         let (_, mut session) = self.exec(vm, spec).await?;
         let (mut patch, mut stderr) = (Vec::new(), Vec::new());
@@ -232,6 +233,7 @@ impl Daemon {
             env: Vec::new(),
             cwd: Some("/root".into()),
             stdin: true,
+            tty: None,
         };
         let (record, mut session) = self.exec(vm, spec).await?;
         let control = session.control();
