@@ -382,7 +382,13 @@ mod tests {
                     tty: Some(TtySize { rows: 24, cols: 80 }),
                 }),
             ),
-            Frame::request(3, Request::Resize(TtySize { rows: 30, cols: 100 })),
+            Frame::request(
+                3,
+                Request::Resize(TtySize {
+                    rows: 30,
+                    cols: 100,
+                }),
+            ),
             Frame {
                 stream: 3,
                 body: Body::Data(Fd::Stdin, vec![0, 0xBA, 0x96, 255]),

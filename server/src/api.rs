@@ -377,6 +377,8 @@ pub trait BangerApi {
         &self,
         path: String,
         include_untracked: bool,
+        branch: Option<String>,
+        from: Option<String>,
     ) -> Result<WorkspacePlan, ErrorObjectOwned>;
 
     /// Ships the repository at `path` into a running VM at `/root/repo`.
@@ -386,6 +388,8 @@ pub trait BangerApi {
         vm: String,
         path: String,
         include_untracked: bool,
+        branch: Option<String>,
+        from: Option<String>,
     ) -> Result<WorkspacePlan, ErrorObjectOwned>;
 
     /// The guest workspace's changes as a git patch, validated as untrusted

@@ -87,6 +87,11 @@ fn invalid_spec_is_refused_before_anything_exists() {
             "true",
         ],
         &["vm", "create", "--vmm", "kvm"],
+        // VM names are DNS labels.
+        &["vm", "create", "--name", "MyBox"],
+        &["vm", "create", "--name", "my box"],
+        &["vm", "create", "--name", "box.vm"],
+        &["vm", "create", "--name=-box"],
     ] {
         let run = env.banger(args);
         run.expect_code(2);
@@ -96,6 +101,23 @@ fn invalid_spec_is_refused_before_anything_exists() {
             run.stderr
         );
     }
+    // Not a repository: refused before a VM exists.
+    let not_repo = env.root().join("plain-dir");
+    std::fs::create_dir_all(&not_repo).unwrap();
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        not_repo.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("not inside a git repository"),
+        "{}",
+        run.stderr
+    );
     env.assert_nothing_left();
 }
 
@@ -349,17 +371,38 @@ fn workspace_run_ships_tracked_files_into_a_matching_repository() {
         "run",
         "--rm",
         repo.to_str().unwrap(),
+        "--branch",
+        "guest-work",
         "--",
         "sh",
         "-c",
         "pwd; cat file.txt; ./run.sh; test -e scratch.txt || echo no-scratch; \
-         git status --porcelain; git rev-parse HEAD; git symbolic-ref --short HEAD",
+         git status --porcelain; git rev-parse HEAD main; git symbolic-ref --short HEAD",
     ]);
     run.ok();
+    // The host's HEAD and branch arrived; the new guest branch starts there
+    // and is checked out.
     assert_eq!(
         run.stdout,
-        format!("/root/repo\nhello from the host\nran\nno-scratch\n{head}\nmain\n")
+        format!("/root/repo\nhello from the host\nran\nno-scratch\n{head}\n{head}\nguest-work\n")
     );
+    assert!(
+        run.stderr.contains("1 untracked file was left out"),
+        "{}",
+        run.stderr
+    );
+    // A bad branch name is refused before anything is created.
+    env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        repo.to_str().unwrap(),
+        "--branch",
+        "a..b",
+        "--",
+        "true",
+    ])
+    .expect_code(2);
     env.assert_nothing_left();
 }
 

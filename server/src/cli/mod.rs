@@ -237,6 +237,12 @@ struct WorkspaceArgs {
     /// Also ship untracked files that no ignore rule matches.
     #[arg(long)]
     include_untracked: bool,
+    /// Create and check out this new branch in the guest.
+    #[arg(long, value_name = "NAME")]
+    branch: Option<String>,
+    /// Start the new branch here (a host ref; default HEAD).
+    #[arg(long, value_name = "REF", requires = "branch")]
+    from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -504,18 +510,25 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             }
             let path = path.map(|p| absolute(&p));
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
-            if dry_run {
-                let path = path.unwrap_or_default();
+            // Check the repository (and any branch) before creating a VM.
+            if let Some(path) = &path {
                 let plan = client
-                    .workspace_plan(path, ws.include_untracked)
+                    .workspace_plan(
+                        path.clone(),
+                        ws.include_untracked,
+                        ws.branch.clone(),
+                        ws.from.clone(),
+                    )
                     .await
                     .map_err(rpc_failure)?;
-                for f in &plan.files {
-                    printer.line(&f.path);
+                if dry_run {
+                    for f in &plan.files {
+                        printer.line(&f.path);
+                    }
+                    printer.line(&plan.mode);
+                    workspace_notes(&plan, printer);
+                    return Ok(0);
                 }
-                printer.line(&plan.mode);
-                workspace_notes(&plan, printer);
-                return Ok(0);
             }
             let params = create_params(&spec, true, rm)?;
             let vm = create(&client, params, printer).await.map_err(|f| {
@@ -524,7 +537,13 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             if let Some(path) = path {
                 printer.progress(&format!("shipping {path} to /root/repo"));
                 let prepared = client
-                    .vm_workspace_prepare(vm.id.clone(), path, ws.include_untracked)
+                    .vm_workspace_prepare(
+                        vm.id.clone(),
+                        path,
+                        ws.include_untracked,
+                        ws.branch.clone(),
+                        ws.from.clone(),
+                    )
                     .await;
                 match prepared {
                     Ok(plan) => workspace_notes(&plan, printer),
@@ -637,7 +656,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             let client = client::connect_or_start(dirs).await?;
             printer.progress(&format!("shipping {path} to {vm}"));
             let plan = client
-                .vm_workspace_prepare(vm, path, ws.include_untracked)
+                .vm_workspace_prepare(vm, path, ws.include_untracked, ws.branch, ws.from)
                 .await
                 .map_err(rpc_failure)?;
             printer.clear_progress();

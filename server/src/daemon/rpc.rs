@@ -478,8 +478,20 @@ impl BangerApiServer for Rpc {
         &self,
         path: String,
         include_untracked: bool,
+        branch: Option<String>,
+        from: Option<String>,
     ) -> Result<crate::api::WorkspacePlan, ErrorObjectOwned> {
-        Ok(self.0.workspace_plan(path, include_untracked).await?)
+        if from.is_some() && branch.is_none() {
+            return Err(crate::api::error(
+                code::INVALID,
+                "--from needs --branch NAME",
+            ));
+        }
+        let branch = branch.map(|name| crate::workspace::transfer::NewBranch { name, from });
+        Ok(self
+            .0
+            .workspace_plan(path, include_untracked, branch)
+            .await?)
     }
 
     async fn vm_workspace_prepare(
@@ -487,16 +499,26 @@ impl BangerApiServer for Rpc {
         vm: String,
         path: String,
         include_untracked: bool,
+        branch: Option<String>,
+        from: Option<String>,
     ) -> Result<crate::api::WorkspacePlan, ErrorObjectOwned> {
         let daemon = self.0.clone();
+        if from.is_some() && branch.is_none() {
+            return Err(crate::api::error(
+                code::INVALID,
+                "--from needs --branch NAME",
+            ));
+        }
+        let branch = branch.map(|name| crate::workspace::transfer::NewBranch { name, from });
         // Detached: a client that leaves mid-transfer does not leave the
         // record half-written.
-        let plan =
-            tokio::spawn(
-                async move { daemon.prepare_workspace(&vm, path, include_untracked).await },
-            )
-            .await
-            .map_err(|e| OpError::internal(format!("prepare task failed: {e}")))??;
+        let plan = tokio::spawn(async move {
+            daemon
+                .prepare_workspace(&vm, path, include_untracked, branch)
+                .await
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("prepare task failed: {e}")))??;
         Ok(plan)
     }
 

@@ -101,7 +101,7 @@ impl Daemon {
     /// Re-ships a VM's workspace from where it came from.
     pub(crate) async fn resync_workspace(self: &Arc<Self>, vm: &str) -> Result<(), OpError> {
         if let Some(ws) = self.find(vm)?.workspace {
-            self.prepare_workspace(vm, ws.source, ws.include_untracked)
+            self.prepare_workspace(vm, ws.source, ws.include_untracked, None)
                 .await?;
         }
         Ok(())
@@ -207,8 +207,14 @@ impl Daemon {
         &self,
         path: String,
         include_untracked: bool,
+        branch: Option<transfer::NewBranch>,
     ) -> Result<WorkspacePlan, OpError> {
-        Ok(plan_of(&select(path, include_untracked).await?, None))
+        let sel = select(path, include_untracked).await?;
+        if let Some(b) = &branch {
+            transfer::resolve_branch(&sel.root, b)
+                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        }
+        Ok(plan_of(&sel, None))
     }
 
     /// Ships the repository into the VM and records it.
@@ -217,8 +223,14 @@ impl Daemon {
         vm: &str,
         path: String,
         include_untracked: bool,
+        branch: Option<transfer::NewBranch>,
     ) -> Result<WorkspacePlan, OpError> {
         let sel = select(path, include_untracked).await?;
+        if let Some(b) = &branch {
+            // Refused before the guest is touched.
+            transfer::resolve_branch(&sel.root, b)
+                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        }
         let (name, email) = identity(&sel.root, vm);
         let spec = ExecSpec {
             argv: vec![
@@ -239,7 +251,8 @@ impl Daemon {
         let control = session.control();
         let writer_sel = sel.clone();
         let writer = tokio::task::spawn_blocking(move || {
-            let result = transfer::write_archive(&writer_sel, StdinWriter(control.clone()));
+            let result =
+                transfer::write_archive(&writer_sel, branch.as_ref(), StdinWriter(control.clone()));
             let _ = control.close_stdin();
             result
         });

@@ -31,6 +31,9 @@ pub enum WorkspaceError {
         /// The repository.
         path: String,
     },
+    /// A request that cannot be met (bad branch name, unknown ref).
+    #[error("{0}")]
+    Invalid(String),
     /// gix failed.
     #[error("cannot read the git repository at {path}: {message}")]
     Git {

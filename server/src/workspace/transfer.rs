@@ -47,7 +47,39 @@ if [ -f "$meta/head" ]; then
 fi
 cp -a "$tmp/repo/." "$dest/"
 git update-index -q --refresh >/dev/null 2>&1 || true
+if [ -s "$meta/new-branch" ]; then
+    git checkout -q -b "$(cat "$meta/new-branch")" "$(cat "$meta/new-branch-from")"
+fi
 "#;
+
+/// A new guest branch to create and check out after the transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBranch {
+    /// Its name (checked with `git check-ref-format --branch`).
+    pub name: String,
+    /// The host ref it starts from (default HEAD).
+    pub from: Option<String>,
+}
+
+/// Checks a new branch against the host repository and resolves its start
+/// to a commit id.
+pub fn resolve_branch(root: &Path, branch: &NewBranch) -> Result<String, WorkspaceError> {
+    let invalid = |m: String| WorkspaceError::Invalid(m);
+    git_output(root, &["check-ref-format", "--branch", &branch.name])
+        .map_err(|_| invalid(format!("invalid branch name {:?}", branch.name)))?;
+    let from = branch.from.as_deref().unwrap_or("HEAD");
+    let sha = git_output(
+        root,
+        &["rev-parse", "--verify", "-q", &format!("{from}^{{commit}}")],
+    )
+    .map_err(|_| {
+        invalid(format!(
+            "--from {from:?} is not a commit in {}",
+            root.display()
+        ))
+    })?;
+    Ok(String::from_utf8_lossy(&sha).trim().to_string())
+}
 
 fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> WorkspaceError {
     WorkspaceError::Git {
@@ -81,19 +113,16 @@ fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     Ok(out.stdout)
 }
 
-/// A pack with HEAD's commit, trees and blobs (not its history).
-fn head_pack(root: &Path) -> Result<Vec<u8>, WorkspaceError> {
-    let objects = git_output(
-        root,
-        &[
-            "rev-list",
-            "--objects",
-            "--no-object-names",
-            "-n",
-            "1",
-            "HEAD",
-        ],
-    )?;
+/// A pack with the snapshots (commit, trees, blobs) of `commits`, not their
+/// history.
+fn snapshot_pack(root: &Path, commits: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+    let mut objects = Vec::new();
+    for c in commits {
+        objects.extend(git_output(
+            root,
+            &["rev-list", "--objects", "--no-object-names", "-n", "1", c],
+        )?);
+    }
     let mut child = host_git(root)
         .args(["pack-objects", "--stdout", "-q"])
         .stdin(Stdio::piped())
@@ -133,21 +162,35 @@ fn append(
 
 /// Writes the archive for `sel` to `out`, streaming file contents from the
 /// working tree.
-pub fn write_archive(sel: &Selection, out: impl Write) -> Result<(), WorkspaceError> {
+pub fn write_archive(
+    sel: &Selection,
+    new_branch: Option<&NewBranch>,
+    out: impl Write,
+) -> Result<(), WorkspaceError> {
     let root = &sel.root;
     let io = |what: &str, e: std::io::Error| git_err(root, what, e);
+    if new_branch.is_some() && sel.head.is_none() {
+        return Err(WorkspaceError::Invalid(
+            "--branch needs a repository with at least one commit".into(),
+        ));
+    }
+    let from = new_branch.map(|b| resolve_branch(root, b)).transpose()?;
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     if let Some(head) = &sel.head {
-        let pack = head_pack(root)?;
-        // A shallow boundary is a commit present without its parents: HEAD
-        // itself, when it has any.
-        let has_parents = !git_output(root, &["rev-parse", "HEAD^@"])?.is_empty();
-        let shallow = if has_parents {
-            format!("{head}\n")
-        } else {
-            String::new()
-        };
+        let mut commits = vec![head.as_str()];
+        if let Some(from) = from.as_deref().filter(|f| f != head) {
+            commits.push(from);
+        }
+        let pack = snapshot_pack(root, &commits)?;
+        // A shallow boundary is a commit present without its parents.
+        let mut shallow = String::new();
+        for c in &commits {
+            if !git_output(root, &["rev-parse", &format!("{c}^@")])?.is_empty() {
+                shallow.push_str(c);
+                shallow.push('\n');
+            }
+        }
         let branch = git_output(root, &["symbolic-ref", "-q", "--short", "HEAD"])
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
             .unwrap_or_default();
@@ -158,6 +201,17 @@ pub fn write_archive(sel: &Selection, out: impl Write) -> Result<(), WorkspaceEr
             .map_err(|e| io("archive", e))?;
         append(&mut tar, "banger-meta/shallow", 0o644, shallow.as_bytes())
             .map_err(|e| io("archive", e))?;
+        if let (Some(b), Some(from)) = (new_branch, &from) {
+            append(&mut tar, "banger-meta/new-branch", 0o644, b.name.as_bytes())
+                .map_err(|e| io("archive", e))?;
+            append(
+                &mut tar,
+                "banger-meta/new-branch-from",
+                0o644,
+                from.as_bytes(),
+            )
+            .map_err(|e| io("archive", e))?;
+        }
     }
     for f in &sel.files {
         let src = root.join(&f.path);
@@ -235,7 +289,7 @@ mod tests {
         git(h, &["commit", "-qm", "second"]);
         let sel = super::super::select(h, false).unwrap();
         let mut archive = Vec::new();
-        write_archive(&sel, &mut archive).unwrap();
+        write_archive(&sel, None, &mut archive).unwrap();
 
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("repo");
@@ -299,5 +353,78 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "2");
+    }
+
+    /// Runs the guest script on the host into `dest`.
+    fn unpack(archive: &[u8], scratch: &Path, dest: &Path) {
+        let script = GUEST_SCRIPT.replace(
+            "/root/.banger-workspace",
+            &format!("{}/.ws", scratch.display()),
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(dest)
+            .args(["Guest", "guest@example.invalid"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(archive).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn a_new_branch_can_start_from_another_commit() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "main"]);
+        std::fs::write(h.join("a.txt"), "one\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "first"]);
+        std::fs::write(h.join("a.txt"), "two\n").unwrap();
+        git(h, &["commit", "-qam", "second"]);
+        let sel = super::super::select(h, false).unwrap();
+        let branch = NewBranch {
+            name: "feature/x".into(),
+            from: Some("HEAD~1".into()),
+        };
+        let mut archive = Vec::new();
+        write_archive(&sel, Some(&branch), &mut archive).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("repo");
+        unpack(&archive, guest.path(), &dest);
+        assert_eq!(
+            git(&dest, &["symbolic-ref", "--short", "HEAD"]).trim(),
+            "feature/x"
+        );
+        assert_eq!(
+            git(&dest, &["rev-parse", "HEAD"]).trim(),
+            git(h, &["rev-parse", "HEAD~1"]).trim()
+        );
+        assert_eq!(
+            git(&dest, &["rev-parse", "main"]).trim(),
+            sel.head.as_deref().unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(git(&dest, &["status", "--porcelain"]), "");
+        // A bad name or an unknown start is refused before anything travels.
+        for (name, from) in [("no..dots", None), ("ok", Some("nope"))] {
+            let bad = NewBranch {
+                name: name.into(),
+                from: from.map(str::to_string),
+            };
+            assert!(
+                write_archive(&sel, Some(&bad), Vec::new()).is_err(),
+                "{name}"
+            );
+        }
     }
 }
