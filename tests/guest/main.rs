@@ -423,7 +423,8 @@ fn host_listing(dir: &std::path::Path) -> String {
 
 #[test]
 fn workspace_export_round_trips_and_refuses_hostile_patches() {
-    let env = Env::new();
+    // A small per-file limit, so an oversize file needs no huge patch.
+    let env = Env::new().with_var("BANGER_EXPORT_MAX_FILE", "64K");
     let repo = env.root().join("repo");
     make_repo(&repo);
     // Only tracked files travel; keep the host tree comparable.
@@ -540,6 +541,10 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
         (
             "dotdot",
             "diff --git a/../outside b/../outside\nnew file mode 100644\n--- /dev/null\n+++ b/../outside\n@@ -0,0 +1 @@\n+x\n",
+        ),
+        (
+            "oversize",
+            "diff --git a/big.bin b/big.bin\nnew file mode 100644\nindex 0000000..1111111\nGIT binary patch\nliteral 100000\nzcmV\n\nliteral 0\nHcmV?d00001\n\n",
         ),
         (
             "hook",

@@ -140,19 +140,20 @@ impl Daemon {
             stdin: false,
             tty: None,
         };
+        let limits = export::Limits::from_env();
         let (_, mut session) = self.exec(vm, spec).await?;
         let (mut patch, mut stderr) = (Vec::new(), Vec::new());
         let status = loop {
             match session.next().await {
                 Ok(ExecEvent::Stdout(b)) => {
                     patch.extend(b);
-                    if patch.len() as u64 > export::MAX_PATCH_BYTES {
+                    if patch.len() as u64 > limits.total {
                         // Dropping the session kills the guest command.
                         return Err(OpError::new(
                             code::INVALID,
                             format!(
                                 "refused the guest's patch: over the {} byte limit; nothing was written",
-                                export::MAX_PATCH_BYTES
+                                limits.total
                             ),
                         ));
                     }
@@ -179,7 +180,7 @@ impl Daemon {
             let patch = patch.clone();
             tokio::task::spawn_blocking(
                 move || -> Result<(Vec<export::PatchFile>, bool), OpError> {
-                    let files = export::validate(&root, &patch)
+                    let files = export::validate(&root, &patch, limits)
                         .map_err(|r| OpError::new(code::INVALID, r.to_string()))?;
                     if apply {
                         export::apply(&root, &patch, &files, force)

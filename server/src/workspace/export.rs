@@ -7,10 +7,45 @@
 
 use std::path::{Component, Path};
 
-/// Largest single file a patch may carry.
+/// Largest single file a patch may carry, by default.
 pub const MAX_FILE_BYTES: u64 = 100 << 20;
-/// Largest patch accepted.
+/// Largest patch accepted, by default.
 pub const MAX_PATCH_BYTES: u64 = 512 << 20;
+
+/// Size limits on a guest patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per file.
+    pub per_file: u64,
+    /// The whole patch.
+    pub total: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            per_file: MAX_FILE_BYTES,
+            total: MAX_PATCH_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, or `$BANGER_EXPORT_MAX_FILE` / `$BANGER_EXPORT_MAX_PATCH`
+    /// (sizes like `10M`) when set.
+    pub fn from_env() -> Limits {
+        let read = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| crate::spec::parse_size(&v).ok())
+                .unwrap_or(default)
+        };
+        Limits {
+            per_file: read("BANGER_EXPORT_MAX_FILE", MAX_FILE_BYTES),
+            total: read("BANGER_EXPORT_MAX_PATCH", MAX_PATCH_BYTES),
+        }
+    }
+}
 
 /// Makes the patch in the guest, on stdout: the working tree (untracked,
 /// not ignored files included) against `$1` (a commit, default HEAD),
@@ -314,13 +349,14 @@ fn host_git(root: &Path) -> std::process::Command {
 
 /// Validates a whole patch against the host repository at `root`; returns
 /// the files it touches.
-pub fn validate(root: &Path, patch: &[u8]) -> Result<Vec<PatchFile>, Refused> {
-    if patch.len() as u64 > MAX_PATCH_BYTES {
+pub fn validate(root: &Path, patch: &[u8], limits: Limits) -> Result<Vec<PatchFile>, Refused> {
+    if patch.len() as u64 > limits.total {
         return Err(refuse(
             "(patch)",
             format!(
-                "the patch is {} bytes, over the {MAX_PATCH_BYTES} byte limit",
-                patch.len()
+                "the patch is {} bytes, over the {} byte limit",
+                patch.len(),
+                limits.total
             ),
         ));
     }
@@ -351,12 +387,12 @@ pub fn validate(root: &Path, patch: &[u8]) -> Result<Vec<PatchFile>, Refused> {
             .as_deref()
             .or(f.old_path.as_deref())
             .unwrap_or("?");
-        if f.new_bytes > MAX_FILE_BYTES {
+        if f.new_bytes > limits.per_file {
             return Err(refuse(
                 shown,
                 format!(
-                    "{} bytes, over the {MAX_FILE_BYTES} byte limit per file",
-                    f.new_bytes
+                    "{} bytes, over the {} byte limit per file",
+                    f.new_bytes, limits.per_file
                 ),
             ));
         }
@@ -388,10 +424,10 @@ mod tests {
     #[test]
     fn ordinary_changes_pass() {
         let root = tempfile::tempdir().unwrap();
-        let files = validate(root.path(), MODIFY.as_bytes()).unwrap();
+        let files = validate(root.path(), MODIFY.as_bytes(), Limits::default()).unwrap();
         assert_eq!(files[0].new_path.as_deref(), Some("src/lib.rs"));
         let rename = "diff --git a/x b/y\nsimilarity index 100%\nrename from x\nrename to y\n";
-        let files = validate(root.path(), rename.as_bytes()).unwrap();
+        let files = validate(root.path(), rename.as_bytes(), Limits::default()).unwrap();
         assert_eq!(
             (files[0].old_path.as_deref(), files[0].new_path.as_deref()),
             (Some("x"), Some("y"))
@@ -407,13 +443,14 @@ mod tests {
             (".git/hooks/post-checkout", ".git/"),
             ("/etc/passwd", "absolute"),
         ] {
-            let err = validate(root.path(), patch_for(path).as_bytes()).unwrap_err();
+            let err =
+                validate(root.path(), patch_for(path).as_bytes(), Limits::default()).unwrap_err();
             assert!(err.rule.contains(rule), "{path}: {err}");
             assert!(err.to_string().contains("nothing was written"));
         }
         let quoted = "diff --git \"a/\\056\\056/x\" \"b/\\056\\056/x\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/\\056\\056/x\"\n@@ -0,0 +1 @@\n+x\n";
         assert!(
-            validate(root.path(), quoted.as_bytes()).is_err(),
+            validate(root.path(), quoted.as_bytes(), Limits::default()).is_err(),
             "quoted ../ must be caught"
         );
     }
@@ -422,15 +459,20 @@ mod tests {
     fn symlinks_out_and_writes_through_symlinks_are_refused() {
         let root = tempfile::tempdir().unwrap();
         let link = "diff --git a/etc b/etc\nnew file mode 120000\nindex 0..1\n--- /dev/null\n+++ b/etc\n@@ -0,0 +1 @@\n+/etc\n\\ No newline at end of file\n";
-        let err = validate(root.path(), link.as_bytes()).unwrap_err();
+        let err = validate(root.path(), link.as_bytes(), Limits::default()).unwrap_err();
         assert!(err.rule.contains("outside the repository"), "{err}");
         let up = link.replace("+/etc", "+../../etc");
-        assert!(validate(root.path(), up.as_bytes()).is_err());
+        assert!(validate(root.path(), up.as_bytes(), Limits::default()).is_err());
         let inside = link.replace("+/etc", "+docs/readme");
-        assert!(validate(root.path(), inside.as_bytes()).is_ok());
+        assert!(validate(root.path(), inside.as_bytes(), Limits::default()).is_ok());
         // A directory that is a symlink on the host: no writes through it.
         std::os::unix::fs::symlink("/tmp", root.path().join("linkdir")).unwrap();
-        let err = validate(root.path(), patch_for("linkdir/evil").as_bytes()).unwrap_err();
+        let err = validate(
+            root.path(),
+            patch_for("linkdir/evil").as_bytes(),
+            Limits::default(),
+        )
+        .unwrap_err();
         assert!(err.rule.contains("symlink"), "{err}");
         // Nor through a symlink the patch itself creates.
         let two = format!(
@@ -441,7 +483,7 @@ mod tests {
                 .replace("a/etc", "a/sneaky"),
             patch_for("sneaky/x")
         );
-        let err = validate(root.path(), two.as_bytes()).unwrap_err();
+        let err = validate(root.path(), two.as_bytes(), Limits::default()).unwrap_err();
         assert!(err.rule.contains("symlink this patch creates"), "{err}");
     }
 
@@ -452,7 +494,7 @@ mod tests {
             "diff --git a/big.bin b/big.bin\nnew file mode 100644\nindex 0..1\nGIT binary patch\nliteral {}\nzcmV\n\nliteral 0\nHcmV?d00001\n\n",
             MAX_FILE_BYTES + 1
         );
-        let err = validate(root.path(), big.as_bytes()).unwrap_err();
+        let err = validate(root.path(), big.as_bytes(), Limits::default()).unwrap_err();
         assert!(err.rule.contains("limit per file"), "{err}");
     }
 
