@@ -240,6 +240,28 @@ pub struct KernelView {
     pub firecracker: bool,
 }
 
+/// Parameters of `vm_workspace_prepare`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrepareParams {
+    /// VM name or id.
+    pub vm: String,
+    /// Host repository path.
+    pub path: String,
+    /// Also untracked, not ignored files.
+    #[serde(default)]
+    pub include_untracked: bool,
+    /// New guest branch to create and check out.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Where that branch starts (host ref; default HEAD).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `stream` (default: through the agent, VM running) or `full_copy`
+    /// (into the disk image, VM stopped).
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
 /// What a workspace transfer ships (or would ship, for `--dry-run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkspacePlan {
@@ -381,15 +403,12 @@ pub trait BangerApi {
         from: Option<String>,
     ) -> Result<WorkspacePlan, ErrorObjectOwned>;
 
-    /// Ships the repository at `path` into a running VM at `/root/repo`.
+    /// Ships a repository into a VM at `/root/repo`: streamed into a
+    /// running guest, or (`full_copy`) written into a stopped VM's disk.
     #[method(name = "vm_workspace_prepare")]
     async fn vm_workspace_prepare(
         &self,
-        vm: String,
-        path: String,
-        include_untracked: bool,
-        branch: Option<String>,
-        from: Option<String>,
+        params: PrepareParams,
     ) -> Result<WorkspacePlan, ErrorObjectOwned>;
 
     /// The guest workspace's changes as a git patch, validated as untrusted

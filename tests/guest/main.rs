@@ -626,3 +626,82 @@ fn interactive_shell_through_a_pty_and_detach_rules() {
     env.banger(&["vm", "delete", "bg"]).ok();
     env.assert_nothing_left();
 }
+
+#[test]
+fn workspace_full_copy_writes_the_disk_before_boot() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    let head = make_repo(&repo);
+    // vm run: the repository is on the disk before the first boot.
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--mode",
+        "full_copy",
+        repo.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "pwd; cat file.txt; git status --porcelain; git rev-parse HEAD",
+    ]);
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        format!("/root/repo\nhello from the host\n{head}\n")
+    );
+
+    // Into a disk a guest has already used (stopped): e2fsck first, then
+    // the copy; a running VM is refused.
+    env.banger(&["vm", "create", "--name", "fc"]).ok();
+    let refused = env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "fc",
+        repo.to_str().unwrap(),
+        "--mode",
+        "full_copy",
+    ]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("stop it first"),
+        "{}",
+        refused.stderr
+    );
+    env.banger(&[
+        "vm",
+        "exec",
+        "fc",
+        "--",
+        "sh",
+        "-c",
+        "echo used > /root/used; sync",
+    ])
+    .ok();
+    env.banger(&["vm", "stop", "fc"]).ok();
+    env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "fc",
+        repo.to_str().unwrap(),
+        "--mode",
+        "full_copy",
+    ])
+    .ok();
+    env.banger(&["vm", "start", "fc"]).ok();
+    let run = env.banger(&[
+        "vm",
+        "exec",
+        "fc",
+        "--",
+        "sh",
+        "-c",
+        "pwd; cat file.txt ../used",
+    ]);
+    run.ok();
+    assert_eq!(run.stdout, "/root/repo\nhello from the host\nused\n");
+    env.banger(&["vm", "delete", "fc"]).ok();
+    env.assert_nothing_left();
+}

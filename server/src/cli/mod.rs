@@ -243,6 +243,27 @@ struct WorkspaceArgs {
     /// Start the new branch here (a host ref; default HEAD).
     #[arg(long, value_name = "REF", requires = "branch")]
     from: Option<String>,
+    /// stream: through the agent into the running guest (default);
+    /// full_copy: written into the VM's disk image before boot.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
+}
+
+impl WorkspaceArgs {
+    fn params(&self, vm: String, path: String) -> crate::api::PrepareParams {
+        crate::api::PrepareParams {
+            vm,
+            path,
+            include_untracked: self.include_untracked,
+            branch: self.branch.clone(),
+            from: self.from.clone(),
+            mode: self.mode.clone(),
+        }
+    }
+
+    fn full_copy(&self) -> bool {
+        self.mode.as_deref() == Some("full_copy")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -530,28 +551,39 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                     return Ok(0);
                 }
             }
-            let params = create_params(&spec, true, rm)?;
-            let vm = create(&client, params, printer).await.map_err(|f| {
+            // full_copy writes the disk before the first boot.
+            let full_copy = path.is_some() && ws.full_copy();
+            let params = create_params(&spec, !full_copy, rm)?;
+            let mut vm = create(&client, params, printer).await.map_err(|f| {
                 Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
             })?;
             if let Some(path) = path {
                 printer.progress(&format!("shipping {path} to /root/repo"));
                 let prepared = client
-                    .vm_workspace_prepare(
-                        vm.id.clone(),
-                        path,
-                        ws.include_untracked,
-                        ws.branch.clone(),
-                        ws.from.clone(),
-                    )
-                    .await;
-                match prepared {
-                    Ok(plan) => workspace_notes(&plan, printer),
-                    Err(e) => {
+                    .vm_workspace_prepare(ws.params(vm.id.clone(), path))
+                    .await
+                    .map_err(rpc_failure);
+                let started = match prepared {
+                    Ok(plan) if full_copy => {
+                        workspace_notes(&plan, printer);
+                        match client.vm_start(vm.id.clone()).await {
+                            Ok(sub) => follow(sub, printer).await.map(|_| plan),
+                            Err(e) => Err(rpc_failure(e)),
+                        }
+                    }
+                    other => other,
+                };
+                match started {
+                    Ok(plan) => {
+                        if !full_copy {
+                            workspace_notes(&plan, printer);
+                        }
+                        vm = client.vm_show(vm.id.clone()).await.map_err(rpc_failure)?;
+                    }
+                    Err(f) => {
                         if rm {
                             let _ = client.vm_delete(vm.id.clone()).await;
                         }
-                        let f = rpc_failure(e);
                         return Err(Failure::new(
                             if f.code == 2 { 2 } else { EXIT_RUN_FAILED },
                             f.message,
@@ -656,7 +688,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             let client = client::connect_or_start(dirs).await?;
             printer.progress(&format!("shipping {path} to {vm}"));
             let plan = client
-                .vm_workspace_prepare(vm, path, ws.include_untracked, ws.branch, ws.from)
+                .vm_workspace_prepare(ws.params(vm, path))
                 .await
                 .map_err(rpc_failure)?;
             printer.clear_progress();

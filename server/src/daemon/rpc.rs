@@ -496,26 +496,42 @@ impl BangerApiServer for Rpc {
 
     async fn vm_workspace_prepare(
         &self,
-        vm: String,
-        path: String,
-        include_untracked: bool,
-        branch: Option<String>,
-        from: Option<String>,
+        params: crate::api::PrepareParams,
     ) -> Result<crate::api::WorkspacePlan, ErrorObjectOwned> {
         let daemon = self.0.clone();
-        if from.is_some() && branch.is_none() {
+        if params.from.is_some() && params.branch.is_none() {
             return Err(crate::api::error(
                 code::INVALID,
                 "--from needs --branch NAME",
             ));
         }
-        let branch = branch.map(|name| crate::workspace::transfer::NewBranch { name, from });
+        let full_copy = match params.mode.as_deref() {
+            None | Some("stream") => false,
+            Some("full_copy") => true,
+            Some(other) => {
+                return Err(crate::api::error(
+                    code::INVALID,
+                    format!("invalid --mode {other:?}: use stream or full_copy"),
+                ));
+            }
+        };
+        let branch = params
+            .branch
+            .map(|name| crate::workspace::transfer::NewBranch {
+                name,
+                from: params.from,
+            });
+        let (vm, path, untracked) = (params.vm, params.path, params.include_untracked);
         // Detached: a client that leaves mid-transfer does not leave the
         // record half-written.
         let plan = tokio::spawn(async move {
-            daemon
-                .prepare_workspace(&vm, path, include_untracked, branch)
-                .await
+            if full_copy {
+                daemon
+                    .prepare_workspace_full_copy(&vm, path, untracked, branch)
+                    .await
+            } else {
+                daemon.prepare_workspace(&vm, path, untracked, branch).await
+            }
         })
         .await
         .map_err(|e| OpError::internal(format!("prepare task failed: {e}")))??;

@@ -218,6 +218,64 @@ impl Daemon {
         Ok(plan_of(&sel, None))
     }
 
+    /// `full_copy`: writes the repository into the stopped VM's work disk
+    /// (as /root/repo) before boot, instead of streaming it to a running
+    /// guest. The disk is checked with e2fsck first.
+    pub(crate) async fn prepare_workspace_full_copy(
+        self: &Arc<Self>,
+        vm: &str,
+        path: String,
+        include_untracked: bool,
+        branch: Option<transfer::NewBranch>,
+    ) -> Result<WorkspacePlan, OpError> {
+        let record = self.refresh(self.find(vm)?)?;
+        if record.state.may_have_process() {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "vm {:?} is {}; full_copy writes its disk before boot: stop it first, or use the default stream mode",
+                    record.name, record.state
+                ),
+            ));
+        }
+        let sel = select(path, include_untracked).await?;
+        if let Some(b) = &branch {
+            transfer::resolve_branch(&sel.root, b)
+                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        }
+        let (name, email) = identity(&sel.root, &record.name);
+        let disk = crate::disk::WorkDisk::path(&self.dirs.vm_state(&record.id));
+        let build_sel = sel.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+            let tmp = tempfile::tempdir().map_err(|e| OpError::internal(e.to_string()))?;
+            let repo = tmp.path().join("repo");
+            transfer::build_on_host(&build_sel, branch.as_ref(), &repo, (&name, &email))
+                .map_err(OpError::from_display)?;
+            // /root in the guest is the work disk's root.
+            crate::disk::copy_tree_into(&disk, &repo, "/repo").map_err(|e| {
+                if e.to_string().contains("already exists") {
+                    OpError::new(
+                        code::CONFLICT,
+                        "the vm already has /root/repo; replace it with the default stream mode (vm workspace prepare on the running vm)",
+                    )
+                } else {
+                    OpError::from_display(e)
+                }
+            })
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("full copy task failed: {e}")))??;
+        let mut record = self.find(&record.id)?;
+        record.workspace = Some(WorkspaceRecord {
+            guest_path: transfer::GUEST_PATH.to_string(),
+            head: sel.head.clone(),
+            source: sel.root.display().to_string(),
+            include_untracked,
+        });
+        self.with_store(|s| s.update_vm(&record))?;
+        Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
+    }
+
     /// Ships the repository into the VM and records it.
     pub(crate) async fn prepare_workspace(
         self: &Arc<Self>,
@@ -242,6 +300,7 @@ impl Daemon {
                 transfer::GUEST_PATH.into(),
                 name,
                 email,
+                "/root".into(),
             ],
             env: Vec::new(),
             cwd: Some("/root".into()),

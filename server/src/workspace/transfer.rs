@@ -17,12 +17,14 @@ use super::{FileKind, Selection, WorkspaceError};
 pub const GUEST_PATH: &str = "/root/repo";
 
 /// Unpacks the archive from stdin into `$1` (the guest path) and makes it a
-/// git repository whose HEAD, branch and index match the host's.
+/// git repository whose HEAD, branch and index match the host's; `$2`/`$3`
+/// are the git identity, `$4` where to unpack first (default /root, the
+/// work disk, so the final copy stays on one file system).
 pub const GUEST_SCRIPT: &str = r#"set -eu
 dest=$1
 name=$2
 email=$3
-tmp=$(mktemp -d /root/.banger-workspace.XXXXXX)
+tmp=$(mktemp -d "${4:-/root}/.banger-workspace.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 tar -x -C "$tmp" -f -
 rm -rf "$dest"
@@ -51,6 +53,44 @@ if [ -s "$meta/new-branch" ]; then
     git checkout -q -b "$(cat "$meta/new-branch")" "$(cat "$meta/new-branch-from")"
 fi
 "#;
+
+/// Builds, on the host, exactly the repository the guest script would make
+/// in the guest (for `full_copy`, which writes it into the disk image
+/// before boot): runs [`GUEST_SCRIPT`] here with the archive on its stdin.
+pub fn build_on_host(
+    sel: &Selection,
+    branch: Option<&NewBranch>,
+    dest: &Path,
+    identity: (&str, &str),
+) -> Result<(), WorkspaceError> {
+    let scratch = dest.parent().unwrap_or(Path::new("/tmp"));
+    #[allow(clippy::disallowed_methods)] // the guest script, run on the host for full_copy
+    let mut child = Command::new("sh")
+        .args(["-c", GUEST_SCRIPT, "banger-full-copy"])
+        .arg(dest)
+        .args([identity.0, identity.1])
+        .arg(scratch)
+        .env("PATH", crate::paths::tool_search_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| git_err(&sel.root, "cannot run sh", e))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let written = write_archive(sel, branch, stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| git_err(&sel.root, "full copy", e))?;
+    written?;
+    if !out.status.success() {
+        return Err(git_err(
+            &sel.root,
+            "building the workspace",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(())
+}
 
 /// A new guest branch to create and check out after the transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,15 +333,11 @@ mod tests {
 
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("repo");
-        // The script makes its scratch dir under /root; point it elsewhere.
-        let script = GUEST_SCRIPT.replace(
-            "/root/.banger-workspace",
-            &format!("{}/.ws", guest.path().display()),
-        );
         let mut child = Command::new("sh")
-            .args(["-c", &script, "sh"])
+            .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(&dest)
             .args(["Guest", "guest@example.invalid"])
+            .arg(guest.path())
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -357,14 +393,11 @@ mod tests {
 
     /// Runs the guest script on the host into `dest`.
     fn unpack(archive: &[u8], scratch: &Path, dest: &Path) {
-        let script = GUEST_SCRIPT.replace(
-            "/root/.banger-workspace",
-            &format!("{}/.ws", scratch.display()),
-        );
         let mut child = Command::new("sh")
-            .args(["-c", &script, "sh"])
+            .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(dest)
             .args(["Guest", "guest@example.invalid"])
+            .arg(scratch)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
