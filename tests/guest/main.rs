@@ -156,6 +156,12 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
         env.banger(&["vm", "exec", "keeper", "--", "pwd"]).stdout,
         "/root\n"
     );
+    // The guest's hostname is the VM's name.
+    assert_eq!(
+        env.banger(&["vm", "exec", "keeper", "--", "hostname"])
+            .stdout,
+        "keeper\n"
+    );
     env.banger(&[
         "vm",
         "exec",

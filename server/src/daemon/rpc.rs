@@ -188,7 +188,12 @@ impl BangerApiServer for Rpc {
     }
 
     async fn daemon_stop(&self) -> Result<(), ErrorObjectOwned> {
-        self.0.shutdown.notify_one();
+        // Let this reply reach the caller before the server stops.
+        let daemon = self.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            daemon.shutdown.notify_one();
+        });
         Ok(())
     }
 
