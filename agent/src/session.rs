@@ -380,6 +380,14 @@ fn open_pty(size: TtySize) -> std::io::Result<(OwnedFd, OwnedFd)> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // openpty does not set close-on-exec: without it every later exec would
+    // inherit this terminal and keep the session from ever hanging up.
+    for fd in [master, slave] {
+        // SAFETY: fcntl on fds we just received; no memory is passed.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
     // SAFETY: openpty succeeded, so both fds are open and owned by us.
     Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
 }

@@ -178,7 +178,11 @@ impl Daemon {
         }
         if params.start {
             let id = record.id.clone();
+            // Nobody else may start, edit or delete it while it boots.
+            let lock = self.vm_lock(&id);
+            let guard = lock.lock().await;
             let started = self.start_vm_locked(record, progress).await;
+            drop(guard);
             if let Err(mut failure) = started {
                 if params.delete_on_failure {
                     progress.say("removing the vm that failed to start");
@@ -211,10 +215,10 @@ impl Daemon {
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let vm = self.refresh(self.find(name_or_id)?)?;
-        if vm.state == VmState::Running {
+        if vm.state.may_have_process() {
             return Err(OpError::new(
                 code::CONFLICT,
-                format!("vm {:?} is already running", vm.name),
+                format!("vm {:?} is already {}", vm.name, vm.state),
             ));
         }
         self.start_vm_locked(vm, progress).await
@@ -251,7 +255,8 @@ impl Daemon {
             crate::vmm::choose_vmm(crate::vmm::VmmPreference::Firecracker, &host_accel, None).accel
         };
         progress.say("preparing boot files");
-        let initrd = self.agent_initrd(&image)?;
+        // Reads and writes whole initramfs files: off the async workers.
+        let initrd = tokio::task::block_in_place(|| self.agent_initrd(&image))?;
         let runtime_dir = self.dirs.vm_runtime(&vm.id);
         crate::paths::Dirs::ensure_private(&runtime_dir).map_err(|e| {
             OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
@@ -327,7 +332,10 @@ impl Daemon {
                 Ok(vm)
             }
             Err(message) => {
-                identity.kill_and_wait(Duration::from_secs(5));
+                let _ = tokio::task::spawn_blocking(move || {
+                    identity.kill_and_wait(Duration::from_secs(5))
+                })
+                .await;
                 let _ = std::fs::remove_dir_all(&runtime_dir);
                 let console = state_dir.join("console.log");
                 let tail = console_tail(&console, 8);

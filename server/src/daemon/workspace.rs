@@ -63,6 +63,15 @@ async fn select(path: String, include_untracked: bool) -> Result<Selection, OpEr
     })
 }
 
+/// Guest stderr kept for error messages; the rest is dropped (a hostile
+/// guest could send it forever).
+const STDERR_KEEP: usize = 64 * 1024;
+
+fn keep_some(buf: &mut Vec<u8>, more: &[u8]) {
+    let room = STDERR_KEEP.saturating_sub(buf.len());
+    buf.extend_from_slice(&more[..more.len().min(room)]);
+}
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The warning for a workspace whose host HEAD moved (pure).
@@ -158,7 +167,7 @@ impl Daemon {
                         ));
                     }
                 }
-                Ok(ExecEvent::Stderr(b)) => stderr.extend(b),
+                Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
                 Ok(ExecEvent::Exited(s)) => break s,
                 Err(e) => return Err(OpError::internal(format!("workspace export: {e}"))),
             }
@@ -228,6 +237,10 @@ impl Daemon {
         include_untracked: bool,
         branch: Option<transfer::NewBranch>,
     ) -> Result<WorkspacePlan, OpError> {
+        let record = self.find(vm)?;
+        // The disk is edited: no start, stop or delete meanwhile.
+        let lock = self.vm_lock(&record.id);
+        let _guard = lock.lock().await;
         let record = self.refresh(self.find(vm)?)?;
         if record.state.may_have_process() {
             return Err(OpError::new(
@@ -320,7 +333,7 @@ impl Daemon {
         let status = loop {
             match session.next().await {
                 Ok(ExecEvent::Stdout(_)) => {}
-                Ok(ExecEvent::Stderr(b)) => stderr.extend(b),
+                Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
                 Ok(ExecEvent::Exited(s)) => break s,
                 Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
             }

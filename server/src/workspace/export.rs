@@ -60,7 +60,10 @@ tmp="$(git rev-parse --absolute-git-dir)/banger-export-index.$$"
 trap 'rm -f "$tmp"' EXIT
 GIT_INDEX_FILE="$tmp" git read-tree "$base"
 GIT_INDEX_FILE="$tmp" git add -A
-GIT_INDEX_FILE="$tmp" git diff --cached --binary --full-index -M "$base"
+# Whatever the guest's git config says: fixed prefixes, no colour, no
+# external diff driver (the host applies with -p1).
+GIT_INDEX_FILE="$tmp" git -c diff.noprefix=false -c diff.mnemonicPrefix=false diff --cached \
+    --binary --full-index -M --no-color --no-ext-diff --src-prefix=a/ --dst-prefix=b/ "$base"
 "#;
 
 /// A rule a patch broke.
@@ -92,8 +95,12 @@ pub struct PatchFile {
     /// Bytes of new content the patch carries (text `+` lines or binary
     /// literal sizes).
     pub new_bytes: u64,
-    /// For a symlink: its target, from the patch's added line.
-    pub symlink_target: Option<String>,
+    /// The last added text line (a symlink's new target).
+    pub added_line: Option<String>,
+    /// The new content comes as a `GIT binary patch`.
+    pub binary: bool,
+    /// The binary patch's forward size was counted.
+    pub binary_sized: bool,
 }
 
 /// Undoes git's C-style quoting of a path (`"a/t\303\251st"`).
@@ -130,36 +137,130 @@ fn unquote(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn strip_side(p: &str, side: &str) -> Option<String> {
-    let p = unquote(p.trim());
+/// A path from a `---`/`+++`/header line: `/dev/null` is none; anything
+/// else must carry the expected `a/` or `b/` prefix (the host applies with
+/// `-p1`, so another prefix would put the file somewhere else than checked).
+fn strip_side(p: &str, side: &str) -> Result<Option<String>, Refused> {
+    let raw = p.trim();
+    let p = unquote(raw);
     if p == "/dev/null" {
-        return None;
+        return Ok(None);
     }
-    Some(p.strip_prefix(side).unwrap_or(&p).to_string())
+    match p.strip_prefix(side) {
+        Some(rest) => Ok(Some(rest.to_string())),
+        None => Err(refuse(&p, format!("a patch path must start with {side}"))),
+    }
 }
 
-/// Reads the file list of a git patch.
-pub fn parse(patch: &str) -> Vec<PatchFile> {
+/// Where the parser is within a patch.
+enum State {
+    /// Before the first `diff --git`, or after a file's hunks.
+    Between,
+    /// In a file's extended header (modes, renames, `---`/`+++`).
+    Header,
+    /// Inside a hunk: old and new lines still expected.
+    Hunk(u64, u64),
+    /// Inside a binary patch.
+    Binary,
+}
+
+fn hunk_counts(line: &str) -> Option<(u64, u64)> {
+    // `@@ -l[,s] +l[,s] @@ ...`
+    let rest = line.strip_prefix("@@ -")?;
+    let (old, rest) = rest.split_once(" +")?;
+    let new = rest.split_once(" @@")?.0;
+    let count = |r: &str| match r.split_once(',') {
+        Some((_, n)) => n.parse::<u64>().ok(),
+        None => Some(1),
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// Reads the files a git patch touches. Strict: hunk bodies are skipped by
+/// their counts (content never reads as a header), and every section must
+/// be a `diff --git` one; anything else refuses the patch.
+pub fn parse(patch: &str) -> Result<Vec<PatchFile>, Refused> {
     let mut files: Vec<PatchFile> = Vec::new();
-    let mut in_binary = false;
+    let mut state = State::Between;
     for line in patch.lines() {
-        if let Some(rest) = line.strip_prefix("diff --git ") {
-            in_binary = false;
-            // Paths come again, unambiguously, in ---/+++ or rename lines;
-            // this header is the fallback (mode-only changes).
-            let (a, b) = split_header(rest);
-            files.push(PatchFile {
-                old_path: a.and_then(|a| strip_side(&a, "a/")),
-                new_path: b.and_then(|b| strip_side(&b, "b/")),
-                ..PatchFile::default()
-            });
+        if let State::Hunk(old, new) = state {
+            let (o, n) = match line.as_bytes().first() {
+                Some(b' ') | None => (1, 1),
+                Some(b'-') => (1, 0),
+                Some(b'+') => (0, 1),
+                Some(b'\\') => (0, 0),
+                _ => return Err(refuse("(patch)", format!("malformed hunk line {line:?}"))),
+            };
+            if let Some(f) = files.last_mut()
+                && let Some(added) = line.strip_prefix('+')
+            {
+                f.new_bytes += added.len() as u64 + 1;
+                f.added_line = Some(added.to_string());
+            }
+            let (old, new) = (old.saturating_sub(o), new.saturating_sub(n));
+            state = if old == 0 && new == 0 {
+                State::Between
+            } else {
+                State::Hunk(old, new)
+            };
             continue;
         }
-        let Some(f) = files.last_mut() else { continue };
-        if let Some(p) = line.strip_prefix("--- ") {
-            f.old_path = strip_side(p, "a/");
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            let (a, b) = split_header(rest);
+            files.push(PatchFile {
+                old_path: a.map(|a| strip_side(&a, "a/")).transpose()?.flatten(),
+                new_path: b.map(|b| strip_side(&b, "b/")).transpose()?.flatten(),
+                ..PatchFile::default()
+            });
+            state = State::Header;
+            continue;
+        }
+        let Some(f) = files.last_mut() else {
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Err(refuse(
+                "(patch)",
+                "content before the first `diff --git` section",
+            ));
+        };
+        match state {
+            State::Binary => {
+                if let Some(n) = line
+                    .strip_prefix("literal ")
+                    .or(line.strip_prefix("delta "))
+                {
+                    // Only the first block is the new content; the second
+                    // is the reverse.
+                    if !f.binary_sized {
+                        f.new_bytes += n.trim().parse::<u64>().unwrap_or(u64::MAX / 4);
+                        f.binary_sized = true;
+                    }
+                }
+                continue;
+            }
+            State::Hunk(..) => unreachable!("handled above"),
+            // After a file's hunks: another hunk of it, or nothing but the
+            // next `diff --git` (a plain diff section would hide here).
+            State::Between => {
+                if let Some(counts) = hunk_counts(line) {
+                    state = State::Hunk(counts.0, counts.1);
+                } else if !(line.starts_with('\\') || line.trim().is_empty()) {
+                    return Err(refuse(
+                        "(patch)",
+                        format!("unexpected line {line:?} between files"),
+                    ));
+                }
+                continue;
+            }
+            State::Header => {}
+        }
+        if let Some(counts) = hunk_counts(line) {
+            state = State::Hunk(counts.0, counts.1);
+        } else if let Some(p) = line.strip_prefix("--- ") {
+            f.old_path = strip_side(p, "a/")?;
         } else if let Some(p) = line.strip_prefix("+++ ") {
-            f.new_path = strip_side(p, "b/");
+            f.new_path = strip_side(p, "b/")?;
         } else if let Some(p) = line
             .strip_prefix("rename from ")
             .or(line.strip_prefix("copy from "))
@@ -185,25 +286,24 @@ pub fn parse(patch: &str) -> Vec<PatchFile> {
         } else if line.starts_with("deleted file mode ") {
             f.new_path = None;
         } else if line == "GIT binary patch" {
-            in_binary = true;
-        } else if in_binary {
-            if let Some(n) = line
-                .strip_prefix("literal ")
-                .or(line.strip_prefix("delta "))
-            {
-                f.new_bytes += n.trim().parse::<u64>().unwrap_or(u64::MAX / 4);
-                // Only the first block is the new content; the second is
-                // the reverse.
-                in_binary = false;
-            }
-        } else if let Some(added) = line.strip_prefix('+') {
-            f.new_bytes += added.len() as u64 + 1;
-            if f.new_mode.as_deref() == Some("120000") {
-                f.symlink_target = Some(added.to_string());
-            }
+            f.binary = true;
+            state = State::Binary;
+        } else if line.starts_with("old mode ")
+            || line.starts_with("similarity index ")
+            || line.starts_with("dissimilarity index ")
+            || line.starts_with("Binary files ")
+            // `\ No newline at end of file` after a hunk's last line.
+            || line.starts_with('\\')
+            || line.trim().is_empty()
+        {
+        } else {
+            return Err(refuse("(patch)", format!("unexpected line {line:?}")));
         }
     }
-    files
+    if let State::Hunk(..) = state {
+        return Err(refuse("(patch)", "the patch ends inside a hunk"));
+    }
+    Ok(files)
 }
 
 /// Splits `a/x b/y` (either side possibly quoted).
@@ -299,8 +399,16 @@ pub fn apply(root: &Path, patch: &[u8], files: &[PatchFile], force: bool) -> Res
         .map(String::as_str)
         .collect();
     if !force && !paths.is_empty() {
+        // Literal pathspecs: a guest-chosen name like `:(exclude)*` must not
+        // empty the check.
         let out = host_git(root)
-            .args(["status", "--porcelain", "--untracked-files=all", "--"])
+            .args([
+                "--literal-pathspecs",
+                "status",
+                "--porcelain",
+                "--untracked-files=all",
+                "--",
+            ])
             .args(&paths)
             .output()
             .map_err(|e| format!("cannot run git status: {e}"))?;
@@ -313,7 +421,7 @@ pub fn apply(root: &Path, patch: &[u8], files: &[PatchFile], force: bool) -> Res
         }
     }
     let mut child = host_git(root)
-        .args(["apply", "--binary", "--whitespace=nowarn", "-"])
+        .args(["apply", "-p1", "--binary", "--whitespace=nowarn", "-"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -361,7 +469,7 @@ pub fn validate(root: &Path, patch: &[u8], limits: Limits) -> Result<Vec<PatchFi
         ));
     }
     let text = String::from_utf8_lossy(patch);
-    let files = parse(&text);
+    let files = parse(&text)?;
     let new_symlinks: Vec<&str> = files
         .iter()
         .filter(|f| f.new_mode.as_deref() == Some("120000"))
@@ -396,16 +504,104 @@ pub fn validate(root: &Path, patch: &[u8], limits: Limits) -> Result<Vec<PatchFi
                 ),
             ));
         }
-        if let (Some(path), Some(target)) = (&f.new_path, &f.symlink_target)
-            && !symlink_stays_inside(path, target)
-        {
+        // A symlink after the patch: declared 120000, or an existing host
+        // symlink whose mode the patch leaves alone.
+        let Some(path) = &f.new_path else { continue };
+        let host_link = f
+            .old_path
+            .as_ref()
+            .map(|old| root.join(old))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
+        let is_link = match f.new_mode.as_deref() {
+            Some("120000") => true,
+            Some(_) => false,
+            None => host_link.is_some(),
+        };
+        if !is_link {
+            continue;
+        }
+        if f.binary {
+            return Err(refuse(path, "a symlink may not come as a binary patch"));
+        }
+        let target = match (&f.added_line, &host_link) {
+            (Some(target), _) => target.clone(),
+            // A pure rename or copy keeps the host link's target.
+            (None, Some(link)) => std::fs::read_link(link)
+                .map(|t| t.to_string_lossy().into_owned())
+                .map_err(|_| refuse(path, "cannot read the symlink it renames"))?,
+            (None, None) => return Err(refuse(path, "a symlink without a target")),
+        };
+        if !symlink_stays_inside(path, &target) {
             return Err(refuse(
                 path,
                 format!("symlink to {target:?} points outside the repository"),
             ));
         }
     }
+    cross_check_with_git(root, patch, &files)?;
     Ok(files)
+}
+
+/// git's own reading of the patch must name exactly the paths the parser
+/// found: a section the parser did not see (a plain diff, a trick of
+/// quoting) refuses the patch instead of slipping past the checks.
+fn cross_check_with_git(root: &Path, patch: &[u8], files: &[PatchFile]) -> Result<(), Refused> {
+    use std::io::Write;
+    let mut child = host_git(root)
+        .args(["apply", "-p1", "--numstat", "-z", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| refuse("(patch)", format!("cannot run git apply --numstat: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let patch = patch.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&patch));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| refuse("(patch)", format!("git apply --numstat: {e}")))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(refuse(
+            "(patch)",
+            format!(
+                "git cannot read it: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    // `added\tdeleted\tpath\0`, or for a rename `added\tdeleted\t\0old\0new\0`.
+    let mut git_paths = std::collections::BTreeSet::new();
+    let mut fields = out.stdout.split(|b| *b == 0).peekable();
+    while let Some(field) = fields.next() {
+        if field.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(field);
+        let path = text.splitn(3, '\t').nth(2).unwrap_or_default().to_string();
+        if path.is_empty() {
+            for _ in 0..2 {
+                if let Some(p) = fields.next() {
+                    git_paths.insert(String::from_utf8_lossy(p).into_owned());
+                }
+            }
+        } else {
+            git_paths.insert(path);
+        }
+    }
+    let ours: std::collections::BTreeSet<String> = files
+        .iter()
+        .flat_map(|f| f.old_path.iter().chain(f.new_path.iter()))
+        .cloned()
+        .collect();
+    if git_paths.iter().any(|p| !ours.contains(p)) {
+        let extra: Vec<&String> = git_paths.iter().filter(|p| !ours.contains(*p)).collect();
+        return Err(refuse(
+            extra.first().map(|s| s.as_str()).unwrap_or("(patch)"),
+            "git would touch a path banger did not check",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -502,5 +698,49 @@ mod tests {
     fn quoting_is_undone() {
         assert_eq!(unquote("\"a/t\\303\\251st\""), "a/tést");
         assert_eq!(unquote("plain"), "plain");
+    }
+
+    /// A host repository with a symlink `link -> docs`, and `docs/readme`.
+    fn host_repo() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("docs")).unwrap();
+        std::fs::write(root.path().join("docs/readme"), "a\n").unwrap();
+        std::fs::write(root.path().join("docs/other"), "a\n").unwrap();
+        std::os::unix::fs::symlink("docs", root.path().join("link")).unwrap();
+        root
+    }
+
+    #[test]
+    fn review_findings_stay_fixed() {
+        let root = host_repo();
+        let check = |patch: &str, rule: &str| {
+            let err = validate(root.path(), patch.as_bytes(), Limits::default()).unwrap_err();
+            assert!(err.to_string().contains(rule), "wanted {rule:?}, got {err}");
+        };
+        // An existing symlink retargeted with no mode in the patch.
+        check(
+            "diff --git a/link b/link\nindex 1111111..2222222\n--- a/link\n+++ b/link\n@@ -1 +1 @@\n-docs\n\\ No newline at end of file\n+/etc\n\\ No newline at end of file\n",
+            "points outside",
+        );
+        // A symlink sent as a binary patch.
+        check(
+            "diff --git a/evil b/evil\nnew file mode 120000\nindex 0000000..1111111\nGIT binary patch\nliteral 10\nRcmV\n\nliteral 0\nHcmV?d00001\n\n",
+            "binary patch",
+        );
+        // Prefixes other than a/ and b/ (git strips any first component).
+        check(
+            "diff --git x/up y/up\nnew file mode 120000\n--- /dev/null\n+++ y/up\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n",
+            "must start with",
+        );
+        // A plain diff section after a git one.
+        check(
+            "diff --git a/docs/readme b/docs/readme\n--- a/docs/readme\n+++ b/docs/readme\n@@ -1 +1 @@\n-a\n+b\n--- a/docs/other\n+++ b/docs/other\n@@ -1 +1 @@\n-a\n+b\n",
+            "between files",
+        );
+        // Hunk content that looks like headers is content.
+        let tricky = "diff --git a/docs/readme b/docs/readme\n--- a/docs/readme\n+++ b/docs/readme\n@@ -1 +1,2 @@\n-a\n+++ b/.git/hooks/x\n+b\n";
+        let files = validate(root.path(), tricky.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].new_path.as_deref(), Some("docs/readme"));
     }
 }
