@@ -310,8 +310,7 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15, workspace_path=?16, workspace_head=?17, workspace_source=?18,
-                workspace_untracked=?19
+                vmm_reason=?14, kernel=?15
              WHERE id=?1",
             params![
                 vm.id,
@@ -329,10 +328,25 @@ impl Store {
                 now(),
                 vm.vmm_reason,
                 vm.kernel,
-                vm.workspace.as_ref().map(|w| w.guest_path.clone()),
-                vm.workspace.as_ref().and_then(|w| w.head.clone()),
-                vm.workspace.as_ref().map(|w| w.source.clone()),
-                vm.workspace.as_ref().is_some_and(|w| w.include_untracked),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a VM's workspace. Separate from [`Store::update_vm`], so a
+    /// lifecycle write made from an older copy of the record cannot undo a
+    /// prepare that finished meanwhile.
+    pub fn set_workspace(&self, id: &str, ws: Option<&WorkspaceRecord>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE vms SET workspace_path=?2, workspace_head=?3, workspace_source=?4,
+                workspace_untracked=?5, updated_at=?6 WHERE id=?1",
+            params![
+                id,
+                ws.map(|w| w.guest_path.clone()),
+                ws.and_then(|w| w.head.clone()),
+                ws.map(|w| w.source.clone()),
+                ws.is_some_and(|w| w.include_untracked),
+                now(),
             ],
         )?;
         Ok(())
@@ -515,6 +529,25 @@ mod tests {
         assert!(store.find_vm("abc").unwrap().is_none());
         assert!(store.find_vm("abcd12345").unwrap().is_none());
         assert!(store.find_vm("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lifecycle_write_does_not_undo_a_workspace() {
+        let store = Store::in_memory().unwrap();
+        let vm = record("abcd1234", "dev");
+        store.insert_vm(&vm).unwrap();
+        let ws = WorkspaceRecord {
+            guest_path: "/root/repo".into(),
+            head: Some("h".into()),
+            source: "/src".into(),
+            include_untracked: true,
+        };
+        store.set_workspace(&vm.id, Some(&ws)).unwrap();
+        // An older copy (no workspace) written back by a stop.
+        let mut stale = vm.clone();
+        stale.state = VmState::Stopped;
+        store.update_vm(&stale).unwrap();
+        assert_eq!(store.find_vm("dev").unwrap().unwrap().workspace, Some(ws));
     }
 
     #[test]

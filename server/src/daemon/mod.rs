@@ -298,6 +298,26 @@ impl Daemon {
         locks.entry(id.to_string()).or_default().clone()
     }
 
+    /// Waits (bounded) until no VM operation is in flight, so stopping the
+    /// daemon never abandons a VMM it launched but has not recorded yet.
+    pub async fn quiesce(&self, timeout: Duration) {
+        let locks: Vec<Arc<tokio::sync::Mutex<()>>> = self
+            .vm_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let all = async {
+            for lock in locks {
+                let _held = lock.lock().await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("stopping with a vm operation still running after {timeout:?}");
+        }
+    }
+
     fn forget_lock(&self, id: &str) {
         let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.remove(id);

@@ -114,7 +114,10 @@ pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeE
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // No new requests from here on; let operations in flight record what
+    // they started before the process goes.
     let _ = std::fs::remove_file(&socket);
+    daemon.quiesce(std::time::Duration::from_secs(120)).await;
     tracing::info!("bangerd stopped; running vms keep running");
     Ok(())
 }

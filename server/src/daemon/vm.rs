@@ -429,26 +429,40 @@ impl Daemon {
         {
             tracing::warn!(vm = %vm.name, "guest did not flush within {SYNC_TIMEOUT:?}; stopping anyway");
         }
-        self.end_process(&mut vm).await;
+        self.end_process(&mut vm).await?;
         vm.state = VmState::Stopped;
         self.with_store(|s| s.update_vm(&vm))?;
         Ok(vm)
     }
 
-    /// Kills the VMM (if any) and removes runtime files.
-    async fn end_process(&self, vm: &mut VmRecord) {
+    /// Kills the VMM (if any) and removes runtime files. A VMM that will not
+    /// die (stuck in the kernel) keeps its record, marked `error`: its
+    /// files may still be in use.
+    async fn end_process(&self, vm: &mut VmRecord) -> Result<(), OpError> {
         self.agents_remove(&vm.id);
         if let (Some(pid), Some(start_time)) = (vm.pid, vm.pid_start_time) {
             let identity = ProcessIdentity { pid, start_time };
-            let _ = tokio::task::spawn_blocking(move || {
+            let gone = tokio::task::spawn_blocking(move || {
                 identity.kill_and_wait(Duration::from_secs(10))
             })
-            .await;
+            .await
+            .unwrap_or(false);
+            if !gone {
+                let message = format!(
+                    "the VMM of vm {:?} (pid {pid}) did not exit after SIGKILL; its files are kept",
+                    vm.name
+                );
+                vm.state = VmState::Error;
+                vm.last_error = Some(message.clone());
+                let _ = self.with_store(|s| s.update_vm(vm));
+                return Err(OpError::internal(message));
+            }
         }
         let _ = std::fs::remove_dir_all(self.dirs.vm_runtime(&vm.id));
         vm.pid = None;
         vm.pid_start_time = None;
         vm.boot_id = None;
+        Ok(())
     }
 
     /// Deletes a VM and everything of it.
@@ -459,7 +473,7 @@ impl Daemon {
         let Some(mut vm) = self.with_store(|s| s.find_vm(&vm.id))? else {
             return Ok(());
         };
-        self.end_process(&mut vm).await;
+        self.end_process(&mut vm).await?;
         let dir = self.dirs.vm_state(&vm.id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -278,14 +278,13 @@ impl Daemon {
         })
         .await
         .map_err(|e| OpError::internal(format!("full copy task failed: {e}")))??;
-        let mut record = self.find(&record.id)?;
-        record.workspace = Some(WorkspaceRecord {
+        let workspace = Some(WorkspaceRecord {
             guest_path: transfer::GUEST_PATH.to_string(),
             head: sel.head.clone(),
             source: sel.root.display().to_string(),
             include_untracked,
         });
-        self.with_store(|s| s.update_vm(&record))?;
+        self.with_store(|s| s.set_workspace(&record.id, workspace.as_ref()))?;
         Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
     }
 
@@ -349,14 +348,13 @@ impl Daemon {
                 String::from_utf8_lossy(&stderr).trim()
             )));
         }
-        let mut record = self.find(&record.id)?;
-        record.workspace = Some(WorkspaceRecord {
+        let workspace = Some(WorkspaceRecord {
             guest_path: transfer::GUEST_PATH.to_string(),
             head: sel.head.clone(),
             source: sel.root.display().to_string(),
             include_untracked,
         });
-        self.with_store(|s| s.update_vm(&record))?;
+        self.with_store(|s| s.set_workspace(&record.id, workspace.as_ref()))?;
         Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
     }
 }
