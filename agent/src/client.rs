@@ -53,6 +53,9 @@ pub enum AgentError {
     /// No answer in time.
     #[error("the guest agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// The consumer fell too far behind the command's output.
+    #[error("the command's output was not read fast enough ({} MiB queued); it was killed", MAX_QUEUED_BYTES >> 20)]
+    Overflow,
 }
 
 /// Something the guest sent about one request.
@@ -61,34 +64,70 @@ enum StreamEvent {
     Response(Response),
     Data(Fd, Vec<u8>),
     Eof(Fd),
+    /// More output was queued than the consumer read: the request was
+    /// ended (its process killed).
+    Overflow,
     Closed,
+}
+
+/// Most guest output queued, unread, per request. A guest (or a command)
+/// producing faster than the host consumes must not grow the daemon
+/// without bound; past this the command is killed.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+struct Slot {
+    tx: mpsc::UnboundedSender<StreamEvent>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The receiving end of one request's events, keeping the queue count.
+struct StreamRx {
+    rx: mpsc::UnboundedReceiver<StreamEvent>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StreamRx {
+    async fn recv(&mut self) -> Option<StreamEvent> {
+        let event = self.rx.recv().await;
+        if let Some(StreamEvent::Data(_, bytes)) = &event {
+            self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        }
+        event
+    }
 }
 
 struct Inner {
     out: mpsc::UnboundedSender<Vec<u8>>,
-    streams: Mutex<HashMap<u32, mpsc::UnboundedSender<StreamEvent>>>,
+    streams: Mutex<HashMap<u32, Slot>>,
     next_stream: AtomicU32,
     closed: AtomicBool,
 }
 
 impl Inner {
-    fn open_stream(&self) -> (u32, mpsc::UnboundedReceiver<StreamEvent>) {
+    fn open_stream(&self) -> (u32, StreamRx) {
         let id = self.next_stream.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         if let Ok(mut map) = self.streams.lock() {
-            map.insert(id, tx);
+            map.insert(
+                id,
+                Slot {
+                    tx,
+                    queued: queued.clone(),
+                },
+            );
         }
         if self.closed.load(Ordering::Acquire) {
             self.close_stream(id);
         }
-        (id, rx)
+        (id, StreamRx { rx, queued })
     }
 
     fn close_stream(&self, id: u32) {
         if let Ok(mut map) = self.streams.lock()
-            && let Some(tx) = map.remove(&id)
+            && let Some(slot) = map.remove(&id)
         {
-            let _ = tx.send(StreamEvent::Closed);
+            let _ = slot.tx.send(StreamEvent::Closed);
         }
     }
 
@@ -106,20 +145,39 @@ impl Inner {
             // A guest never sends requests; ignore rather than trust it.
             Body::Request(_) => return,
         };
-        if let Ok(map) = self.streams.lock() {
-            // Frames for unknown streams are leftovers of an earlier host
-            // session on the same port: drop them.
-            if let Some(tx) = map.get(&frame.stream) {
-                let _ = tx.send(event);
+        let Ok(mut map) = self.streams.lock() else {
+            return;
+        };
+        // Frames for unknown streams are leftovers of an earlier host
+        // session on the same port: drop them.
+        let Some(slot) = map.get(&frame.stream) else {
+            return;
+        };
+        if let StreamEvent::Data(_, bytes) = &event {
+            let queued = slot.queued.fetch_add(bytes.len(), Ordering::AcqRel) + bytes.len();
+            if queued > MAX_QUEUED_BYTES {
+                // Stop it at the source and forget the stream: what was
+                // queued is still delivered, then the overflow.
+                let _ = self.send(Frame::request(
+                    frame.stream,
+                    Request::Signal {
+                        signal: libc::SIGKILL,
+                    },
+                ));
+                if let Some(slot) = map.remove(&frame.stream) {
+                    let _ = slot.tx.send(StreamEvent::Overflow);
+                }
+                return;
             }
         }
+        let _ = slot.tx.send(event);
     }
 
     fn shut(&self) {
         self.closed.store(true, Ordering::Release);
         if let Ok(mut map) = self.streams.lock() {
-            for (_, tx) in map.drain() {
-                let _ = tx.send(StreamEvent::Closed);
+            for (_, slot) in map.drain() {
+                let _ = slot.tx.send(StreamEvent::Closed);
             }
         }
     }
@@ -418,7 +476,7 @@ pub struct ExecSession {
     inner: Arc<Inner>,
     stream: u32,
     pid: u32,
-    events: mpsc::UnboundedReceiver<StreamEvent>,
+    events: StreamRx,
     stdin_open: bool,
     open_outputs: u8,
     finished: bool,
@@ -467,6 +525,10 @@ impl ExecSession {
                 Some(StreamEvent::Data(Fd::Stderr, bytes)) => return Ok(ExecEvent::Stderr(bytes)),
                 Some(StreamEvent::Eof(_)) => {
                     self.open_outputs = self.open_outputs.saturating_sub(1);
+                }
+                Some(StreamEvent::Overflow) => {
+                    self.finish();
+                    return Err(AgentError::Overflow);
                 }
                 Some(StreamEvent::Response(Response::Exited(status))) => {
                     self.finish();

@@ -253,3 +253,25 @@ async fn tty_execs_get_a_terminal_that_resizes_and_takes_ctrl_c() {
     };
     assert_eq!(status.shell_code(), 130, "{status:?}");
 }
+
+#[tokio::test]
+async fn unread_output_is_bounded_and_the_command_is_killed() {
+    use banger_agent::client::AgentError;
+    let client = connect();
+    let mut session = client.exec(argv(&["cat", "/dev/zero"])).await.unwrap();
+    // Read nothing for a while: the queue fills past its bound.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut read = 0usize;
+    let err = loop {
+        match session.next().await {
+            Ok(ExecEvent::Stdout(b)) => read += b.len(),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, AgentError::Overflow), "{err}");
+    assert!(
+        read <= banger_agent::client::MAX_QUEUED_BYTES + (1 << 20),
+        "{read}"
+    );
+}

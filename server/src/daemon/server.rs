@@ -124,7 +124,10 @@ pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeE
 
 async fn connection(module: Arc<RpcModule<Rpc>>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    // Bounded: a client that stops reading pushes back on its
+    // subscriptions (and, through them, on the guest command) instead of
+    // growing the daemon.
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
     let writer = tokio::spawn(async move {
         while let Some(mut line) = out_rx.recv().await {
             line.push('\n');
@@ -143,7 +146,9 @@ async fn connection(module: Arc<RpcModule<Rpc>>, stream: UnixStream) {
         match lines.read_line(&mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) if line.len() > MAX_REQUEST => {
-                let _ = out_tx.send(error_reply(None, -32600, "request too large"));
+                let _ = out_tx
+                    .send(error_reply(None, -32600, "request too large"))
+                    .await;
             }
             Ok(_) if line.trim().is_empty() => {}
             Ok(_) => {
@@ -167,7 +172,7 @@ async fn connection(module: Arc<RpcModule<Rpc>>, stream: UnixStream) {
 async fn handle(
     module: Arc<RpcModule<Rpc>>,
     request: String,
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::Sender<String>,
     mut gone: tokio::sync::watch::Receiver<bool>,
 ) {
     let id = serde_json::from_str::<serde_json::Value>(&request)
@@ -180,7 +185,7 @@ async fn handle(
     };
     match call.await {
         Ok(Ok((response, mut notifications))) => {
-            if out.send(response.get().to_string()).is_err() {
+            if out.send(response.get().to_string()).await.is_err() {
                 return;
             }
             loop {
@@ -191,21 +196,27 @@ async fn handle(
                     },
                     _ = gone.wait_for(|gone| *gone) => return,
                 };
-                if out.send(note.get().to_string()).is_err() {
+                let sent = tokio::select! {
+                    sent = out.send(note.get().to_string()) => sent,
+                    _ = gone.wait_for(|gone| *gone) => return,
+                };
+                if sent.is_err() {
                     return;
                 }
             }
         }
         Ok(Err(_)) => {
-            let _ = out.send(error_reply(id, -32700, "parse error"));
+            let _ = out.send(error_reply(id, -32700, "parse error")).await;
         }
         Err(join) => {
             tracing::error!("request handler panicked: {join}; request: {request}");
-            let _ = out.send(error_reply(
-                id,
-                crate::api::code::INTERNAL,
-                "internal error (the daemon logged it)",
-            ));
+            let _ = out
+                .send(error_reply(
+                    id,
+                    crate::api::code::INTERNAL,
+                    "internal error (the daemon logged it)",
+                ))
+                .await;
         }
     }
 }
