@@ -290,11 +290,7 @@ async fn run_exec(
         Ok(child) => child,
         Err(e) => {
             unregister(&streams, stream);
-            let message = if !Path::new(&cwd).is_dir() {
-                format!("working directory {cwd} does not exist in the guest")
-            } else {
-                format!("cannot run {program:?}: {e}")
-            };
+            let message = spawn_error(program, &cwd, &e);
             out.error(stream, message).await;
             return;
         }
@@ -326,20 +322,7 @@ async fn run_exec(
     let _ = pump_out.await;
     let _ = pump_err.await;
     unregister(&streams, stream);
-    match status {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            let exit = ExitStatus {
-                code: status.code(),
-                signal: status.signal(),
-            };
-            out.reply(stream, Response::Exited(exit)).await;
-        }
-        Err(e) => {
-            out.error(stream, format!("waiting for the process failed: {e}"))
-                .await
-        }
-    }
+    report_exit(stream, status, &out).await;
 }
 
 fn winsize(size: TtySize) -> libc::winsize {
@@ -449,11 +432,7 @@ async fn run_exec_tty(
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let message = if !Path::new(&cwd).is_dir() {
-                format!("working directory {cwd} does not exist in the guest")
-            } else {
-                format!("cannot run {program:?}: {e}")
-            };
+            let message = spawn_error(program, &cwd, &e);
             return fail(message).await;
         }
     };
@@ -509,6 +488,20 @@ async fn run_exec_tty(
         .await;
     }
     unregister(&streams, stream);
+    report_exit(stream, status, &out).await;
+}
+
+/// Why a program could not start, in the user's terms.
+fn spawn_error(program: &str, cwd: &str, e: &std::io::Error) -> String {
+    if !Path::new(cwd).is_dir() {
+        format!("working directory {cwd} does not exist in the guest")
+    } else {
+        format!("cannot run {program:?}: {e}")
+    }
+}
+
+/// Sends an exec's exit status (after all its output).
+async fn report_exit(stream: u32, status: std::io::Result<std::process::ExitStatus>, out: &Out) {
     match status {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;

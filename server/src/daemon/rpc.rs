@@ -76,6 +76,26 @@ async fn relay(sink: SubscriptionSink, mut rx: mpsc::UnboundedReceiver<OpEvent>)
     }
 }
 
+/// Runs a VM operation detached from the request (it finishes even if
+/// the subscriber leaves) and relays its progress and outcome.
+async fn vm_operation<F, Fut>(sink: SubscriptionSink, daemon: Arc<Daemon>, op: F)
+where
+    F: FnOnce(Progress) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<VmRecord, OpError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let event = match op(Progress::to(tx.clone())).await {
+            Ok(vm) => OpEvent::Vm {
+                vm: Box::new(daemon.view(&vm)),
+            },
+            Err(e) => failed(e),
+        };
+        let _ = tx.send(event);
+    });
+    relay(sink, rx).await;
+}
+
 fn failed(e: OpError) -> OpEvent {
     OpEvent::Failed {
         code: e.code,
@@ -226,18 +246,11 @@ impl BangerApiServer for Rpc {
             return Ok(());
         }
         let sink = pending.accept().await?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let daemon = self.0.clone();
-        tokio::spawn(async move {
-            let event = match daemon.create_vm(params, &Progress::to(tx.clone())).await {
-                Ok(vm) => OpEvent::Vm {
-                    vm: Box::new(daemon.view(&vm)),
-                },
-                Err(e) => failed(e),
-            };
-            let _ = tx.send(event);
-        });
-        relay(sink, rx).await;
+        vm_operation(sink, daemon.clone(), move |progress| async move {
+            daemon.create_vm(params, &progress).await
+        })
+        .await;
         Ok(())
     }
 
@@ -247,18 +260,11 @@ impl BangerApiServer for Rpc {
             return Ok(());
         }
         let sink = pending.accept().await?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let daemon = self.0.clone();
-        tokio::spawn(async move {
-            let event = match daemon.start_vm(&vm, &Progress::to(tx.clone())).await {
-                Ok(vm) => OpEvent::Vm {
-                    vm: Box::new(daemon.view(&vm)),
-                },
-                Err(e) => failed(e),
-            };
-            let _ = tx.send(event);
-        });
-        relay(sink, rx).await;
+        vm_operation(sink, daemon.clone(), move |progress| async move {
+            daemon.start_vm(&vm, &progress).await
+        })
+        .await;
         Ok(())
     }
 

@@ -90,6 +90,21 @@ pub(crate) fn stale_warning(ws: &WorkspaceRecord, host_head: Option<&str>) -> Op
     })
 }
 
+/// Selects the files and checks a requested branch, before any guest or
+/// disk is touched.
+async fn select_checked(
+    path: String,
+    include_untracked: bool,
+    branch: Option<&transfer::NewBranch>,
+) -> Result<Selection, OpError> {
+    let sel = select(path, include_untracked).await?;
+    if let Some(b) = branch {
+        transfer::resolve_branch(&sel.root, b)
+            .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+    }
+    Ok(sel)
+}
+
 impl Daemon {
     /// Whether the VM's workspace lags its host repository's HEAD.
     pub(crate) async fn workspace_staleness(&self, vm: &str) -> Result<Option<String>, OpError> {
@@ -219,11 +234,7 @@ impl Daemon {
         include_untracked: bool,
         branch: Option<transfer::NewBranch>,
     ) -> Result<WorkspacePlan, OpError> {
-        let sel = select(path, include_untracked).await?;
-        if let Some(b) = &branch {
-            transfer::resolve_branch(&sel.root, b)
-                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
-        }
+        let sel = select_checked(path, include_untracked, branch.as_ref()).await?;
         Ok(plan_of(&sel, None))
     }
 
@@ -251,11 +262,7 @@ impl Daemon {
                 ),
             ));
         }
-        let sel = select(path, include_untracked).await?;
-        if let Some(b) = &branch {
-            transfer::resolve_branch(&sel.root, b)
-                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
-        }
+        let sel = select_checked(path, include_untracked, branch.as_ref()).await?;
         let (name, email) = identity(&sel.root, &record.name);
         let disk = crate::disk::WorkDisk::path(&self.dirs.vm_state(&record.id));
         let build_sel = sel.clone();
@@ -296,12 +303,7 @@ impl Daemon {
         include_untracked: bool,
         branch: Option<transfer::NewBranch>,
     ) -> Result<WorkspacePlan, OpError> {
-        let sel = select(path, include_untracked).await?;
-        if let Some(b) = &branch {
-            // Refused before the guest is touched.
-            transfer::resolve_branch(&sel.root, b)
-                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
-        }
+        let sel = select_checked(path, include_untracked, branch.as_ref()).await?;
         let (name, email) = identity(&sel.root, vm);
         let spec = ExecSpec {
             argv: vec![
