@@ -5,7 +5,8 @@
 //!     cargo build --release --bins && cargo bench -p banger --bench workspace
 //!
 //! `BANGER_BENCH_FILES` (default 10000) and `BANGER_BENCH_FILE_BYTES`
-//! (default 10240) size the repository. The VM's agent channel is used
+//! (default 10240) size the repository; `BANGER_BENCH_TEXT=1` fills it with
+//! source-like text (compressible, as real code is) instead of random bytes. The VM's agent channel is used
 //! directly once the daemon is stopped (VMs outlive it), so both transfers
 //! take exactly the same path.
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
@@ -138,7 +139,9 @@ fn main() {
         unsafe { std::env::set_var(k, v) };
     }
 
-    // A repository of `files` files of `size` pseudo-random bytes each.
+    let text = std::env::var("BANGER_BENCH_TEXT").is_ok_and(|v| v == "1");
+    // A repository of `files` files of `size` pseudo-random bytes each (or
+    // source-like lines).
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q"]);
@@ -146,14 +149,29 @@ fn main() {
     for i in 0..files {
         let dir = repo.join(format!("d{:03}", i % 100));
         std::fs::create_dir_all(&dir).unwrap();
-        let data: Vec<u8> = (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let data: Vec<u8> = if text {
+            let mut t = String::new();
+            while t.len() < size {
+                let n = next();
+                t.push_str(&format!(
+                    "    let value_{} = compute_{}(input, {}); // step {}\n",
+                    n % 997,
+                    n % 53,
+                    n % 10_000,
+                    n % 89
+                ));
+            }
+            t.truncate(size);
+            t.into_bytes()
+        } else {
+            (0..size).map(|_| next() as u8).collect()
+        };
         std::fs::write(dir.join(format!("f{i:05}.bin")), data).unwrap();
     }
     git(&repo, &["add", "-A"]);
@@ -290,7 +308,10 @@ fn main() {
             info.accel
         );
         let (w, r) = (median(ws_times.clone()), median(raw_times.clone()));
-        println!("\n| transfer of {files} files, {total_mb:.0} MB (median of 3) | time | MB/s |\n|---|---|---|");
+        println!(
+            "\n| transfer of {files} {} files, {total_mb:.0} MB (median of 3) | time | MB/s |\n|---|---|---|",
+            if text { "source-like" } else { "random" }
+        );
         println!("| banger workspace (files + HEAD pack, git set up) | {} | {:.0} |", ms(w), total_mb / w.as_secs_f64());
         println!("| raw tar of the same files, same channel | {} | {:.0} |", ms(r), total_mb / r.as_secs_f64());
         println!("| ratio | {:.2}x | |", w.as_secs_f64() / r.as_secs_f64());
