@@ -75,6 +75,10 @@ enum StreamEvent {
 /// without bound; past this the command is killed.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
+/// Most bytes [`ExecControl::write_stdin_blocking`] lets wait for the
+/// guest before it holds the writer back.
+pub const MAX_UNSENT_BYTES: usize = 8 << 20;
+
 struct Slot {
     tx: mpsc::UnboundedSender<StreamEvent>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -98,6 +102,8 @@ impl StreamRx {
 
 struct Inner {
     out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed to the writer and not yet written.
+    out_queued: Arc<std::sync::atomic::AtomicUsize>,
     streams: Mutex<HashMap<u32, Slot>>,
     next_stream: AtomicU32,
     closed: AtomicBool,
@@ -132,9 +138,9 @@ impl Inner {
     }
 
     fn send(&self, frame: Frame) -> Result<(), AgentError> {
-        self.out
-            .send(frame.encode())
-            .map_err(|_| AgentError::Closed)
+        let bytes = frame.encode();
+        self.out_queued.fetch_add(bytes.len(), Ordering::AcqRel);
+        self.out.send(bytes).map_err(|_| AgentError::Closed)
     }
 
     fn dispatch(&self, frame: Frame) {
@@ -253,8 +259,11 @@ impl AgentClient {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let out_queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let written = out_queued.clone();
         let inner = Arc::new(Inner {
             out: out_tx,
+            out_queued,
             streams: Mutex::new(HashMap::new()),
             next_stream: AtomicU32::new(1),
             closed: AtomicBool::new(false),
@@ -265,6 +274,7 @@ impl AgentClient {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
+                written.fetch_sub(bytes.len(), Ordering::AcqRel);
             }
             if let Some(inner) = writer_inner.upgrade() {
                 inner.shut();
@@ -296,6 +306,11 @@ impl AgentClient {
             }
         });
         AgentClient { inner }
+    }
+
+    /// Bytes waiting to be written to the guest.
+    pub fn unsent_bytes(&self) -> usize {
+        self.inner.out_queued.load(Ordering::Acquire)
     }
 
     /// Whether the connection is known to be gone.
@@ -592,6 +607,20 @@ impl ExecControl {
             stream: self.stream,
             body: Body::Eof(Fd::Stdin),
         })
+    }
+
+    /// Like [`ExecControl::write_stdin`], but first waits (blocking the
+    /// calling thread; call it from a blocking context) until no more than
+    /// [`MAX_UNSENT_BYTES`] wait to be written to the guest, so a large
+    /// stream is held to what the channel can take instead of queued whole.
+    pub fn write_stdin_blocking(&self, bytes: &[u8]) -> Result<(), AgentError> {
+        while self.inner.out_queued.load(Ordering::Acquire) > MAX_UNSENT_BYTES {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(AgentError::Closed);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.write_stdin(bytes)
     }
 
     /// Resizes the program's terminal (tty execs).

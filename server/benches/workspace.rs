@@ -25,7 +25,7 @@ struct Writer(banger_agent::client::ExecControl);
 impl Write for Writer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
-            .write_stdin(buf)
+            .write_stdin_blocking(buf)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(buf.len())
     }

@@ -275,3 +275,40 @@ async fn unread_output_is_bounded_and_the_command_is_killed() {
         "{read}"
     );
 }
+
+#[tokio::test]
+async fn blocking_stdin_streams_a_large_input_without_queueing_it_whole() {
+    let client = connect();
+    let mut spec = argv(&["sh", "-c", "wc -c"]);
+    spec.stdin = true;
+    let mut session = client.exec(spec).await.unwrap();
+    let control = session.control();
+    let total = 48usize << 20;
+    let watcher = client.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let chunk = vec![1u8; 64 * 1024];
+        let mut most = 0;
+        for _ in 0..total / chunk.len() {
+            control.write_stdin_blocking(&chunk).unwrap();
+            most = most.max(watcher.unsent_bytes());
+        }
+        control.close_stdin().unwrap();
+        most
+    });
+    let mut out = Vec::new();
+    loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => out.extend(b),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(s) => {
+                assert_eq!(s.code, Some(0));
+                break;
+            }
+        }
+    }
+    let most = writer.await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out).trim(), total.to_string());
+    // Held to the bound (plus one chunk in flight), never the whole input.
+    let bound = banger_agent::client::MAX_UNSENT_BYTES + (128 << 10);
+    assert!(most <= bound, "{most} bytes were waiting");
+}

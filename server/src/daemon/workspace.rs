@@ -29,8 +29,10 @@ struct StdinWriter(ExecControl);
 
 impl std::io::Write for StdinWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Blocking: this writer runs on a blocking thread, and holding it
+        // back keeps a large workspace from being queued whole in memory.
         self.0
-            .write_stdin(buf)
+            .write_stdin_blocking(buf)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e.to_string()))?;
         Ok(buf.len())
     }
