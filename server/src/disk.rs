@@ -319,17 +319,10 @@ pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskEr
                 );
             } else if meta.is_dir() {
                 let _ = writeln!(script, "mkdir {}", quote(&name)?);
-                let _ = writeln!(
+                root_owned(
                     script,
-                    "sif {} mode 0{:o}",
-                    quote(&name)?,
-                    0o040000 | (meta.permissions().mode() & 0o7777)
-                );
-                let _ = writeln!(
-                    script,
-                    "sif {} uid 0\nsif {} gid 0",
-                    quote(&name)?,
-                    quote(&name)?
+                    &quote(&name)?,
+                    0o040000 | (meta.permissions().mode() & 0o7777),
                 );
                 walk(&e.path(), &format!("{rel}/{name}"), script, quote)?;
             } else if meta.is_file() {
@@ -339,17 +332,10 @@ pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskEr
                     quote(&e.path().to_string_lossy())?,
                     quote(&name)?
                 );
-                let _ = writeln!(
+                root_owned(
                     script,
-                    "sif {} mode 0{:o}",
-                    quote(&name)?,
-                    0o100000 | (meta.permissions().mode() & 0o7777)
-                );
-                let _ = writeln!(
-                    script,
-                    "sif {} uid 0\nsif {} gid 0",
-                    quote(&name)?,
-                    quote(&name)?
+                    &quote(&name)?,
+                    0o100000 | (meta.permissions().mode() & 0o7777),
                 );
             }
         }
@@ -360,13 +346,7 @@ pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskEr
     {
         use std::fmt::Write as _;
         let _ = writeln!(script, "cd {}\nmkdir {}", quote(parent)?, quote(name)?);
-        let _ = writeln!(
-            script,
-            "sif {} mode 040755\nsif {} uid 0\nsif {} gid 0",
-            quote(name)?,
-            quote(name)?,
-            quote(name)?
-        );
+        root_owned(&mut script, &quote(name)?, 0o040755);
     }
     walk(src, dest, &mut script, &quote)?;
     let file = tempfile::NamedTempFile::new().map_err(|e| DiskError::Io {
@@ -403,6 +383,15 @@ pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskEr
         });
     }
     Ok(())
+}
+
+/// debugfs commands that give an inode `mode` and root ownership.
+fn root_owned(script: &mut String, quoted: &str, mode: u32) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        script,
+        "sif {quoted} mode 0{mode:o}\nsif {quoted} uid 0\nsif {quoted} gid 0"
+    );
 }
 
 /// Bytes actually allocated on the host for a file (sparse files count

@@ -287,14 +287,24 @@ impl Daemon {
         })
         .await
         .map_err(|e| OpError::internal(format!("full copy task failed: {e}")))??;
-        let workspace = Some(WorkspaceRecord {
+        self.record_workspace(&record.id, &sel, include_untracked)
+    }
+
+    /// Records a shipped workspace and describes it.
+    fn record_workspace(
+        &self,
+        id: &str,
+        sel: &Selection,
+        include_untracked: bool,
+    ) -> Result<WorkspacePlan, OpError> {
+        let workspace = WorkspaceRecord {
             guest_path: transfer::GUEST_PATH.to_string(),
             head: sel.head.clone(),
             source: sel.root.display().to_string(),
             include_untracked,
-        });
-        self.with_store(|s| s.set_workspace(&record.id, workspace.as_ref()))?;
-        Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
+        };
+        self.with_store(|s| s.set_workspace(id, Some(&workspace)))?;
+        Ok(plan_of(sel, Some(transfer::GUEST_PATH)))
     }
 
     /// Ships the repository into the VM and records it.
@@ -352,14 +362,7 @@ impl Daemon {
                 String::from_utf8_lossy(&stderr).trim()
             )));
         }
-        let workspace = Some(WorkspaceRecord {
-            guest_path: transfer::GUEST_PATH.to_string(),
-            head: sel.head.clone(),
-            source: sel.root.display().to_string(),
-            include_untracked,
-        });
-        self.with_store(|s| s.set_workspace(&record.id, workspace.as_ref()))?;
-        Ok(plan_of(&sel, Some(transfer::GUEST_PATH)))
+        self.record_workspace(&record.id, &sel, include_untracked)
     }
 }
 
