@@ -11,6 +11,12 @@ mod transport;
 use banger_agent::protocol::{SERIAL_PORT_NAME, VSOCK_PORT};
 
 fn main() {
+    // `banger-agent sync ...` is the workspace-sync helper the host runs
+    // through an ordinary exec; everything else is the agent itself.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("sync") {
+        std::process::exit(banger_agent::sync::main(&args[1..]));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -249,7 +249,9 @@ fn main() {
                 stream(
                     &agent,
                     &["sh", "-c", transfer::GUEST_SCRIPT, "bench", "/root/repo", "b", "b@x", "/root"],
-                    move |w| transfer::write_archive(&s2, None, w).unwrap(),
+                    move |w| {
+                        transfer::write_archive(&s2, None, w).unwrap();
+                    },
                 )
                 .await,
             );

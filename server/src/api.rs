@@ -296,6 +296,73 @@ pub struct ExportResult {
     pub source: String,
 }
 
+/// Parameters of `vm_workspace_sync`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncParams {
+    /// VM name or id.
+    pub vm: String,
+    /// Paths (relative to the repository root) that may have changed; all
+    /// of them (a full reconcile) when absent.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Overwrite the guest's copy even where the guest changed it.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncResult {
+    /// Files written into the guest.
+    pub files_sent: u64,
+    /// Files deleted in the guest.
+    pub deleted: u64,
+    /// Files left alone because the guest changed them since the last sync.
+    pub conflicts: Vec<String>,
+    /// The host HEAD the guest now follows.
+    pub head: Option<String>,
+    /// Whether the guest's HEAD moved with this sync.
+    pub head_moved: bool,
+    /// Something the user should know (the guest moved its own HEAD).
+    pub warning: Option<String>,
+}
+
+/// A guest change since the last sync (paths already checked).
+pub type GuestChange = crate::workspace::sync::Change;
+
+/// The guest's changes since the last sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestChanges {
+    /// Changes with acceptable paths, sorted.
+    pub changes: Vec<GuestChange>,
+    /// Paths the host refuses (outside the repository, under `.git/`).
+    pub refused: Vec<String>,
+}
+
+/// One guest file the host took in, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedFile {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// Kind (`None`: the guest deleted it).
+    pub kind: Option<crate::workspace::sync::Kind>,
+    /// Blob id of `data` (empty when deleted).
+    pub oid: String,
+    /// Content, base64 (a symlink's target).
+    pub data: String,
+}
+
+/// A guest copy to record as synced (`oid` empty: a deletion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptEntry {
+    /// Path.
+    pub path: String,
+    /// Kind.
+    pub kind: crate::workspace::sync::Kind,
+    /// Blob id the host took.
+    pub oid: String,
+}
+
 /// About the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -421,6 +488,34 @@ pub trait BangerApi {
         apply: bool,
         force: bool,
     ) -> Result<ExportResult, ErrorObjectOwned>;
+
+    /// Live sync: ships the tracked files that differ from what the guest
+    /// was last given (and the host's HEAD when it moved). Files the guest
+    /// changed since are left alone and reported as conflicts.
+    #[method(name = "vm_workspace_sync")]
+    async fn vm_workspace_sync(&self, params: SyncParams) -> Result<SyncResult, ErrorObjectOwned>;
+
+    /// What the guest changed since the last sync.
+    #[method(name = "vm_workspace_changes")]
+    async fn vm_workspace_changes(&self, vm: String) -> Result<GuestChanges, ErrorObjectOwned>;
+
+    /// The guest's copies of `paths`, validated as untrusted input and
+    /// refused whole when one breaks a rule. Nothing is written.
+    #[method(name = "vm_workspace_fetch")]
+    async fn vm_workspace_fetch(
+        &self,
+        vm: String,
+        paths: Vec<String>,
+    ) -> Result<Vec<FetchedFile>, ErrorObjectOwned>;
+
+    /// Records the guest's copies the host took as synced; returns the
+    /// paths recorded (those the guest still has as taken).
+    #[method(name = "vm_workspace_accept")]
+    async fn vm_workspace_accept(
+        &self,
+        vm: String,
+        files: Vec<AcceptEntry>,
+    ) -> Result<Vec<String>, ErrorObjectOwned>;
 
     /// Catalog kernels and the images' own kernels.
     #[method(name = "kernel_list")]

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::VmSpec;
+use crate::workspace::sync::{HostStat, Kind, SyncedFile};
 
 /// Schema changes, applied in order; `PRAGMA user_version` is the count
 /// applied. Never edit a released entry: append a new one.
@@ -47,6 +48,19 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE vms ADD COLUMN workspace_source TEXT;",
     // 5: whether the workspace included untracked files (re-syncs repeat it).
     "ALTER TABLE vms ADD COLUMN workspace_untracked INTEGER NOT NULL DEFAULT 0;",
+    // 6: live sync's manifest: what the guest was last given, per path, and
+    // the host file's stat when it was read.
+    "CREATE TABLE workspace_files (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        oid TEXT NOT NULL,
+        size INTEGER,
+        mtime_ns INTEGER,
+        ctime_ns INTEGER,
+        ino INTEGER,
+        PRIMARY KEY (vm_id, path)
+    ) WITHOUT ROWID;",
 ];
 
 /// A store operation failed.
@@ -352,6 +366,62 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a VM's whole sync manifest (after a full transfer).
+    pub fn replace_manifest(&self, id: &str, files: &[SyncedFile]) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM workspace_files WHERE vm_id=?1", [id])?;
+        upsert_files(&tx, id, files)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records what one sync changed: upserts and removals, together.
+    pub fn update_manifest(
+        &self,
+        id: &str,
+        upserts: &[SyncedFile],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        upsert_files(&tx, id, upserts)?;
+        {
+            let mut del =
+                tx.prepare_cached("DELETE FROM workspace_files WHERE vm_id=?1 AND path=?2")?;
+            for p in removed {
+                del.execute(params![id, p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Manifest entries for these paths (those that exist).
+    pub fn manifest_entries(
+        &self,
+        id: &str,
+        paths: &[String],
+    ) -> Result<Vec<SyncedFile>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT_FILE} WHERE vm_id=?1 AND path=?2"))?;
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(f) = stmt.query_row(params![id, p], row_to_file).optional()? {
+                out.push(f?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A VM's whole manifest, by path.
+    pub fn manifest(&self, id: &str) -> Result<Vec<SyncedFile>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT_FILE} WHERE vm_id=?1 ORDER BY path"))?;
+        let rows = stmt.query_map([id], row_to_file)?;
+        rows.map(|r| r?).collect()
+    }
+
     /// Removes a VM row.
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
         self.conn.execute("DELETE FROM vms WHERE id=?1", [id])?;
@@ -404,6 +474,73 @@ const SELECT_VM: &str =
     workspace_untracked FROM vms";
 
 type RawVm = (VmRecord, String);
+
+const SELECT_FILE: &str =
+    "SELECT path, kind, oid, size, mtime_ns, ctime_ns, ino FROM workspace_files";
+
+fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SyncedFile, StoreError>> {
+    let kind: String = r.get(1)?;
+    let size: Option<i64> = r.get(3)?;
+    let stat = match (
+        size,
+        r.get::<_, Option<i64>>(4)?,
+        r.get::<_, Option<i64>>(5)?,
+        r.get::<_, Option<i64>>(6)?,
+    ) {
+        (Some(size), Some(mtime_ns), Some(ctime_ns), Some(ino)) => Some(HostStat {
+            size: size as u64,
+            mtime_ns,
+            ctime_ns,
+            ino: ino as u64,
+        }),
+        _ => None,
+    };
+    let path: String = r.get(0)?;
+    let oid: String = r.get(2)?;
+    Ok(
+        serde_json::from_value::<Kind>(serde_json::Value::String(kind.clone()))
+            .map_err(|_| StoreError::Corrupt(format!("file kind {kind:?}")))
+            .map(|kind| SyncedFile {
+                path,
+                kind,
+                oid,
+                stat,
+            }),
+    )
+}
+
+fn kind_str(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Executable => "executable",
+        Kind::Symlink => "symlink",
+    }
+}
+
+fn upsert_files(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    files: &[SyncedFile],
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO workspace_files (vm_id, path, kind, oid, size, mtime_ns, ctime_ns, ino)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for f in files {
+        let st = f.stat;
+        stmt.execute(params![
+            id,
+            f.path,
+            kind_str(f.kind),
+            f.oid,
+            st.map(|s| s.size as i64),
+            st.map(|s| s.mtime_ns),
+            st.map(|s| s.ctime_ns),
+            st.map(|s| s.ino as i64),
+        ])?;
+    }
+    Ok(())
+}
 
 fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
     let state: String = r.get(2)?;
@@ -529,6 +666,46 @@ mod tests {
         assert!(store.find_vm("abc").unwrap().is_none());
         assert!(store.find_vm("abcd12345").unwrap().is_none());
         assert!(store.find_vm("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_sync_manifest_is_per_vm_and_goes_with_the_vm() {
+        let store = Store::in_memory().unwrap();
+        for (id, name) in [("aaaa1111", "one"), ("bbbb2222", "two")] {
+            store.insert_vm(&record(id, name)).unwrap();
+        }
+        let file = |p: &str, oid: &str, stat: bool| SyncedFile {
+            path: p.into(),
+            kind: Kind::Executable,
+            oid: oid.into(),
+            stat: stat.then_some(HostStat {
+                size: 3,
+                mtime_ns: 1_700_000_000_123_456_789,
+                ctime_ns: 5,
+                ino: 9,
+            }),
+        };
+        store
+            .replace_manifest("aaaa1111", &[file("a", "1", true), file("b", "2", false)])
+            .unwrap();
+        store
+            .replace_manifest("bbbb2222", &[file("a", "x", true)])
+            .unwrap();
+        store
+            .update_manifest("aaaa1111", &[file("c", "3", true)], &["b".into()])
+            .unwrap();
+        assert_eq!(
+            store.manifest("aaaa1111").unwrap(),
+            [file("a", "1", true), file("c", "3", true)]
+        );
+        assert_eq!(
+            store
+                .manifest_entries("bbbb2222", &["a".into(), "zz".into()])
+                .unwrap(),
+            [file("a", "x", true)]
+        );
+        store.delete_vm("aaaa1111").unwrap();
+        assert!(store.manifest("aaaa1111").unwrap().is_empty());
     }
 
     #[test]

@@ -711,3 +711,91 @@ fn workspace_full_copy_writes_the_disk_before_boot() {
     env.banger(&["vm", "delete", "fc"]).ok();
     env.assert_nothing_left();
 }
+
+#[test]
+fn live_sync_sends_what_changed_follows_head_and_never_clobbers_guest_edits() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=Dev",
+                "-c",
+                "user.email=dev@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    env.banger(&["vm", "create", "--name", "sy"]).ok();
+    env.banger(&["vm", "workspace", "prepare", "sy", repo.to_str().unwrap()])
+        .ok();
+    let guest = |script: &str| {
+        let r = env.banger(&["vm", "exec", "sy", "--", "sh", "-c", script]);
+        r.ok();
+        r.stdout.clone()
+    };
+    let sync = |paths: &[&str]| {
+        let mut args = vec!["vm", "workspace", "sync", "sy", "--json"];
+        args.extend(paths);
+        let r = env.banger(&args);
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", r.stdout, r.stderr))
+    };
+
+    // Nothing changed: nothing travels.
+    assert_eq!(sync(&[])["files_sent"], 0);
+    // A tracked edit travels; the untracked file never does.
+    std::fs::write(repo.join("file.txt"), "edited on the host\n").unwrap();
+    std::fs::write(repo.join("scratch.txt"), "still untracked\n").unwrap();
+    let r = sync(&["file.txt", "scratch.txt"]);
+    assert_eq!(r["files_sent"], 1, "{r}");
+    assert_eq!(guest("cat file.txt"), "edited on the host\n");
+    assert_eq!(
+        guest("ls scratch.txt 2>&1 || true").contains("No such file"),
+        true
+    );
+    // A deletion and a mode change travel in a full reconcile.
+    std::fs::remove_file(repo.join("run.sh")).unwrap();
+    let r = sync(&[]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert_eq!(guest("test -e run.sh && echo there || echo gone"), "gone\n");
+
+    // The guest edits a file; a host save of the same file is a conflict,
+    // and the guest's edit survives.
+    guest("echo guest edit > file.txt && echo made in guest > guest.txt");
+    let changes = env.banger(&["vm", "workspace", "changes", "sy"]);
+    changes.ok();
+    assert_eq!(changes.stdout, "M file.txt\nA guest.txt\n");
+    std::fs::write(repo.join("file.txt"), "host edit\n").unwrap();
+    let r = env.banger(&["vm", "workspace", "sync", "sy", "file.txt"]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("conflict: file.txt"), "{}", r.stderr);
+    assert_eq!(guest("cat file.txt"), "guest edit\n");
+
+    // A host commit: the guest's HEAD follows, with the new files.
+    std::fs::write(repo.join("new.txt"), "committed\n").unwrap();
+    git(&["add", "new.txt"]);
+    git(&["commit", "-qm", "second"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let r = sync(&["new.txt"]);
+    assert_eq!(r["head_moved"], true, "{r}");
+    assert_eq!(guest("git rev-parse HEAD").trim(), head);
+    assert_eq!(guest("cat new.txt"), "committed\n");
+    assert_eq!(guest("git branch --show-current"), "main\n");
+    // The conflicted file is still the guest's, until forced.
+    assert_eq!(guest("cat file.txt"), "guest edit\n");
+    env.banger(&["vm", "workspace", "sync", "sy", "--force", "file.txt"])
+        .ok();
+    assert_eq!(guest("cat file.txt"), "host edit\n");
+    env.banger(&["vm", "delete", "sy"]).ok();
+}

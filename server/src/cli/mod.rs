@@ -298,6 +298,30 @@ enum WorkspaceCommand {
         #[arg(long, requires = "apply")]
         force: bool,
     },
+    /// Send the host's changes since the last transfer or sync (tracked
+    /// files that differ, deletions, a moved HEAD). Files the guest changed
+    /// meanwhile are left alone and listed as conflicts.
+    Sync {
+        /// VM name or id.
+        vm: String,
+        /// Only these paths (relative to the repository root); default:
+        /// everything.
+        paths: Vec<String>,
+        /// Overwrite the guest's copy even where the guest changed it.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the guest changed since the last transfer or sync.
+    Changes {
+        /// VM name or id.
+        vm: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -680,6 +704,62 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
                     if result.files.len() == 1 { "" } else { "s" },
                     result.source
                 ));
+            }
+            Ok(0)
+        }
+        VmCommand::Workspace(WorkspaceCommand::Sync {
+            vm,
+            paths,
+            force,
+            json,
+        }) => {
+            let client = client::connect_or_start(dirs).await?;
+            let params = crate::api::SyncParams {
+                vm,
+                paths: (!paths.is_empty()).then_some(paths),
+                force,
+            };
+            let r = client
+                .vm_workspace_sync(params)
+                .await
+                .map_err(rpc_failure)?;
+            if json {
+                printer.line(&pretty(&r));
+            } else {
+                printer.line(&format!(
+                    "{} sent, {} deleted{}",
+                    r.files_sent,
+                    r.deleted,
+                    if r.head_moved { ", HEAD moved" } else { "" }
+                ));
+                for c in &r.conflicts {
+                    printer.note(&format!(
+                        "conflict: {c} changed in the guest; left alone (--force overwrites it)"
+                    ));
+                }
+                if let Some(w) = &r.warning {
+                    printer.note(w);
+                }
+            }
+            Ok(if r.conflicts.is_empty() { 0 } else { 1 })
+        }
+        VmCommand::Workspace(WorkspaceCommand::Changes { vm, json }) => {
+            let client = client::connect_or_start(dirs).await?;
+            let r = client.vm_workspace_changes(vm).await.map_err(rpc_failure)?;
+            if json {
+                printer.line(&pretty(&r));
+            } else {
+                for c in &r.changes {
+                    let tag = match c.status {
+                        crate::workspace::sync::Status::Added => "A",
+                        crate::workspace::sync::Status::Modified => "M",
+                        crate::workspace::sync::Status::Deleted => "D",
+                    };
+                    printer.line(&format!("{tag} {}", c.path));
+                }
+                for p in &r.refused {
+                    printer.note(&format!("refused a guest path: {p:?}"));
+                }
             }
             Ok(0)
         }

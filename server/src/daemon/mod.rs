@@ -7,6 +7,7 @@
 
 mod rpc;
 pub mod server;
+mod sync;
 mod vm;
 mod workspace;
 
@@ -190,6 +191,8 @@ pub struct Daemon {
     pub(crate) boot_timeout: Duration,
     agents: Mutex<HashMap<String, AgentClient>>,
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One live sync at a time per VM.
+    sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     build_lock: tokio::sync::Mutex<()>,
     pub(crate) execs: rpc::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
@@ -222,6 +225,7 @@ impl Daemon {
             boot_timeout,
             agents: Mutex::default(),
             vm_locks: Mutex::default(),
+            sync_locks: Mutex::default(),
             build_lock: tokio::sync::Mutex::new(()),
             execs: rpc::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),

@@ -566,6 +566,50 @@ impl BangerApiServer for Rpc {
         .map_err(|e| OpError::internal(format!("export task failed: {e}")))??)
     }
 
+    async fn vm_workspace_sync(
+        &self,
+        params: crate::api::SyncParams,
+    ) -> Result<crate::api::SyncResult, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: a sync half done (guest written, manifest not) must
+        // not be cut short by a client that goes away.
+        Ok(tokio::spawn(async move {
+            daemon
+                .sync_workspace(&params.vm, params.paths, params.force)
+                .await
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("sync task failed: {e}")))??)
+    }
+
+    async fn vm_workspace_changes(
+        &self,
+        vm: String,
+    ) -> Result<crate::api::GuestChanges, ErrorObjectOwned> {
+        Ok(self.0.guest_changes(&vm).await?)
+    }
+
+    async fn vm_workspace_fetch(
+        &self,
+        vm: String,
+        paths: Vec<String>,
+    ) -> Result<Vec<crate::api::FetchedFile>, ErrorObjectOwned> {
+        Ok(self.0.fetch_guest_files(&vm, paths).await?)
+    }
+
+    async fn vm_workspace_accept(
+        &self,
+        vm: String,
+        files: Vec<crate::api::AcceptEntry>,
+    ) -> Result<Vec<String>, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        Ok(
+            tokio::spawn(async move { daemon.accept_guest_files(&vm, files).await })
+                .await
+                .map_err(|e| OpError::internal(format!("accept task failed: {e}")))??,
+        )
+    }
+
     async fn kernel_list(&self) -> Result<Vec<crate::api::KernelView>, ErrorObjectOwned> {
         let d = &self.0;
         let mut out: Vec<crate::api::KernelView> = d

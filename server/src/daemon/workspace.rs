@@ -268,11 +268,12 @@ impl Daemon {
         let (name, email) = identity(&sel.root, &record.name);
         let disk = crate::disk::WorkDisk::path(&self.dirs.vm_state(&record.id));
         let build_sel = sel.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+        let manifest = tokio::task::spawn_blocking(move || -> Result<_, OpError> {
             let tmp = tempfile::tempdir().map_err(|e| OpError::internal(e.to_string()))?;
             let repo = tmp.path().join("repo");
-            transfer::build_on_host(&build_sel, branch.as_ref(), &repo, (&name, &email))
-                .map_err(OpError::from_display)?;
+            let manifest =
+                transfer::build_on_host(&build_sel, branch.as_ref(), &repo, (&name, &email))
+                    .map_err(OpError::from_display)?;
             // /root in the guest is the work disk's root.
             crate::disk::copy_tree_into(&disk, &repo, "/repo").map_err(|e| {
                 if e.to_string().contains("already exists") {
@@ -283,10 +284,12 @@ impl Daemon {
                 } else {
                     OpError::from_display(e)
                 }
-            })
+            })?;
+            Ok(manifest)
         })
         .await
         .map_err(|e| OpError::internal(format!("full copy task failed: {e}")))??;
+        self.record_manifest(&record.id, &manifest)?;
         self.record_workspace(&record.id, &sel, include_untracked)
     }
 
@@ -351,7 +354,7 @@ impl Daemon {
                 Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
             }
         };
-        writer
+        let manifest = writer
             .await
             .map_err(|e| OpError::internal(format!("workspace writer failed: {e}")))?
             .map_err(OpError::from_display)?;
@@ -362,6 +365,7 @@ impl Daemon {
                 String::from_utf8_lossy(&stderr).trim()
             )));
         }
+        self.record_manifest(&record.id, &manifest)?;
         self.record_workspace(&record.id, &sel, include_untracked)
     }
 }

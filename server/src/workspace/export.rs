@@ -324,7 +324,7 @@ fn split_header(rest: &str) -> (Option<String>, Option<String>) {
 }
 
 /// Checks a path named by the patch against the repository at `root`.
-fn check_path(root: &Path, path: &str) -> Result<(), Refused> {
+pub(crate) fn check_path(root: &Path, path: &str) -> Result<(), Refused> {
     let p = Path::new(path);
     if path.is_empty() || p.is_absolute() {
         return Err(refuse(path, "absolute or empty paths are not allowed"));
@@ -343,9 +343,10 @@ fn check_path(root: &Path, path: &str) -> Result<(), Refused> {
     if depth == 0 {
         return Err(refuse(path, "the path names the repository itself"));
     }
+    // Any `.git` component (git itself refuses them, in any case): the
+    // repository's, or a nested one's hooks and config.
     if p.components()
-        .next()
-        .is_some_and(|c| c.as_os_str() == ".git")
+        .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"))
     {
         return Err(refuse(path, "nothing may be written under .git/"));
     }
@@ -367,7 +368,7 @@ fn check_path(root: &Path, path: &str) -> Result<(), Refused> {
 
 /// Where a symlink at `link` pointing at `target` resolves, lexically, or
 /// None when it leaves the repository.
-fn symlink_stays_inside(link: &str, target: &str) -> bool {
+pub(crate) fn symlink_stays_inside(link: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::sync::{HashingReader, HostStat, Kind, SyncedFile, kind_of};
 use super::{FileKind, Selection, WorkspaceError};
 
 /// Where the workspace lives in the guest (on the work disk).
@@ -50,6 +51,12 @@ git update-index -q --refresh >/dev/null 2>&1 || true
 if [ -s "$meta/new-branch" ]; then
     git checkout -q -b "$(cat "$meta/new-branch")" "$(cat "$meta/new-branch-from")"
 fi
+# Live sync starts from what was just shipped (in a guest; full_copy builds
+# on the host, which records it itself).
+agent=$(command -v banger-agent || true)
+if [ -n "$agent" ] && [ -f "$meta/sync-manifest" ]; then
+    "$agent" sync init "$dest" <"$meta/sync-manifest" >/dev/null
+fi
 rm -rf "$meta"
 "#;
 
@@ -61,7 +68,7 @@ pub fn build_on_host(
     branch: Option<&NewBranch>,
     dest: &Path,
     identity: (&str, &str),
-) -> Result<(), WorkspaceError> {
+) -> Result<Vec<SyncedFile>, WorkspaceError> {
     let scratch = dest.parent().unwrap_or(Path::new("/tmp"));
     #[allow(clippy::disallowed_methods)] // the guest script, run on the host for full_copy
     let mut child = Command::new("sh")
@@ -80,7 +87,7 @@ pub fn build_on_host(
     let out = child
         .wait_with_output()
         .map_err(|e| git_err(&sel.root, "full copy", e))?;
-    written?;
+    let manifest = written?;
     if !out.status.success() {
         return Err(git_err(
             &sel.root,
@@ -88,7 +95,15 @@ pub fn build_on_host(
             String::from_utf8_lossy(&out.stderr).trim(),
         ));
     }
-    Ok(())
+    // What the guest script does with the agent in a guest.
+    let mut lines = Vec::new();
+    for m in &manifest {
+        serde_json::to_writer(&mut lines, &m.manifest_entry()).expect("serializes");
+        lines.push(b'\n');
+    }
+    banger_agent::sync::init(dest, &lines[..])
+        .map_err(|e| git_err(&sel.root, "recording the sync manifest", e))?;
+    Ok(manifest)
 }
 
 /// A new guest branch to create and check out after the transfer.
@@ -158,13 +173,17 @@ fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
 /// Blobs travel even when the guest receives the same bytes as files:
 /// measured under TCG, the guest writing them itself (`git hash-object -w`)
 /// was slower than receiving and indexing them (docs/benchmarks.md).
-fn snapshot_pack(root: &Path, commits: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+fn snapshot_pack(
+    root: &Path,
+    commits: &[&str],
+    exclude: Option<&str>,
+) -> Result<Vec<u8>, WorkspaceError> {
     let mut objects = Vec::new();
+    let not = exclude.map(|e| format!("^{e}"));
     for c in commits {
-        objects.extend(git_output(
-            root,
-            &["rev-list", "--objects", "--no-object-names", "-n", "1", c],
-        )?);
+        let mut args = vec!["rev-list", "--objects", "--no-object-names", "-n", "1", c];
+        args.extend(not.as_deref());
+        objects.extend(git_output(root, &args)?);
     }
     let mut child = host_git(root)
         .args(["pack-objects", "--stdout", "-q"])
@@ -189,6 +208,22 @@ fn snapshot_pack(root: &Path, commits: &[&str]) -> Result<Vec<u8>, WorkspaceErro
     Ok(out.stdout)
 }
 
+/// For live sync when the host's HEAD moved: a pack of `new`'s snapshot
+/// without what `old`'s already gave the guest (all of it when `old` is
+/// unknown here), and whether `new` has parents (so it becomes a shallow
+/// boundary in the guest).
+pub fn head_pack(
+    root: &Path,
+    new: &str,
+    old: Option<&str>,
+) -> Result<(Vec<u8>, bool), WorkspaceError> {
+    let old =
+        old.filter(|o| git_output(root, &["cat-file", "-e", &format!("{o}^{{commit}}")]).is_ok());
+    let pack = snapshot_pack(root, &[new], old)?;
+    let has_parents = !git_output(root, &["rev-parse", &format!("{new}^@")])?.is_empty();
+    Ok((pack, has_parents))
+}
+
 fn append(
     tar: &mut tar::Builder<impl Write>,
     path: &str,
@@ -204,12 +239,15 @@ fn append(
 }
 
 /// Writes the archive for `sel` to `out`, streaming file contents from the
-/// working tree.
+/// working tree. Returns the manifest of what was sent (blob ids computed
+/// from the very bytes that went out, stats taken before reading), which
+/// also travels last, as `banger-meta/sync-manifest`, for the guest's side
+/// of live sync.
 pub fn write_archive(
     sel: &Selection,
     new_branch: Option<&NewBranch>,
     out: impl Write,
-) -> Result<(), WorkspaceError> {
+) -> Result<Vec<SyncedFile>, WorkspaceError> {
     let root = &sel.root;
     let io = |what: &str, e: std::io::Error| git_err(root, what, e);
     if new_branch.is_some() && sel.head.is_none() {
@@ -225,7 +263,7 @@ pub fn write_archive(
         if let Some(from) = from.as_deref().filter(|f| f != head) {
             commits.push(from);
         }
-        let pack = snapshot_pack(root, &commits)?;
+        let pack = snapshot_pack(root, &commits, None)?;
         // A shallow boundary is a commit present without its parents.
         let mut shallow = String::new();
         for c in &commits {
@@ -257,11 +295,13 @@ pub fn write_archive(
             .map_err(|e| io("archive", e))?;
         }
     }
+    let mut manifest = Vec::with_capacity(sel.files.len());
     for f in &sel.files {
         let src = root.join(&f.path);
         let name = format!("repo/{}", f.path);
         match f.kind {
             FileKind::Symlink => {
+                let meta = std::fs::symlink_metadata(&src).map_err(|e| io("cannot stat", e))?;
                 let target = std::fs::read_link(&src).map_err(|e| io("cannot read link", e))?;
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -269,10 +309,19 @@ pub fn write_archive(
                 h.set_mode(0o777);
                 tar.append_link(&mut h, &name, &target)
                     .map_err(|e| io("archive", e))?;
+                use std::os::unix::ffi::OsStrExt;
+                manifest.push(SyncedFile {
+                    path: f.path.clone(),
+                    kind: Kind::Symlink,
+                    oid: banger_agent::sync::blob_oid(target.as_os_str().as_bytes()),
+                    stat: Some(HostStat::of(&meta)),
+                });
             }
             FileKind::File | FileKind::Executable => {
-                let mut file = std::fs::File::open(&src).map_err(|e| io("cannot open", e))?;
-                let len = file.metadata().map_err(|e| io("cannot stat", e))?.len();
+                let file = std::fs::File::open(&src).map_err(|e| io("cannot open", e))?;
+                let meta = file.metadata().map_err(|e| io("cannot stat", e))?;
+                let len = meta.len();
+                let mut file = HashingReader::new(file, len);
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(len);
@@ -283,12 +332,25 @@ pub fn write_archive(
                 });
                 tar.append_data(&mut h, &name, &mut file)
                     .map_err(|e| io("archive", e))?;
+                manifest.push(SyncedFile {
+                    path: f.path.clone(),
+                    kind: kind_of(f.kind),
+                    oid: file.oid(),
+                    stat: Some(HostStat::of(&meta)),
+                });
             }
         }
     }
+    let mut lines = Vec::new();
+    for m in &manifest {
+        serde_json::to_writer(&mut lines, &m.manifest_entry()).expect("serializes");
+        lines.push(b'\n');
+    }
+    append(&mut tar, "banger-meta/sync-manifest", 0o644, &lines).map_err(|e| io("archive", e))?;
     tar.into_inner()
         .and_then(|mut w| w.flush())
-        .map_err(|e| io("archive", e))
+        .map_err(|e| io("archive", e))?;
+    Ok(manifest)
 }
 
 #[cfg(test)]
