@@ -760,10 +760,7 @@ fn live_sync_sends_what_changed_follows_head_and_never_clobbers_guest_edits() {
     let r = sync(&["file.txt", "scratch.txt"]);
     assert_eq!(r["files_sent"], 1, "{r}");
     assert_eq!(guest("cat file.txt"), "edited on the host\n");
-    assert_eq!(
-        guest("ls scratch.txt 2>&1 || true").contains("No such file"),
-        true
-    );
+    assert!(guest("ls scratch.txt 2>&1 || true").contains("No such file"));
     // A deletion and a mode change travel in a full reconcile.
     std::fs::remove_file(repo.join("run.sh")).unwrap();
     let r = sync(&[]);
