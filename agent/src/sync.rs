@@ -92,6 +92,9 @@ pub struct ApplyReport {
     pub applied: u64,
     /// Files left alone.
     pub conflicts: Vec<Conflict>,
+    /// Files that already were what the host sent (recorded, not written).
+    #[serde(default)]
+    pub unchanged: Vec<String>,
 }
 
 /// How a guest file differs from what the host last gave it.
@@ -364,6 +367,15 @@ pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
             };
         if !force && guest != expect && !same {
             report.conflicts.push(Conflict { path, guest });
+            continue;
+        }
+        if same && !force {
+            match now {
+                Some((synced, _)) => state.files.insert(path.clone(), synced),
+                None => state.files.remove(&path),
+            };
+            report.unchanged.push(path);
+            report.applied += 1;
             continue;
         }
         match (&record, payload) {

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod image;
 pub mod install;
 pub mod kernel;
+pub mod lsp;
 pub mod paths;
 pub mod process;
 pub mod spec;

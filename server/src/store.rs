@@ -413,6 +413,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether any manifest path starts with `prefix` (a directory's
+    /// `dir/`).
+    pub fn manifest_has_prefix(&self, id: &str, prefix: &str) -> Result<bool, StoreError> {
+        // Paths are compared as text: everything in [prefix, prefix + 0xFF).
+        let upper = format!("{prefix}\u{10FFFF}");
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM workspace_files WHERE vm_id=?1 AND path>=?2 AND path<?3 LIMIT 1",
+            )?
+            .query_row(params![id, prefix, upper], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// A VM's whole manifest, by path.
     pub fn manifest(&self, id: &str) -> Result<Vec<SyncedFile>, StoreError> {
         let mut stmt = self
@@ -704,6 +719,11 @@ mod tests {
                 .unwrap(),
             [file("a", "x", true)]
         );
+        store
+            .update_manifest("aaaa1111", &[file("d/e", "4", false)], &[])
+            .unwrap();
+        assert!(store.manifest_has_prefix("aaaa1111", "d/").unwrap());
+        assert!(!store.manifest_has_prefix("aaaa1111", "e/").unwrap());
         store.delete_vm("aaaa1111").unwrap();
         assert!(store.manifest("aaaa1111").unwrap().is_empty());
     }

@@ -66,6 +66,13 @@ enum Command {
     /// Install helper programs for this user.
     #[command(subcommand)]
     System(SystemCommand),
+    /// The editor backend: a Language Server on stdin/stdout (started by
+    /// the VS Code extension and the Neovim plugin; see docs/lsp.md).
+    Lsp {
+        /// Accepted for clients that pass it; stdio is the only transport.
+        #[arg(long, hide = true)]
+        stdio: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -453,6 +460,10 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Daemon(cmd) => daemon(cmd, &dirs, printer).await,
         Command::Doctor => doctor(&dirs, printer).await,
         Command::Kernel(cmd) => kernel(cmd, &dirs, printer).await,
+        Command::Lsp { .. } => {
+            crate::lsp::serve(dirs).await;
+            Ok(0)
+        }
         Command::System(SystemCommand::InstallFirecracker { version }) => {
             let bin = dirs.bin();
             let installed = tokio::task::spawn_blocking(move || {

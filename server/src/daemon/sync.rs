@@ -63,6 +63,7 @@ fn hinted_wanted(
     root: &Path,
     hints: &[String],
     manifest: &BTreeMap<String, SyncedFile>,
+    synced_under: impl Fn(&str) -> Result<bool, OpError>,
 ) -> Result<Option<BTreeMap<String, Option<Kind>>>, OpError> {
     let repo = gix::open(root).map_err(|e| OpError::internal(e.to_string()))?;
     let index = repo
@@ -96,17 +97,19 @@ fn hinted_wanted(
                 return Ok(None);
             }
             None => {
-                let full = root.join(&path);
-                if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir())
-                    || std::fs::symlink_metadata(&full).is_err()
+                // A directory (made, removed or renamed) or something gone:
+                // only worth a full reconcile when tracked or synced files
+                // lived under it; build output never did.
+                let prefix = format!("{path}/");
+                if index
+                    .prefixed_entries(prefix.as_str().into())
+                    .is_some_and(|e| !e.is_empty())
+                    || synced_under(&prefix)?
                 {
-                    // A directory, or something gone: what it held is
-                    // unknown here.
                     return Ok(None);
                 }
                 // An untracked file: never travels in a tracked-only
-                // workspace; with untracked files, let the full walk
-                // apply the ignore rules.
+                // workspace.
                 continue;
             }
         }
@@ -309,7 +312,10 @@ impl Daemon {
                     if include_untracked {
                         None
                     } else {
-                        hinted_wanted(&root, h, &known)?.map(|w| (w, known))
+                        let under = |prefix: &str| {
+                            daemon.with_store(|s| s.manifest_has_prefix(&id, prefix))
+                        };
+                        hinted_wanted(&root, h, &known, under)?.map(|w| (w, known))
                     }
                 }
                 None => None,
@@ -378,6 +384,7 @@ impl Daemon {
         let report: ApplyReport = serde_json::from_slice(&reply)
             .map_err(|e| OpError::internal(format!("the guest's sync report is not valid: {e}")))?;
         let conflicts: BTreeSet<String> = report.conflicts.into_iter().map(|c| c.path).collect();
+        let unchanged: BTreeSet<String> = report.unchanged.into_iter().collect();
         let mut upserts = restats;
         let mut removed = Vec::new();
         for step in steps {
@@ -386,11 +393,15 @@ impl Daemon {
             }
             match step {
                 Step::Write { file, .. } => {
-                    result.files_sent += 1;
+                    if !unchanged.contains(&file.path) {
+                        result.files_sent += 1;
+                    }
                     upserts.push(file);
                 }
                 Step::Delete { path, .. } => {
-                    result.deleted += 1;
+                    if !unchanged.contains(&path) {
+                        result.deleted += 1;
+                    }
                     removed.push(path);
                 }
                 Step::Restat(_) => {}
