@@ -9,6 +9,8 @@
 
 #![allow(clippy::disallowed_methods)] // tests drive banger as a user would: by spawning it
 
+pub mod lsp;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

@@ -221,12 +221,15 @@ impl Progress {
             None if inner.progress_ok.load(Ordering::Relaxed) => {
                 let n = inner.runs.fetch_add(1, Ordering::Relaxed);
                 let t = ProgressToken::String(format!("banger-{}-{n}", std::process::id()));
-                inner
-                    .client
-                    .create_work_done_progress(t.clone())
-                    .await
-                    .ok()
-                    .map(|_| t)
+                // A client that never answers must not hold the work up.
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    inner.client.create_work_done_progress(t.clone()),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|_| t)
             }
             None => None,
         };
@@ -308,11 +311,17 @@ impl Inner {
     }
 
     async fn set_status(&self, f: impl FnOnce(&mut StatusParams)) {
+        self.update_status(f, false).await;
+    }
+
+    /// Updates the status and notifies when it changed (or always, with
+    /// `always`: the end of every sync is reported, with its own count).
+    async fn update_status(&self, f: impl FnOnce(&mut StatusParams), always: bool) {
         let now = {
             let mut s = lock(&self.status);
             let before = s.clone();
             f(&mut s);
-            (*s != before).then(|| s.clone())
+            (always || *s != before).then(|| s.clone())
         };
         if let Some(s) = now {
             self.client.send_notification::<StatusNotification>(s).await;
@@ -552,11 +561,14 @@ impl Inner {
                 } else {
                     ("synced", r.warning.clone())
                 };
-                self.set_status(|s| {
-                    s.sync = sync.into();
-                    s.message = message;
-                    s.files_sent = r.files_sent + r.deleted;
-                })
+                self.update_status(
+                    |s| {
+                        s.sync = sync.into();
+                        s.message = message;
+                        s.files_sent = r.files_sent + r.deleted;
+                    },
+                    true,
+                )
                 .await;
             }
             Err(m) => {
