@@ -325,6 +325,12 @@ pub struct SyncResult {
     pub head_moved: bool,
     /// Something the user should know (the guest moved its own HEAD).
     pub warning: Option<String>,
+    /// Milliseconds spent on the host (deciding, reading, the database).
+    #[serde(default)]
+    pub host_ms: f64,
+    /// Milliseconds spent waiting for the guest (its writes, HEAD moves).
+    #[serde(default)]
+    pub guest_ms: f64,
 }
 
 /// A guest change since the last sync (paths already checked).

@@ -278,6 +278,9 @@ impl Daemon {
         let (record, ws) = self.workspace_of(&record.id)?;
         let root = PathBuf::from(&ws.source);
         let mut result = SyncResult::default();
+        let started = std::time::Instant::now();
+        let mut guest = std::time::Duration::ZERO;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
 
         let host = {
             let root = root.clone();
@@ -286,7 +289,9 @@ impl Daemon {
                 .map_err(|e| OpError::internal(e.to_string()))?
         };
         if host.head.is_some() && host.head != ws.head {
+            let t = std::time::Instant::now();
             result.warning = self.follow_head(&record, &ws, &host).await?;
+            guest += t.elapsed();
             result.head_moved = result.warning.is_none();
         }
         result.head = self.workspace_of(&record.id)?.1.head;
@@ -375,12 +380,16 @@ impl Daemon {
             if !restats.is_empty() {
                 self.with_store(|s| s.update_manifest(&record.id, &restats, &[]))?;
             }
+            result.guest_ms = ms(guest);
+            result.host_ms = ms(started.elapsed().saturating_sub(guest));
             return Ok(result);
         }
         let stream = wsync::encode(&steps, |_| force);
+        let t = std::time::Instant::now();
         let reply = self
             .agent_sync(&record.name, "apply", &ws, stream, MAX_REPORT_BYTES)
             .await?;
+        guest += t.elapsed();
         let report: ApplyReport = serde_json::from_slice(&reply)
             .map_err(|e| OpError::internal(format!("the guest's sync report is not valid: {e}")))?;
         let conflicts: BTreeSet<String> = report.conflicts.into_iter().map(|c| c.path).collect();
@@ -411,6 +420,8 @@ impl Daemon {
         // Only paths this sync sent can be conflicts (the guest is not
         // trusted to name others).
         result.conflicts = conflicts.into_iter().collect();
+        result.guest_ms = ms(guest);
+        result.host_ms = ms(started.elapsed().saturating_sub(guest));
         Ok(result)
     }
 
