@@ -37,7 +37,11 @@ fn git(repo: &Path, args: &[&str]) {
         .current_dir(repo)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A repository of `n` source-like tracked files, 100 per directory.
@@ -98,7 +102,8 @@ fn cli_syncs(env: &Env, repo: &Path, n: usize, runs: usize) -> (Vec<f64>, Vec<f6
         std::fs::write(&f, format!("// cli edit {k}\n")).unwrap();
         let rel = f.strip_prefix(repo).unwrap().to_str().unwrap().to_string();
         let r = env.banger(&["vm", "workspace", "sync", "bench", &rel, "--json"]);
-        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+        let v: Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
         assert_eq!(v["files_sent"], 1, "{v}");
         host.push(v["host_ms"].as_f64().unwrap());
         guest.push(v["guest_ms"].as_f64().unwrap());
@@ -146,7 +151,10 @@ fn main() {
         let from = lsp.notifications.len();
         let t = Instant::now();
         std::fs::write(&f, format!("// saved {k}\n")).unwrap();
-        lsp.notify("textDocument/didSave", json!({"textDocument": {"uri": uri(&f)}}));
+        lsp.notify(
+            "textDocument/didSave",
+            json!({"textDocument": {"uri": uri(&f)}}),
+        );
         let st = next_sync_result(&mut lsp, from);
         e2e.push(t.elapsed().as_secs_f64() * 1000.0);
         sent.push(st["filesSent"].as_u64().unwrap());
@@ -158,11 +166,20 @@ fn main() {
         sent.iter().min().unwrap(),
         sent.iter().max().unwrap()
     );
-    println!("| save → guest, {files} files, editor's view (ms) | {} |", stats(e2e));
+    println!(
+        "| save → guest, {files} files, editor's view (ms) | {} |",
+        stats(e2e)
+    );
 
     let (host, guest) = cli_syncs(&env, &repo, files, saves);
-    println!("| one-file sync, {files} files: host (ms) | {} |", stats(host));
-    println!("| one-file sync, {files} files: guest (ms) | {} |", stats(guest));
+    println!(
+        "| one-file sync, {files} files: host (ms) | {} |",
+        stats(host)
+    );
+    println!(
+        "| one-file sync, {files} files: guest (ms) | {} |",
+        stats(guest)
+    );
 
     // A formatter-style burst.
     let mut bursts = Vec::new();
@@ -172,7 +189,10 @@ fn main() {
         for k in 0..burst {
             let f = file(&repo, (round * burst + k) % files);
             std::fs::write(&f, format!("// formatted {round} {k}\n")).unwrap();
-            lsp.notify("textDocument/didSave", json!({"textDocument": {"uri": uri(&f)}}));
+            lsp.notify(
+                "textDocument/didSave",
+                json!({"textDocument": {"uri": uri(&f)}}),
+            );
         }
         // Until a sync reports the whole burst sent (one sync, or a few).
         let mut total = 0;
@@ -185,14 +205,21 @@ fn main() {
         bursts.push(t.elapsed().as_secs_f64() * 1000.0);
         lsp.pump(Duration::from_millis(300));
     }
-    println!("| burst of {burst} saves → guest (ms) | {} |", stats(bursts));
+    println!(
+        "| burst of {burst} saves → guest (ms) | {} |",
+        stats(bursts)
+    );
 
     // banger.exec of `true`.
     let (mut via_lsp, mut via_cli) = (Vec::new(), Vec::new());
     for _ in 0..30 {
         let t = Instant::now();
         let r = lsp
-            .command("banger.exec", json!([{"argv": ["true"]}]), Duration::from_secs(60))
+            .command(
+                "banger.exec",
+                json!([{"argv": ["true"]}]),
+                Duration::from_secs(60),
+            )
             .unwrap();
         assert_eq!(r["exitCode"], 0);
         via_lsp.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -200,7 +227,10 @@ fn main() {
         env.banger(&["vm", "exec", "bench", "--", "true"]).ok();
         via_cli.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    println!("| banger.exec true, LSP round trip (ms) | {} |", stats(via_lsp));
+    println!(
+        "| banger.exec true, LSP round trip (ms) | {} |",
+        stats(via_lsp)
+    );
     println!("| banger vm exec -- true, CLI (ms) | {} |", stats(via_cli));
 
     // Apply of many guest-changed files.
@@ -210,20 +240,28 @@ fn main() {
             "for i in $(seq 0 {}); do d=$(printf 'src/m%03d' $((i / 100))); f=$(printf 'f%05d.rs' $i); echo 'guest {round}' >> $d/$f; done",
             apply - 1
         );
-        env.banger(&["vm", "exec", "bench", "--", "sh", "-c", &script]).ok();
+        env.banger(&["vm", "exec", "bench", "--", "sh", "-c", &script])
+            .ok();
         let from = lsp.notifications.len();
         lsp.wait_notification(from, Duration::from_secs(120), |n| {
             n["method"] == "banger/status" && n["params"]["guestChanges"] == apply
         });
         let t = Instant::now();
         let r = lsp
-            .command("banger.applyGuestChanges", json!([]), Duration::from_secs(300))
+            .command(
+                "banger.applyGuestChanges",
+                json!([]),
+                Duration::from_secs(300),
+            )
             .unwrap();
         assert_eq!(r["files"], apply);
         applies.push(t.elapsed().as_secs_f64() * 1000.0);
         lsp.pump(Duration::from_millis(500));
     }
-    println!("| apply {apply} guest-changed files (ms) | {} |", stats(applies));
+    println!(
+        "| apply {apply} guest-changed files (ms) | {} |",
+        stats(applies)
+    );
 
     // The same one-file sync in a ten-file repository, same VM.
     let small = env.root().join("small");

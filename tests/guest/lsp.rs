@@ -173,11 +173,10 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
             .any(|n| n["method"] == "$/progress" && n["params"]["value"]["kind"] == "begin"),
         "no progress: {notes:#?}"
     );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n["method"] == "$/progress" && n["params"]["value"]["kind"] == "end")
-    );
+    lsp.wait_notification(from, STEP, |n| {
+        n["method"] == "$/progress" && n["params"]["value"]["kind"] == "end"
+    });
+    let notes = &lsp.notifications[from..];
     let output: String = notes
         .iter()
         .filter(|n| n["method"] == "banger/output" && n["params"]["runId"] == r["runId"])
@@ -350,6 +349,17 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
             .any(|a| a["title"] == "Overwrite guest copy"),
         "{actions}"
     );
+    // The conflict stands while other files sync.
+    let from = lsp.notifications.len();
+    save(
+        &mut lsp,
+        &repo.join("src/calc.sh"),
+        "# adds two numbers\nadd() { echo $(($1 + $2)); }\n# saved again\n",
+    );
+    let st = lsp.wait_notification(from, STEP, |n| {
+        is_status(n, |p| p["sync"] != "syncing" && p["filesSent"] == 1)
+    });
+    assert_eq!(st["params"]["sync"], "conflict", "{st}");
     let r = lsp
         .command("banger.overwriteGuest", json!([]), STEP)
         .unwrap();

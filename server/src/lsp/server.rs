@@ -192,7 +192,13 @@ async fn guarded<T: Send + 'static>(
     let task = tokio::spawn(fut);
     let _abort = AbortOnDrop(task.abort_handle());
     match task.await {
-        Ok(r) => r,
+        Ok(r) => {
+            // tower-lsp-server merges notifications and responses from two
+            // queues; give the notifications this request sent (output,
+            // progress end) a moment to go out before its result does.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            r
+        }
         Err(e) if e.is_panic() => {
             let what = e
                 .into_panic()
@@ -441,7 +447,7 @@ impl Inner {
                 })
                 .await
                 .map_err(|e| rpc_error(daemon_error(e)))?;
-            self.after_sync(&root, Ok(r)).await;
+            self.after_sync(&root, None, Ok(r)).await;
         } else {
             say("shipping the workspace".into()).await;
             let plan = daemon
@@ -544,11 +550,27 @@ impl Inner {
         let _ = rx.wait_for(|d| *d >= target).await;
     }
 
-    async fn after_sync(&self, root: &Path, r: Result<SyncResult, String>) {
+    /// Records a sync's outcome. `scope`: the paths it decided (`None`: a
+    /// full reconcile, which decides every conflict again); conflicts
+    /// outside the scope stand until a sync decides them.
+    async fn after_sync(
+        &self,
+        root: &Path,
+        scope: Option<&BTreeSet<String>>,
+        r: Result<SyncResult, String>,
+    ) {
         match r {
             Ok(r) => {
-                let conflicts: BTreeSet<String> = r.conflicts.iter().cloned().collect();
-                *lock(&self.conflicts) = conflicts.clone();
+                let conflicts: BTreeSet<String> = {
+                    let mut c = lock(&self.conflicts);
+                    let mut next: BTreeSet<String> = match scope {
+                        Some(scope) => c.difference(scope).cloned().collect(),
+                        None => BTreeSet::new(),
+                    };
+                    next.extend(r.conflicts.iter().cloned());
+                    *c = next.clone();
+                    next
+                };
                 self.publish_conflicts(root, &conflicts).await;
                 let (sync, message) = if !conflicts.is_empty() {
                     (
@@ -832,15 +854,24 @@ impl Inner {
             .collect();
         let open = lock(&self.docs).clone();
         let n = files.len();
-        let plan = edits::plan(
-            &root,
-            &files,
-            &open,
-            &format!(
-                "{n} file{} from the sandbox {vm}",
-                if n == 1 { "" } else { "s" }
-            ),
+        let binaries: Vec<&str> = files
+            .iter()
+            .filter(|f| {
+                f.kind.is_some() && (f.data.contains(&0) || std::str::from_utf8(&f.data).is_err())
+            })
+            .map(|f| f.path.as_str())
+            .collect();
+        let mut description = format!(
+            "{n} file{} from the sandbox {vm}",
+            if n == 1 { "" } else { "s" }
         );
+        if !binaries.is_empty() {
+            description.push_str(&format!(
+                "; binary files, written once accepted: {}",
+                binaries.join(", ")
+            ));
+        }
+        let plan = edits::plan(&root, &files, &open, &description);
         let accepted = match plan.edit {
             Some(edit) => {
                 let resp = self.client.apply_edit(edit).await.map_err(|e| {
@@ -954,7 +985,7 @@ impl Inner {
                     let root = self.root()?;
                     self.set_status(|s| s.sync = "syncing".into()).await;
                     let r = self.sync_now(None, false).await;
-                    self.after_sync(&root, r.clone()).await;
+                    self.after_sync(&root, None, r.clone()).await;
                     r.map_err(rpc_error)
                 }
                 .await;
@@ -970,8 +1001,9 @@ impl Inner {
                 if conflicts.is_empty() {
                     return Ok(json!({"files": 0}));
                 }
+                let scope: BTreeSet<String> = conflicts.iter().cloned().collect();
                 let r = self.sync_now(Some(conflicts), true).await;
-                self.after_sync(&root, r.clone()).await;
+                self.after_sync(&root, Some(&scope), r.clone()).await;
                 let r = r.map_err(rpc_error)?;
                 let _ = self.refresh_guest_changes().await;
                 Ok(json!({"files": r.files_sent + r.deleted}))
@@ -1095,9 +1127,9 @@ async fn sync_worker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<SyncJob>
         {
             inner.set_status(|s| s.sync = "syncing".into()).await;
             let r = inner
-                .sync_now((!full).then(|| paths.into_iter().collect()), false)
+                .sync_now((!full).then(|| paths.iter().cloned().collect()), false)
                 .await;
-            inner.after_sync(&root, r).await;
+            inner.after_sync(&root, (!full).then_some(&paths), r).await;
         }
         inner.done.send_modify(|d| *d = (*d).max(top));
     }
