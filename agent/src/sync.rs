@@ -2,7 +2,7 @@
 //! host through an ordinary exec, with its input on stdin and one JSON
 //! report on stdout.
 //!
-//! The guest keeps, in `ROOT/.git/banger-sync.json`, what the host last gave
+//! The guest keeps, in `ROOT/.git/banger-sync/`, what the host last gave
 //! it: each synced path with its git blob id and a stat cache. From that:
 //!
 //! - `apply` writes or deletes files, but only where the guest's copy is
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Where the guest keeps its sync state, relative to the workspace root.
-pub const STATE_FILE: &str = ".git/banger-sync.json";
+pub const STATE_DIR: &str = ".git/banger-sync";
 
 /// How git stores a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,8 +136,8 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Stat {
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    mtime_ns: i64,
+    ctime_ns: i64,
     ino: u64,
 }
 
@@ -145,8 +145,8 @@ impl Stat {
     fn of(meta: &std::fs::Metadata) -> Stat {
         Stat {
             size: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
             ino: meta.ino(),
         }
     }
@@ -160,9 +160,116 @@ struct Synced {
     stat: Option<Stat>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// One line of a state shard.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    path: String,
+    #[serde(flatten)]
+    synced: Synced,
+}
+
+/// The guest's record of what the host gave it, in 256 shards by a hash of
+/// the path (JSON lines, the last line for a path wins), loaded only as
+/// needed: a sync that touches one file reads and writes one small shard,
+/// whatever the size of the repository.
 struct State {
-    files: BTreeMap<String, Synced>,
+    dir: PathBuf,
+    shards: BTreeMap<u8, (BTreeMap<String, Synced>, bool)>,
+}
+
+fn shard_of(path: &str) -> u8 {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(path.as_bytes());
+    h.digest().bytes()[0]
+}
+
+impl State {
+    fn open(root: &Path) -> State {
+        State {
+            dir: root.join(STATE_DIR),
+            shards: BTreeMap::new(),
+        }
+    }
+
+    fn shard(&mut self, n: u8) -> io::Result<&mut (BTreeMap<String, Synced>, bool)> {
+        if !self.shards.contains_key(&n) {
+            let mut files = BTreeMap::new();
+            match std::fs::read(self.dir.join(format!("{n:02x}"))) {
+                Ok(bytes) => {
+                    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        let l: Line = serde_json::from_slice(line)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        files.insert(l.path, l.synced);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.shards.insert(n, (files, false));
+        }
+        Ok(self.shards.get_mut(&n).expect("just loaded"))
+    }
+
+    fn get(&mut self, path: &str) -> io::Result<Option<Synced>> {
+        Ok(self.shard(shard_of(path))?.0.get(path).cloned())
+    }
+
+    fn insert(&mut self, path: String, synced: Synced) -> io::Result<()> {
+        let shard = self.shard(shard_of(&path))?;
+        shard.0.insert(path, synced);
+        shard.1 = true;
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        let shard = self.shard(shard_of(path))?;
+        if shard.0.remove(path).is_some() {
+            shard.1 = true;
+        }
+        Ok(())
+    }
+
+    /// Every entry (loads every shard).
+    fn all(&mut self) -> io::Result<Vec<(String, Synced)>> {
+        for n in 0..=255u8 {
+            self.shard(n)?;
+        }
+        Ok(self
+            .shards
+            .values()
+            .flat_map(|(files, _)| files.iter().map(|(p, s)| (p.clone(), s.clone())))
+            .collect())
+    }
+
+    fn contains(&mut self, path: &str) -> io::Result<bool> {
+        Ok(self.shard(shard_of(path))?.0.contains_key(path))
+    }
+
+    /// Writes the shards that changed.
+    fn save(&self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        for (n, (files, dirty)) in &self.shards {
+            if !dirty {
+                continue;
+            }
+            let mut out = Vec::new();
+            for (path, synced) in files {
+                serde_json::to_writer(
+                    &mut out,
+                    &Line {
+                        path: path.clone(),
+                        synced: synced.clone(),
+                    },
+                )?;
+                out.push(b'\n');
+            }
+            let path = self.dir.join(format!("{n:02x}"));
+            let tmp = self.dir.join(format!("{n:02x}.tmp"));
+            std::fs::write(&tmp, out)?;
+            std::fs::rename(tmp, path)?;
+        }
+        Ok(())
+    }
 }
 
 /// The git blob id of `data` (what `git hash-object` prints).
@@ -227,21 +334,6 @@ fn current(root: &Path, rel: &str, cached: Option<&Synced>) -> io::Result<Option
         },
         true,
     )))
-}
-
-fn load(root: &Path) -> io::Result<State> {
-    match std::fs::read(root.join(STATE_FILE)) {
-        Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(e),
-    }
-}
-
-fn save(root: &Path, state: &State) -> io::Result<()> {
-    let path = root.join(STATE_FILE);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
-    std::fs::rename(tmp, path)
 }
 
 /// Rejects paths that leave the root or touch `.git` (the host never sends
@@ -324,7 +416,7 @@ fn read_header(input: &mut impl BufRead) -> io::Result<Option<Record>> {
 /// `apply`: writes the stream's records where the guest copy is still what
 /// the host expects.
 pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
-    let mut state = load(root)?;
+    let mut state = State::open(root);
     let mut report = ApplyReport::default();
     while let Some(record) = read_header(&mut input)? {
         let (path, expect, force) = match &record {
@@ -355,7 +447,7 @@ pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
             }
             _ => None,
         };
-        let now = current(root, &path, state.files.get(&path))?;
+        let now = current(root, &path, state.get(&path)?.as_ref())?;
         let guest = now.as_ref().map(|(s, _)| s.oid.clone());
         let target = payload.as_deref().map(blob_oid);
         // The guest already has what the host sends (an edit that went
@@ -371,9 +463,9 @@ pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
         }
         if same && !force {
             match now {
-                Some((synced, _)) => state.files.insert(path.clone(), synced),
-                None => state.files.remove(&path),
-            };
+                Some((synced, _)) => state.insert(path.clone(), synced)?,
+                None => state.remove(&path)?,
+            }
             report.unchanged.push(path);
             report.applied += 1;
             continue;
@@ -382,30 +474,41 @@ pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
             (Record::Write { kind, .. }, Some(data)) => {
                 write_file(root, &path, *kind, &data)?;
                 let meta = std::fs::symlink_metadata(root.join(&path))?;
-                state.files.insert(
+                state.insert(
                     path,
                     Synced {
                         kind: *kind,
                         oid: blob_oid(&data),
                         stat: Some(Stat::of(&meta)),
                     },
-                );
+                )?;
             }
             _ => {
                 remove_file(root, &path)?;
-                state.files.remove(&path);
+                state.remove(&path)?;
             }
         }
         report.applied += 1;
     }
-    save(root, &state)?;
+    state.save()?;
     Ok(report)
 }
 
 /// `init`: the state becomes the host's manifest (JSON lines on stdin),
 /// with the stat of the files the transfer just wrote.
 pub fn init(root: &Path, input: impl BufRead) -> io::Result<u64> {
-    let mut state = State::default();
+    // A fresh record: shards of an earlier workspace go.
+    let dir = root.join(STATE_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut state = State::open(root);
+    for n in 0..=255u8 {
+        state.shard(n)?.1 = true;
+    }
+    let mut n = 0u64;
     for line in input.lines() {
         let line = line?;
         if line.is_empty() {
@@ -416,17 +519,17 @@ pub fn init(root: &Path, input: impl BufRead) -> io::Result<u64> {
         let stat = std::fs::symlink_metadata(root.join(checked(&e.path)?))
             .ok()
             .map(|m| Stat::of(&m));
-        state.files.insert(
+        state.insert(
             e.path,
             Synced {
                 kind: e.kind,
                 oid: e.oid,
                 stat,
             },
-        );
+        )?;
+        n += 1;
     }
-    let n = state.files.len() as u64;
-    save(root, &state)?;
+    state.save()?;
     Ok(n)
 }
 
@@ -459,11 +562,11 @@ fn git_listed(root: &Path) -> io::Result<Vec<String>> {
 
 /// `scan`: what the guest changed since the host last synced it.
 pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
-    let mut state = load(root)?;
+    let mut state = State::open(root);
     let mut changes = Vec::new();
-    let mut dirty = false;
-    for (path, synced) in state.files.iter_mut() {
-        match current(root, path, Some(synced))? {
+    let mut restat = Vec::new();
+    for (path, synced) in state.all()? {
+        match current(root, &path, Some(&synced))? {
             None => changes.push(Change {
                 path: path.clone(),
                 status: Status::Deleted,
@@ -475,8 +578,7 @@ pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
                     if rehashed {
                         // Same content, new stat: remember it so the next
                         // scan does not hash it again.
-                        synced.stat = now.stat;
-                        dirty = true;
+                        restat.push((path.clone(), now));
                     }
                 } else {
                     changes.push(Change {
@@ -490,7 +592,7 @@ pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
         }
     }
     for path in git_listed(root)? {
-        if state.files.contains_key(&path) || checked(&path).is_err() {
+        if checked(&path).is_err() || state.contains(&path)? {
             continue;
         }
         if let Some((now, _)) = current(root, &path, None)? {
@@ -503,9 +605,10 @@ pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
         }
     }
     changes.sort_by(|a, b| a.path.cmp(&b.path));
-    if dirty {
-        save(root, &state)?;
+    for (path, synced) in restat {
+        state.insert(path, synced)?;
     }
+    state.save()?;
     Ok(changes)
 }
 
@@ -550,23 +653,23 @@ pub fn read(root: &Path, paths: &[String], out: &mut impl Write) -> io::Result<(
 /// has the blob id the host took (`oid` empty: the host took a deletion).
 /// Returns the paths accepted.
 pub fn accept(root: &Path, entries: &[ManifestEntry]) -> io::Result<Vec<String>> {
-    let mut state = load(root)?;
+    let mut state = State::open(root);
     let mut accepted = Vec::new();
     for e in entries {
         let rel = checked(&e.path)?;
         match current(root, rel, None)? {
             Some((now, _)) if now.oid == e.oid => {
-                state.files.insert(rel.to_string(), now);
+                state.insert(rel.to_string(), now)?;
                 accepted.push(rel.to_string());
             }
             None if e.oid.is_empty() => {
-                state.files.remove(rel);
+                state.remove(rel)?;
                 accepted.push(rel.to_string());
             }
             _ => {}
         }
     }
-    save(root, &state)?;
+    state.save()?;
     Ok(accepted)
 }
 
@@ -707,12 +810,13 @@ mod tests {
 
     /// `scan` without git (modified/deleted only).
     fn scan_no_git(root: &Path) -> Vec<Change> {
-        let state = load(root).unwrap();
+        let mut state = State::open(root);
         state
-            .files
-            .iter()
+            .all()
+            .unwrap()
+            .into_iter()
             .filter_map(|(p, s)| {
-                match current(root, p, Some(s)).unwrap() {
+                match current(root, &p, Some(&s)).unwrap() {
                     None => Some(Status::Deleted),
                     Some((n, _)) if n.oid != s.oid => Some(Status::Modified),
                     _ => None,

@@ -389,7 +389,7 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
         &[
             "sh",
             "-c",
-            "rm evil && sed -i 's|{\"files\":{|{\"files\":{\"../escape\":{\"kind\":\"file\",\"oid\":\"0123456789012345678901234567890123456789\"},|' .git/banger-sync.json",
+            "rm evil && echo '{\"path\":\"../escape\",\"kind\":\"file\",\"oid\":\"0123456789012345678901234567890123456789\"}' >> .git/banger-sync/$(printf %s ../escape | sha1sum | cut -c1-2)",
         ],
     );
     let err = lsp
@@ -408,7 +408,7 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
         &[
             "sh",
             "-c",
-            "sed -i 's|\"../escape\":{[^}]*},||' .git/banger-sync.json",
+            "sed -i /escape/d .git/banger-sync/$(printf %s ../escape | sha1sum | cut -c1-2)",
         ],
     );
     lsp.on_apply_edit = OnApplyEdit::Decline;
