@@ -454,3 +454,72 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
     lsp.shutdown();
     env.banger(&["vm", "delete", "proj"]).ok();
 }
+
+#[test]
+fn lsp_reuses_its_sandbox_across_restarts_and_one_save_in_a_large_repo_sends_one_file() {
+    let env = Env::new();
+    let repo = env.root().join("big");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    for d in 0..100 {
+        let dir = repo.join(format!("src/m{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f:02}.txt")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "10,000 files"]);
+    let repo = repo.canonicalize().unwrap();
+
+    // First editor session: the sandbox is made and the 10,000 files ship.
+    let mut lsp = LspClient::start(env.cmd(&[]));
+    initialize(&mut lsp, &repo);
+    lsp.command("banger.sync", json!([]), BOOT).expect("sync");
+    lsp.shutdown();
+
+    // Second session: it binds to the running sandbox by itself, and the
+    // reconcile finds nothing to send.
+    let mut lsp = LspClient::start(env.cmd(&[]));
+    initialize(&mut lsp, &repo);
+    let syncing = lsp.wait_notification(0, STEP, |n| {
+        is_status(n, |p| p["vmState"] == "running" && p["sync"] == "syncing")
+    });
+    let at = lsp
+        .notifications
+        .iter()
+        .position(|n| *n == syncing)
+        .unwrap();
+    let st = lsp.wait_notification(at + 1, STEP, |n| is_status(n, |p| p["sync"] != "syncing"));
+    assert_eq!(st["params"]["vm"], "big");
+    assert_eq!(st["params"]["sync"], "synced", "{st}");
+    assert_eq!(st["params"]["filesSent"], 0, "{st}");
+    assert_eq!(env.vms().len(), 1);
+
+    // One save sends one file.
+    let from = lsp.notifications.len();
+    save(&mut lsp, &repo.join("src/m42/f07.txt"), "saved\n");
+    let st = lsp.wait_notification(from, STEP, |n| {
+        is_status(n, |p| p["sync"] == "synced" && p["filesSent"] != 0)
+    });
+    assert_eq!(st["params"]["filesSent"], 1, "{st}");
+
+    // A formatter-style burst of 200 saves is one sync.
+    let from = lsp.notifications.len();
+    for d in 0..2 {
+        for f in 0..100 {
+            let p = repo.join(format!("src/m{d:02}/f{f:02}.txt"));
+            save(&mut lsp, &p, &format!("formatted {d} {f}\n"));
+        }
+    }
+    let st = lsp.wait_notification(from, STEP, |n| {
+        is_status(n, |p| p["sync"] == "synced" && p["filesSent"] != 0)
+    });
+    assert_eq!(st["params"]["filesSent"], 200, "{st}");
+    assert_eq!(
+        exec(&mut lsp, &["cat", "src/m01/f99.txt"]).1,
+        "formatted 1 99\n"
+    );
+    lsp.shutdown();
+    env.banger(&["vm", "delete", "big"]).ok();
+}

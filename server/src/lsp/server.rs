@@ -31,8 +31,10 @@ use crate::workspace::sync::Change;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// How long a burst of saves and file events is gathered into one sync.
+/// How long a quiet pause ends a burst of saves and file events.
 const COALESCE: Duration = Duration::from_millis(30);
+/// The longest a burst is gathered before it syncs anyway.
+const COALESCE_MAX: Duration = Duration::from_millis(500);
 /// How often the guest is asked what it changed.
 const POLL: Duration = Duration::from_millis(1000);
 /// Output kept from a run for the problem matchers.
@@ -200,10 +202,11 @@ async fn guarded<T: Send + 'static>(
             r
         }
         Err(e) if e.is_panic() => {
-            let what = e
-                .into_panic()
+            let payload = e.into_panic();
+            let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!("a request panicked: {what}");
             Err(rpc_error(format!(
@@ -1102,10 +1105,19 @@ fn host_path(root: &Path, printed: &str, tracked: &[String]) -> Option<PathBuf> 
 /// The sync worker: one sync at a time, bursts gathered into one.
 async fn sync_worker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<SyncJob>) {
     while let Some(first) = rx.recv().await {
-        tokio::time::sleep(COALESCE).await;
+        // Gather until the events pause (a formatter saving 200 files is
+        // one sync), but never hold a sync back for long.
         let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(COALESCE).await;
+            let before = jobs.len();
+            while let Ok(j) = rx.try_recv() {
+                jobs.push(j);
+            }
+            if jobs.len() == before || started.elapsed() >= COALESCE_MAX {
+                break;
+            }
         }
         let mut full = false;
         let mut paths = BTreeSet::new();
@@ -1394,6 +1406,15 @@ fn merge(base: &mut Value, new: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_is_an_error_reply_not_the_end() {
+        let r: RpcResult<()> = guarded(async { panic!("boom") }).await;
+        let e = r.unwrap_err();
+        assert!(e.message.contains("boom"), "{e:?}");
+        let ok: RpcResult<u8> = guarded(async { Ok(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+    }
 
     #[test]
     fn git_state_paths_trigger_a_head_check_and_objects_do_not() {
