@@ -1152,13 +1152,19 @@ async fn sync_worker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<SyncJob>
 async fn poller(inner: Arc<Inner>) {
     let weak = Arc::downgrade(&inner);
     drop(inner);
+    let mut pause = POLL;
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause).await;
         let Some(inner) = weak.upgrade() else { return };
         if inner.bound().is_none() || inner.running.load(Ordering::SeqCst) > 0 {
             continue;
         }
+        // A scan walks the guest workspace; where that is slow (a large
+        // repository in an emulated guest) poll less often, so the guest
+        // spends at most about a fifth of its time on it.
+        let started = Instant::now();
         let _ = inner.refresh_guest_changes().await;
+        pause = POLL.max(started.elapsed() * 4);
     }
 }
 
