@@ -11,6 +11,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    // The daemon outlives the directory it was started from; a deleted
+    // working directory made later path lookups (gix::discover) fail.
+    if let Err(e) = std::env::set_current_dir("/") {
+        tracing::warn!("cannot change to /: {e}");
+    }
     let dirs = banger::paths::Dirs::from_env();
     let lock = match banger::daemon::server::DaemonLock::acquire(&dirs) {
         Ok(lock) => lock,
