@@ -10,6 +10,7 @@
 
 mod firecracker;
 mod lsp;
+mod nvim;
 
 use std::time::Duration;
 
