@@ -11,6 +11,7 @@
 mod firecracker;
 mod lsp;
 mod nvim;
+mod vscode;
 
 use std::time::Duration;
 
