@@ -34,6 +34,37 @@ else
     exclude+=("test(/^firecracker::/)")
 fi
 
+# The Neovim tier (tests/guest/nvim.rs) needs Neovim >= 0.10 and tmux.
+nv="${BANGER_NVIM:-$(nvim-plugin/scripts/install-nvim.sh --find 2>/dev/null || true)}"
+if [ -n "$nv" ] && command -v tmux >/dev/null 2>&1 && [ "${#missing[@]}" -eq 0 ]; then
+    echo "neovim tier: $("$nv" --version | head -1) at $nv"
+    export BANGER_NVIM="$nv"
+else
+    echo "neovim tier SKIPPED: no Neovim >= 0.10 or no tmux (install them: scripts/install-test-tools.sh, or set BANGER_NVIM)"
+    exclude+=("test(/^nvim::/)")
+fi
+
+# The VS Code extension: its unit tests (node), its .vsix, then its
+# end-to-end test in a real VS Code (code-server + chromium).
+if command -v npm >/dev/null 2>&1; then
+    echo "vscode extension: unit tests"
+    (cd vscode-extension && npm ci --loglevel=error --no-fund --no-audit && npm test --silent)
+else
+    echo "vscode extension unit tests SKIPPED: no node/npm"
+fi
+vscode_tools="${BANGER_VSCODE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-test-tools/vscode}"
+if [ "${#missing[@]}" -eq 0 ] && command -v node >/dev/null 2>&1 &&
+    [ -x "$vscode_tools/code-server/node_modules/.bin/code-server" ] &&
+    [ -d "$vscode_tools/tools/node_modules/playwright-core" ] &&
+    [ -x "$vscode_tools/tools/node_modules/.bin/vsce" ] &&
+    [ -x "${BANGER_CHROMIUM:-/usr/bin/chromium}" ]; then
+    vscode-extension/scripts/package.sh
+    echo "vscode tier: code-server $(node -p 'require(process.argv[1]).version' "$vscode_tools/code-server/node_modules/code-server/package.json") and $("${BANGER_CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null | head -1)"
+else
+    echo "vscode tier SKIPPED: no code-server/playwright-core/vsce/chromium (install them: scripts/install-test-tools.sh)"
+    exclude+=("test(/^vscode::/)")
+fi
+
 if [ "${#exclude[@]}" -gt 0 ]; then
     expr="not ($(IFS='|'; echo "${exclude[*]}" | sed 's/|/ or /g'))"
     filters+=(-E "$expr")
