@@ -19,8 +19,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use banger_tests::Env;
 use banger_tests::lsp::{LspClient, uri};
+use banger_tests::{Env, git};
 use serde_json::{Value, json};
 
 fn var(name: &str, default: usize) -> usize {
@@ -28,20 +28,6 @@ fn var(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn git(repo: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=B", "-c", "user.email=b@example.invalid"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A repository of `n` source-like tracked files, 100 per directory.

@@ -6,69 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use banger_tests::Env;
 use banger_tests::lsp::{LspClient, OnApplyEdit, uri};
+use banger_tests::{CALC_FIXED, Env, git, make_calc_project};
 use serde_json::{Value, json};
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(60);
 /// Lists guest processes running `sleep 987` (the image has no pgrep).
 const SLEEPERS: &str = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f 2>/dev/null; echo; done | grep '^sleep 987 $' || true";
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.invalid",
-        ])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A repository whose test suite (a shell script, as the guest image has
-/// no compilers) fails with a `file:line: message` report.
-fn make_project(repo: &Path) {
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::create_dir_all(repo.join("tests")).unwrap();
-    git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo.join("src/calc.sh"),
-        "# adds two numbers\nadd() { echo $(($1 + $2 + 1)); }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("tests/run.sh"),
-        r#". src/calc.sh
-got=$(add 2 2)
-echo "running 1 test"
-if [ "$got" != 4 ]; then
-    echo "src/calc.sh:2: add 2 2 gave $got, want 4" >&2
-    exit 1
-fi
-echo ok
-"#,
-    )
-    .unwrap();
-    std::fs::write(repo.join("notes.txt"), "tracked notes\n").unwrap();
-    std::fs::write(
-        repo.join(".banger.toml"),
-        "[sandbox]\ntest-command = \"sh tests/run.sh\"\n",
-    )
-    .unwrap();
-    std::fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", "first"]);
-}
 
 fn initialize(lsp: &mut LspClient, repo: &Path) {
     let init = lsp
@@ -146,7 +91,7 @@ fn diagnostics_for(lsp: &LspClient, file: &Path) -> Vec<Value> {
 fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
     let env = Env::new();
     let repo = env.root().join("proj");
-    make_project(&repo);
+    make_calc_project(&repo);
     let repo = repo.canonicalize().unwrap();
     let mut lsp = LspClient::start(env.cmd(&[]));
     initialize(&mut lsp, &repo);
@@ -193,11 +138,7 @@ fn lsp_binds_a_fresh_repo_syncs_runs_tests_and_applies_guest_changes() {
     // 2. Saving a tracked file sends that one file; the fix makes the
     //    suite pass and clears the diagnostic.
     let from = lsp.notifications.len();
-    save(
-        &mut lsp,
-        &repo.join("src/calc.sh"),
-        "# adds two numbers\nadd() { echo $(($1 + $2)); }\n",
-    );
+    save(&mut lsp, &repo.join("src/calc.sh"), CALC_FIXED);
     lsp.wait_notification(from, STEP, |n| {
         is_status(n, |p| p["sync"] == "synced" && p["filesSent"] == 1)
     });

@@ -448,25 +448,7 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
             .collect::<Vec<u8>>(),
     )
     .unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.invalid",
-            ])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let git = |args: &[&str]| banger_tests::git(&repo, args);
     git(&["add", "-A"]);
     git(&["commit", "-qm", "more"]);
     env.banger(&["vm", "create", "--name", "ws"]).ok();
@@ -720,25 +702,7 @@ fn live_sync_sends_what_changed_follows_head_and_never_clobbers_guest_edits() {
     let env = Env::new();
     let repo = env.root().join("repo");
     make_repo(&repo);
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.invalid",
-            ])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| banger_tests::git(&repo, args);
     env.banger(&["vm", "create", "--name", "sy"]).ok();
     env.banger(&["vm", "workspace", "prepare", "sy", repo.to_str().unwrap()])
         .ok();

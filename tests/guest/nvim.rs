@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_tests::Env;
+use banger_tests::{CALC_BUGGY, Env, make_calc_project};
 use serde_json::Value;
 
 /// The headless scenario, boot included.
@@ -70,57 +70,6 @@ fn plugin_dir() -> PathBuf {
         .join("../nvim-plugin")
         .canonicalize()
         .expect("nvim-plugin/ next to tests/")
-}
-
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.invalid",
-        ])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const CALC_BUGGY: &str = "# adds two numbers\nadd() { echo $(($1 + $2 + 1)); }\n";
-
-/// The repository of tests/guest/lsp.rs: a shell test suite (the guest
-/// image has no compilers) that fails with `src/calc.sh:2: ...`.
-fn make_project(repo: &Path) {
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::create_dir_all(repo.join("tests")).unwrap();
-    git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("src/calc.sh"), CALC_BUGGY).unwrap();
-    std::fs::write(
-        repo.join("tests/run.sh"),
-        r#". src/calc.sh
-got=$(add 2 2)
-echo "running 1 test (filter: ${1:-none})"
-if [ "$got" != 4 ]; then
-    echo "src/calc.sh:2: add 2 2 gave $got, want 4" >&2
-    exit 1
-fi
-echo ok
-"#,
-    )
-    .unwrap();
-    std::fs::write(repo.join("notes.txt"), "tracked notes\n").unwrap();
-    std::fs::write(
-        repo.join(".banger.toml"),
-        "[sandbox]\ntest-command = \"sh tests/run.sh\"\n",
-    )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", "first"]);
 }
 
 /// `(major, minor)` of a Neovim binary.
@@ -433,7 +382,7 @@ fn nvim_plugin_end_to_end() {
     }
     let env = Env::new();
     let repo = env.root().join("proj");
-    make_project(&repo);
+    make_calc_project(&repo);
     let repo = repo.canonicalize().unwrap();
 
     unit_checks(&env, &nvim);

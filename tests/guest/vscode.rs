@@ -17,12 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use banger_tests::{Env, processes_mentioning};
+use banger_tests::{Env, git, make_calc_project, processes_mentioning};
 
 /// The whole browser scenario, a fresh VM under software emulation included.
 const SCENARIO: Duration = Duration::from_secs(600);
 const VM: &str = "calc";
-const ORIGINAL: &str = "# adds two numbers\nadd() { echo $(($1 + $2 + 1)); }\n";
 const FIXED: &str = "# adds two numbers (fixed in the sandbox)\nadd() { echo $(($1 + $2)); }\n";
 const NOTES: &str = "written in the sandbox\n";
 /// Lists guest processes running `sleep 987` (the image has no pgrep).
@@ -82,52 +81,11 @@ fn tools() -> Result<Tools, String> {
     Ok(t)
 }
 
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.invalid",
-        ])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A repository whose shell test suite fails with `src/calc.sh:2: ...`
-/// (the guest image has no compilers), as in tests/guest/lsp.rs.
+/// The editor tests' repository, plus the repository's own VS Code
+/// settings naming a test command: an untrusted workspace must not use it
+/// either.
 fn make_project(repo: &Path) {
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    std::fs::create_dir_all(repo.join("tests")).unwrap();
-    git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("src/calc.sh"), ORIGINAL).unwrap();
-    std::fs::write(
-        repo.join("tests/run.sh"),
-        r#". src/calc.sh
-got=$(add 2 2)
-echo "running 1 test"
-if [ "$got" != 4 ]; then
-    echo "src/calc.sh:2: add 2 2 gave $got, want 4" >&2
-    exit 1
-fi
-echo ok
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join(".banger.toml"),
-        "[sandbox]\ntest-command = \"sh tests/run.sh\"\n",
-    )
-    .unwrap();
-    // The repository's own VS Code settings name a test command too: an
-    // untrusted workspace must not use it either.
+    make_calc_project(repo);
     std::fs::create_dir_all(repo.join(".vscode")).unwrap();
     std::fs::write(
         repo.join(".vscode/settings.json"),
@@ -135,7 +93,10 @@ echo ok
     )
     .unwrap();
     git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", "first"]);
+    git(
+        repo,
+        &["commit", "-qm", "the repository's VS Code settings"],
+    );
 }
 
 /// A process started in its own process group, killed with it on drop.

@@ -324,41 +324,82 @@ fn all_processes() -> Vec<(i32, Vec<String>)> {
     out
 }
 
+/// Runs git in `dir` with a fixed identity; panics with git's message when
+/// it fails; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Makes a git repository in `dir`: `file.txt` and an executable `run.sh`
 /// committed on branch `main`, plus an untracked `scratch.txt` and an
 /// ignored `build.log`. Returns its HEAD.
 pub fn make_repo(dir: &Path) -> String {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.invalid",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     std::fs::create_dir_all(dir).unwrap();
-    git(&["init", "-q", "-b", "main"]);
+    git(dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("file.txt"), "hello from the host\n").unwrap();
     std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(dir.join(".gitignore"), "*.log\n").unwrap();
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "first"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "first"]);
     std::fs::write(dir.join("scratch.txt"), "untracked\n").unwrap();
     std::fs::write(dir.join("build.log"), "ignored\n").unwrap();
-    git(&["rev-parse", "HEAD"])
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// `src/calc.sh` of [`make_calc_project`], with its bug.
+pub const CALC_BUGGY: &str = "# adds two numbers\nadd() { echo $(($1 + $2 + 1)); }\n";
+/// `src/calc.sh`, fixed.
+pub const CALC_FIXED: &str = "# adds two numbers\nadd() { echo $(($1 + $2)); }\n";
+
+/// The editor tests' repository, committed on `main`: a shell test suite
+/// (the guest image has no compilers) that fails with `src/calc.sh:2: add
+/// 2 2 gave 5, want 4` and prints the filter it was given;
+/// `.banger.toml` names it; a tracked `notes.txt`; `*.log` ignored.
+pub fn make_calc_project(dir: &Path) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("src/calc.sh"), CALC_BUGGY).unwrap();
+    std::fs::write(
+        dir.join("tests/run.sh"),
+        r#". src/calc.sh
+got=$(add 2 2)
+echo "running 1 test (filter: ${1:-none})"
+if [ "$got" != 4 ]; then
+    echo "src/calc.sh:2: add 2 2 gave $got, want 4" >&2
+    exit 1
+fi
+echo ok
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "tracked notes\n").unwrap();
+    std::fs::write(
+        dir.join(".banger.toml"),
+        "[sandbox]\ntest-command = \"sh tests/run.sh\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".gitignore"), "*.log\n").unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "first"]);
 }
 
 /// Processes whose command line mentions `needle`.
