@@ -761,5 +761,32 @@ fn live_sync_sends_what_changed_follows_head_and_never_clobbers_guest_edits() {
     env.banger(&["vm", "workspace", "sync", "sy", "--force", "file.txt"])
         .ok();
     assert_eq!(guest("cat file.txt"), "host edit\n");
+
+    // export --apply takes what the guest changed since the last sync; the
+    // host's own uncommitted edits, synced, are not in its way.
+    std::fs::write(repo.join("new.txt"), "host, uncommitted\n").unwrap();
+    sync(&["new.txt"]);
+    guest("echo guest line >> file.txt");
+    env.banger(&["vm", "workspace", "export", "sy", "--apply"])
+        .ok();
+    let host = |p: &str| std::fs::read_to_string(repo.join(p)).unwrap();
+    assert_eq!(host("file.txt"), "host edit\nguest line\n");
+    assert_eq!(host("new.txt"), "host, uncommitted\n");
+    assert_eq!(env.banger(&["vm", "workspace", "changes", "sy"]).stdout, "");
+    // A file the host changed since the last sync is not overwritten.
+    guest("echo again >> file.txt");
+    std::fs::write(repo.join("file.txt"), "the host changed it\n").unwrap();
+    let r = env.banger(&["vm", "workspace", "export", "sy", "--apply"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("the host changed these files since the last sync: file.txt"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(host("file.txt"), "the host changed it\n");
+    env.banger(&["vm", "workspace", "export", "sy", "--apply", "--force"])
+        .ok();
+    assert_eq!(host("file.txt"), "host edit\nguest line\nagain\n");
     env.banger(&["vm", "delete", "sy"]).ok();
 }

@@ -298,10 +298,13 @@ enum WorkspaceCommand {
         /// default: the guest's HEAD.
         #[arg(long, value_name = "SHA")]
         base_commit: Option<String>,
-        /// Apply the patch to the host repository the workspace came from.
+        /// Apply the guest's changes to the host repository the workspace
+        /// came from: what the guest changed since the last transfer or
+        /// sync, validated like the patch (with --base-commit: the patch).
         #[arg(long)]
         apply: bool,
-        /// With --apply: apply even over uncommitted host changes.
+        /// With --apply: overwrite host files changed since the last sync
+        /// (with --base-commit: apply over uncommitted host changes).
         #[arg(long, requires = "apply")]
         force: bool,
     },

@@ -496,6 +496,93 @@ impl Daemon {
         Ok(files)
     }
 
+    /// Takes the guest's changes since the last sync into the host tree
+    /// (`export --apply` from the CLI): validated like "Apply guest
+    /// changes", refused whole where the host changed a file since the last
+    /// sync (unless `force`), then recorded as synced. Returns the paths
+    /// written. `None`: the VM has no sync record (made by an older banger).
+    pub(crate) async fn take_guest_changes(
+        &self,
+        vm: &str,
+        force: bool,
+    ) -> Result<Option<Vec<String>>, OpError> {
+        let (record, ws) = self.workspace_of(vm)?;
+        if !self.with_store(|s| s.manifest_has_prefix(&record.id, ""))? {
+            return Ok(None);
+        }
+        let changes = self.guest_changes(vm).await?;
+        if !changes.refused.is_empty() {
+            return Err(OpError::new(
+                code::INVALID,
+                format!(
+                    "refused the guest's changes: {}: outside the repository or under .git; nothing was written",
+                    changes.refused.join(", ")
+                ),
+            ));
+        }
+        let paths: Vec<String> = changes.changes.iter().map(|c| c.path.clone()).collect();
+        if paths.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let fetched = self.fetch_guest_files(vm, paths.clone()).await?;
+        let root = PathBuf::from(&ws.source);
+        let synced: BTreeMap<String, SyncedFile> = self
+            .with_store(|s| s.manifest_entries(&record.id, &paths))?
+            .into_iter()
+            .map(|f| (f.path.clone(), f))
+            .collect();
+        let files = fetched.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<Vec<String>, OpError> {
+            use base64::Engine as _;
+            // Decide everything before writing anything.
+            let mut plan = Vec::new();
+            let mut dirty = Vec::new();
+            for f in &files {
+                let host = wsync::host_version(&root, &f.path)
+                    .map_err(|e| OpError::internal(format!("{}: {e}", f.path)))?;
+                let guest = f.kind.map(|k| (k, f.oid.clone()));
+                if host == guest {
+                    continue;
+                }
+                let last = synced.get(&f.path).map(|s| (s.kind, s.oid.clone()));
+                if host != last && !force {
+                    dirty.push(f.path.clone());
+                }
+                plan.push((f.path.clone(), f.kind, B64.decode(&f.data).unwrap_or_default()));
+            }
+            if !dirty.is_empty() {
+                return Err(OpError::new(
+                    code::CONFLICT,
+                    format!(
+                        "the host changed these files since the last sync: {}; nothing was written (--force overwrites them)",
+                        dirty.join(", ")
+                    ),
+                ));
+            }
+            let mut written = Vec::new();
+            for (path, kind, data) in plan {
+                export::check_path(&root, &path)
+                    .map_err(|r| OpError::new(code::INVALID, r.to_string()))?;
+                wsync::write_host(&root, &path, kind, &data)
+                    .map_err(|e| OpError::internal(format!("writing {path}: {e}")))?;
+                written.push(path);
+            }
+            Ok(written)
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("apply task failed: {e}")))??;
+        let entries = fetched
+            .iter()
+            .map(|f| AcceptEntry {
+                path: f.path.clone(),
+                kind: f.kind.unwrap_or(Kind::File),
+                oid: f.oid.clone(),
+            })
+            .collect();
+        self.accept_guest_files(vm, entries).await?;
+        Ok(Some(written))
+    }
+
     /// `vm_workspace_accept`.
     pub(crate) async fn accept_guest_files(
         &self,

@@ -76,6 +76,14 @@ fn keep_some(buf: &mut Vec<u8>, more: &[u8]) {
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// The paths a patch touches (after the change; old paths for deletions).
+fn patch_paths(files: &[crate::workspace::export::PatchFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| f.new_path.clone().or_else(|| f.old_path.clone()))
+        .collect()
+}
+
 /// The warning for a workspace whose host HEAD moved (pure).
 pub(crate) fn stale_warning(ws: &WorkspaceRecord, host_head: Option<&str>) -> Option<String> {
     let short = |h: Option<&str>| {
@@ -201,6 +209,10 @@ impl Daemon {
             }
         }
         let root = std::path::PathBuf::from(&ws.source);
+        // With a sync record, --apply takes what the guest changed since
+        // the last sync (the host's own edits that were synced are not
+        // in the way); the patch is still validated first, whole.
+        let since_sync = apply && base_commit.is_none();
         let (files, applied) = {
             let root = root.clone();
             let patch = patch.clone();
@@ -208,22 +220,48 @@ impl Daemon {
                 move || -> Result<(Vec<export::PatchFile>, bool), OpError> {
                     let files = export::validate(&root, &patch, limits)
                         .map_err(|r| OpError::new(code::INVALID, r.to_string()))?;
-                    if apply {
+                    if apply && !since_sync {
                         export::apply(&root, &patch, &files, force)
                             .map_err(|e| OpError::new(code::CONFLICT, e))?;
                     }
-                    Ok((files, apply))
+                    Ok((files, apply && !since_sync))
                 },
             )
             .await
             .map_err(|e| OpError::internal(format!("export task failed: {e}")))??
         };
+        if since_sync {
+            match self.take_guest_changes(vm, force).await? {
+                Some(written) => {
+                    return Ok(crate::api::ExportResult {
+                        patch: B64.encode(&patch),
+                        files: written,
+                        applied: true,
+                        source: ws.source,
+                    });
+                }
+                None => {
+                    // No sync record: apply the patch as before.
+                    let names = patch_paths(&files);
+                    let (p, r) = (patch.clone(), root.clone());
+                    tokio::task::spawn_blocking(move || {
+                        export::apply(&r, &p, &files, force)
+                            .map_err(|e| OpError::new(code::CONFLICT, e))
+                    })
+                    .await
+                    .map_err(|e| OpError::internal(format!("export task failed: {e}")))??;
+                    return Ok(crate::api::ExportResult {
+                        patch: B64.encode(&patch),
+                        files: names,
+                        applied: true,
+                        source: ws.source,
+                    });
+                }
+            }
+        }
         Ok(crate::api::ExportResult {
             patch: B64.encode(&patch),
-            files: files
-                .iter()
-                .filter_map(|f| f.new_path.clone().or_else(|| f.old_path.clone()))
-                .collect(),
+            files: patch_paths(&files),
             applied,
             source: ws.source,
         })

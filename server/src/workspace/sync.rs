@@ -229,6 +229,71 @@ pub fn encode(steps: &[Step], force: impl Fn(&str) -> bool) -> Vec<u8> {
     out
 }
 
+/// The host's copy of a path as git would store it: kind and blob id, or
+/// `None` when absent.
+pub fn host_version(root: &Path, path: &str) -> std::io::Result<Option<(Kind, String)>> {
+    let full = root.join(path);
+    let meta = match std::fs::symlink_metadata(&full) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let (kind, data) = if meta.file_type().is_symlink() {
+        use std::os::unix::ffi::OsStrExt;
+        (
+            Kind::Symlink,
+            std::fs::read_link(&full)?.as_os_str().as_bytes().to_vec(),
+        )
+    } else if meta.is_file() {
+        let kind = if meta.permissions().mode() & 0o111 != 0 {
+            Kind::Executable
+        } else {
+            Kind::File
+        };
+        (kind, std::fs::read(&full)?)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((kind, banger_agent::sync::blob_oid(&data))))
+}
+
+/// Writes a guest file into the host tree (the path was validated), or
+/// removes it (`kind` `None`); a symlink or file in the way is replaced.
+pub fn write_host(root: &Path, path: &str, kind: Option<Kind>, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let full = root.join(path);
+    let Some(kind) = kind else {
+        return match std::fs::remove_file(&full) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    };
+    if let Some(dir) = full.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if std::fs::symlink_metadata(&full)
+        .is_ok_and(|m| m.file_type().is_symlink() || kind == Kind::Symlink)
+    {
+        std::fs::remove_file(&full)?;
+    }
+    match kind {
+        Kind::Symlink => {
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(data), &full)
+        }
+        Kind::File | Kind::Executable => {
+            std::fs::write(&full, data)?;
+            let mode = if kind == Kind::Executable {
+                0o755
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))
+        }
+    }
+}
+
 /// Makes the guest's repository follow the host's HEAD: `$1` the guest
 /// path, `$2` the HEAD the guest was given, `$3` the new HEAD, `$4` its
 /// branch (empty: detached), `$5` `shallow` when the new HEAD has parents;
