@@ -680,6 +680,21 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     let root = PathBuf::from(root);
+    // One operation at a time per workspace: a scan that saved its shards
+    // over an apply's would undo the apply's record.
+    let _lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(".git/banger-sync.lock"))
+        .and_then(|f| f.lock().map(|()| f))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("banger-agent sync {op}: cannot lock the workspace record: {e}");
+            return 1;
+        }
+    };
     let stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
     let result = match op.as_str() {
