@@ -398,6 +398,61 @@ impl AgentClient {
         result
     }
 
+    /// Runs a live-sync operation in the agent (`banger_agent::sync`) with
+    /// `input`; returns its output, refused past `max_out` bytes (the
+    /// guest's output is untrusted).
+    pub async fn workspace_sync(
+        &self,
+        op: &str,
+        root: &str,
+        input: &[u8],
+        max_out: usize,
+    ) -> Result<Vec<u8>, AgentError> {
+        let (id, mut rx) = self.inner.open_stream();
+        let result = async {
+            self.inner.send(Frame::request(
+                id,
+                Request::WorkspaceSync {
+                    operation: op.to_string(),
+                    root: root.to_string(),
+                },
+            ))?;
+            for chunk in input.chunks(DATA_CHUNK) {
+                self.inner.send(Frame {
+                    stream: id,
+                    body: Body::Data(Fd::Stdin, chunk.to_vec()),
+                })?;
+            }
+            self.inner.send(Frame {
+                stream: id,
+                body: Body::Eof(Fd::Stdin),
+            })?;
+            let mut data = Vec::new();
+            loop {
+                match rx.recv().await {
+                    Some(StreamEvent::Data(Fd::Stdout, bytes)) => {
+                        if data.len() + bytes.len() > max_out {
+                            return Err(AgentError::Guest(format!(
+                                "the guest's reply is over {max_out} bytes"
+                            )));
+                        }
+                        data.extend(bytes);
+                    }
+                    Some(StreamEvent::Eof(Fd::Stdout)) => {}
+                    Some(StreamEvent::Response(Response::Done)) => return Ok(data),
+                    Some(StreamEvent::Response(Response::Error { message })) => {
+                        return Err(AgentError::Guest(message));
+                    }
+                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
+                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
+                }
+            }
+        }
+        .await;
+        self.inner.close_stream(id);
+        result
+    }
+
     /// Reads a whole file from the guest.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
         let (id, mut rx) = self.inner.open_stream();

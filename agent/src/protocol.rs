@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";
@@ -129,6 +129,16 @@ pub enum Request {
     ReadFile {
         /// Absolute guest path.
         path: String,
+    },
+    /// A live-sync operation on a workspace (`banger_agent::sync`), run
+    /// inside the agent (no process start): its input follows as
+    /// `Data(Stdin)` frames ended by `Eof(Stdin)`; replies `Data(Stdout)`
+    /// frames with its JSON report, `Eof(Stdout)`, then `Done`.
+    WorkspaceSync {
+        /// `apply`, `scan`, `read`, `accept` or `init`.
+        operation: String,
+        /// The workspace root in the guest.
+        root: String,
     },
     /// Flush the guest's file systems.
     Sync,

@@ -173,6 +173,21 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.clone(),
             ));
         }
+        Request::WorkspaceSync {
+            operation: op,
+            root,
+        } => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            register(streams, stream, Some(tx));
+            tokio::spawn(run_workspace_sync(
+                stream,
+                op,
+                PathBuf::from(root),
+                rx,
+                streams.clone(),
+                out.clone(),
+            ));
+        }
         Request::ReadFile { path } => {
             tokio::spawn(run_read_file(stream, PathBuf::from(path), out.clone()));
         }
@@ -569,6 +584,56 @@ async fn run_write_file(
         Ok(Ok(())) => out.reply(stream, Response::Done).await,
         Ok(Err(e)) => out.error(stream, e).await,
         Err(e) => out.error(stream, format!("write task failed: {e}")).await,
+    }
+}
+
+/// Collects a sync operation's input, runs it on a blocking thread, and
+/// streams its output back.
+async fn run_workspace_sync(
+    stream: u32,
+    op: String,
+    root: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    streams: Streams,
+    out: Out,
+) {
+    let mut input = Vec::new();
+    let mut complete = false;
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Some(bytes) => input.extend_from_slice(&bytes),
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
+    unregister(&streams, stream);
+    if !complete {
+        return;
+    }
+    let result = tokio::task::spawn_blocking(move || crate::sync::run(&op, &root, &input)).await;
+    match result {
+        Ok(Ok(output)) => {
+            for chunk in output.chunks(DATA_CHUNK) {
+                out.send(Frame {
+                    stream,
+                    body: Body::Data(Fd::Stdout, chunk.to_vec()),
+                })
+                .await;
+            }
+            out.send(Frame {
+                stream,
+                body: Body::Eof(Fd::Stdout),
+            })
+            .await;
+            out.reply(stream, Response::Done).await;
+        }
+        Ok(Err(e)) => out.error(stream, format!("workspace sync: {e}")).await,
+        Err(e) => {
+            out.error(stream, format!("workspace sync task failed: {e}"))
+                .await
+        }
     }
 }
 

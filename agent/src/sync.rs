@@ -673,46 +673,59 @@ pub fn accept(root: &Path, entries: &[ManifestEntry]) -> io::Result<Vec<String>>
     Ok(accepted)
 }
 
-/// The `banger-agent sync OP ROOT` entry point; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let (Some(op), Some(root)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: banger-agent sync apply|scan|read|accept|init ROOT");
-        return 2;
-    };
-    let root = PathBuf::from(root);
-    // One operation at a time per workspace: a scan that saved its shards
-    // over an apply's would undo the apply's record.
-    let _lock = match std::fs::OpenOptions::new()
+/// Runs one operation on the workspace at `root` with `input`; returns its
+/// output (a JSON report, or `read`'s records). One operation at a time per
+/// workspace: a scan that saved its shards over an apply's would undo the
+/// apply's record.
+pub fn run(op: &str, root: &Path, input: &[u8]) -> io::Result<Vec<u8>> {
+    let _lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(root.join(".git/banger-sync.lock"))
         .and_then(|f| f.lock().map(|()| f))
-    {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("banger-agent sync {op}: cannot lock the workspace record: {e}");
-            return 1;
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot lock the workspace record: {e}")))?;
+    let mut out = Vec::new();
+    match op {
+        "apply" => json_out(&mut out, &apply(root, input)?)?,
+        "init" => json_out(&mut out, &init(root, input)?)?,
+        "scan" => json_out(&mut out, &scan(root)?)?,
+        "read" => {
+            let paths: Vec<String> = serde_json::from_slice(input).map_err(io::Error::other)?;
+            read(root, &paths, &mut out)?;
         }
+        "accept" => {
+            let entries: Vec<ManifestEntry> =
+                serde_json::from_slice(input).map_err(io::Error::other)?;
+            json_out(&mut out, &accept(root, &entries)?)?;
+        }
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown sync operation {other:?}"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The `banger-agent sync OP ROOT` entry point (the same operations as a
+/// program: stdin in, stdout out); returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let (Some(op), Some(root)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: banger-agent sync apply|scan|read|accept|init ROOT");
+        return 2;
     };
-    let stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    let result = match op.as_str() {
-        "apply" => apply(&root, stdin).and_then(|r| json_out(&mut stdout, &r)),
-        "init" => init(&root, stdin).and_then(|n| json_out(&mut stdout, &n)),
-        "scan" => scan(&root).and_then(|c| json_out(&mut stdout, &c)),
-        "read" => serde_json::from_reader::<_, Vec<String>>(stdin)
-            .map_err(io::Error::other)
-            .and_then(|paths| read(&root, &paths, &mut stdout)),
-        "accept" => serde_json::from_reader::<_, Vec<ManifestEntry>>(stdin)
-            .map_err(io::Error::other)
-            .and_then(|e| accept(&root, &e))
-            .and_then(|a| json_out(&mut stdout, &a)),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("unknown sync operation {other:?}"),
-        )),
-    };
+    let mut input = Vec::new();
+    let result = io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .and_then(|_| run(op, Path::new(root), &input))
+        .and_then(|out| {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(&out)?;
+            stdout.flush()
+        });
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -167,6 +167,61 @@ async fn files_round_trip() {
 }
 
 #[tokio::test]
+async fn workspace_sync_runs_in_the_agent_and_keeps_guest_edits() {
+    use banger_agent::sync::{ApplyReport, Kind, Record, blob_oid};
+    let client = connect();
+    let dir = tempfile_dir();
+    std::fs::create_dir_all(format!("{dir}/.git")).unwrap();
+    let record = |path: &str, data: &[u8], expect: Option<String>| {
+        let mut s = serde_json::to_vec(&Record::Write {
+            path: path.into(),
+            kind: Kind::File,
+            size: data.len() as u64,
+            expect,
+            force: false,
+        })
+        .unwrap();
+        s.push(b'\n');
+        s.extend_from_slice(data);
+        s
+    };
+    let max = 1 << 20;
+    let out = client
+        .workspace_sync("apply", &dir, &record("a/b.txt", b"one\n", None), max)
+        .await
+        .unwrap();
+    let r: ApplyReport = serde_json::from_slice(&out).unwrap();
+    assert_eq!((r.applied, r.conflicts.len()), (1, 0));
+    assert_eq!(std::fs::read(format!("{dir}/a/b.txt")).unwrap(), b"one\n");
+    // A guest edit is kept: the host's write expected the old content.
+    std::fs::write(format!("{dir}/a/b.txt"), b"guest\n").unwrap();
+    let out = client
+        .workspace_sync(
+            "apply",
+            &dir,
+            &record("a/b.txt", b"two\n", Some(blob_oid(b"one\n"))),
+            max,
+        )
+        .await
+        .unwrap();
+    let r: ApplyReport = serde_json::from_slice(&out).unwrap();
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(std::fs::read(format!("{dir}/a/b.txt")).unwrap(), b"guest\n");
+    // Errors come back as errors; an oversize reply is refused.
+    let err = client
+        .workspace_sync("frobnicate", &dir, b"", max)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown sync operation"), "{err}");
+    let err = client
+        .workspace_sync("read", &dir, br#"["a/b.txt"]"#, 10)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("over 10 bytes"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_execs_do_not_mix() {
     let client = connect();
     let a = run(

@@ -2,7 +2,9 @@
 //! against the per-VM manifest (never overwriting a guest edit), the host's
 //! HEAD followed, and guest → host as validated, untrusted files.
 //!
-//! The guest half is `banger-agent sync …`, run through an ordinary exec.
+//! The guest half is `banger_agent::sync`, run inside the agent (the
+//! `WorkspaceSync` request), or as `banger-agent sync …` through an exec
+//! for inputs too large to send in one request.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,10 @@ use crate::workspace::{self, transfer};
 
 /// The agent binary in every guest (installed at boot by `/init`).
 const GUEST_AGENT: &str = "/usr/sbin/banger-agent";
+
+/// Inputs up to this size go to the agent in one request; larger ones
+/// stream to `banger-agent sync` run as a program.
+const IN_AGENT_INPUT: usize = 8 << 20;
 
 /// Most a guest's JSON report may take (a scan of a huge tree included).
 const MAX_REPORT_BYTES: usize = 64 << 20;
@@ -202,6 +208,17 @@ impl Daemon {
         input: Vec<u8>,
         max_out: usize,
     ) -> Result<Vec<u8>, OpError> {
+        let failed =
+            |m: String| OpError::internal(format!("workspace sync ({op}) in the guest: {m}"));
+        if input.len() <= IN_AGENT_INPUT {
+            // In the agent itself: no process to start in the guest.
+            let (_, client) = self.running_agent(vm).await?;
+            return client
+                .workspace_sync(op, &ws.guest_path, &input, max_out)
+                .await
+                .map_err(|e| failed(e.to_string()));
+        }
+        // Large inputs stream to the helper program, with backpressure.
         let argv = vec![
             GUEST_AGENT.into(),
             "sync".into(),
@@ -210,7 +227,7 @@ impl Daemon {
         ];
         self.guest_run(vm, argv, input, max_out)
             .await
-            .map_err(|(_, m)| OpError::internal(format!("workspace sync ({op}) in the guest: {m}")))
+            .map_err(|(_, m)| failed(m))
     }
 
     /// Records the manifest of a full transfer.

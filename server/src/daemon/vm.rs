@@ -495,13 +495,26 @@ impl Daemon {
         name_or_id: &str,
         mut spec: ExecSpec,
     ) -> Result<(VmRecord, ExecSession), OpError> {
-        let vm = self.refresh(self.find(name_or_id)?)?;
+        let (vm, client) = self.running_agent(name_or_id).await?;
         if spec.cwd.is_none() {
             spec.cwd = Some(match &vm.workspace {
                 Some(w) => w.guest_path.clone(),
                 None => "/root".to_string(),
             });
         }
+        let session = client.exec(spec).await.map_err(|e| match e {
+            AgentError::Guest(m) => OpError::new(code::INVALID, m),
+            other => OpError::internal(other.to_string()),
+        })?;
+        Ok((vm, session))
+    }
+
+    /// A running VM and its agent; a clear error when it is not running.
+    pub(crate) async fn running_agent(
+        &self,
+        name_or_id: &str,
+    ) -> Result<(VmRecord, AgentClient), OpError> {
+        let vm = self.refresh(self.find(name_or_id)?)?;
         if vm.state != VmState::Running {
             return Err(OpError::new(
                 code::CONFLICT,
@@ -512,11 +525,7 @@ impl Daemon {
             ));
         }
         let client = self.agent(&vm).await?;
-        let session = client.exec(spec).await.map_err(|e| match e {
-            AgentError::Guest(m) => OpError::new(code::INVALID, m),
-            other => OpError::internal(other.to_string()),
-        })?;
-        Ok((vm, session))
+        Ok((vm, client))
     }
 
     /// The agent connection of a running VM, reconnecting when needed (the
