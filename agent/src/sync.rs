@@ -578,7 +578,7 @@ pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
                     if rehashed {
                         // Same content, new stat: remember it so the next
                         // scan does not hash it again.
-                        restat.push((path.clone(), now));
+                        restat.push((path.clone(), synced.clone(), now));
                     }
                 } else {
                     changes.push(Change {
@@ -605,10 +605,19 @@ pub fn scan(root: &Path) -> io::Result<Vec<Change>> {
         }
     }
     changes.sort_by(|a, b| a.path.cmp(&b.path));
-    for (path, synced) in restat {
-        state.insert(path, synced)?;
+    if !restat.is_empty() {
+        // The walk ran without the lock (a scan of a large tree must not
+        // hold a save's sync back); the new stats are written under it,
+        // and only where the record is still the one the walk read.
+        let _lock = lock(root)?;
+        let mut fresh = State::open(root);
+        for (path, seen, now) in restat {
+            if fresh.get(&path)?.as_ref() == Some(&seen) {
+                fresh.insert(path, now)?;
+            }
+        }
+        fresh.save()?;
     }
-    state.save()?;
     Ok(changes)
 }
 
@@ -673,18 +682,29 @@ pub fn accept(root: &Path, entries: &[ManifestEntry]) -> io::Result<Vec<String>>
     Ok(accepted)
 }
 
-/// Runs one operation on the workspace at `root` with `input`; returns its
-/// output (a JSON report, or `read`'s records). One operation at a time per
-/// workspace: a scan that saved its shards over an apply's would undo the
-/// apply's record.
-pub fn run(op: &str, root: &Path, input: &[u8]) -> io::Result<Vec<u8>> {
-    let _lock = std::fs::OpenOptions::new()
+/// The workspace record's lock (held while the record changes).
+fn lock(root: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(root.join(".git/banger-sync.lock"))
         .and_then(|f| f.lock().map(|()| f))
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot lock the workspace record: {e}")))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot lock the workspace record: {e}")))
+}
+
+/// Runs one operation on the workspace at `root` with `input`; returns its
+/// output (a JSON report, or `read`'s records). Operations that change the
+/// record run one at a time per workspace: a scan that saved its shards
+/// over an apply's would undo the apply's record.
+pub fn run(op: &str, root: &Path, input: &[u8]) -> io::Result<Vec<u8>> {
+    // `scan` only reads the record (shards are replaced by rename), and
+    // locks for its own small write.
+    let _lock = if op == "scan" {
+        None
+    } else {
+        Some(lock(root)?)
+    };
     let mut out = Vec::new();
     match op {
         "apply" => json_out(&mut out, &apply(root, input)?)?,
