@@ -91,6 +91,31 @@ struct StreamRx {
 }
 
 impl StreamRx {
+    /// A request's `Data(Stdout)` frames until `Done`, refused past `max`
+    /// bytes (the guest's output is untrusted).
+    async fn output(&mut self, max: usize) -> Result<Vec<u8>, AgentError> {
+        let mut data = Vec::new();
+        loop {
+            match self.recv().await {
+                Some(StreamEvent::Data(Fd::Stdout, bytes)) => {
+                    if data.len() + bytes.len() > max {
+                        return Err(AgentError::Guest(format!(
+                            "the guest's reply is over {max} bytes"
+                        )));
+                    }
+                    data.extend(bytes);
+                }
+                Some(StreamEvent::Eof(Fd::Stdout)) => {}
+                Some(StreamEvent::Response(Response::Done)) => return Ok(data),
+                Some(StreamEvent::Response(Response::Error { message })) => {
+                    return Err(AgentError::Guest(message));
+                }
+                Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
+                Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
     async fn recv(&mut self) -> Option<StreamEvent> {
         let event = self.rx.recv().await;
         if let Some(StreamEvent::Data(_, bytes)) = &event {
@@ -363,6 +388,20 @@ impl AgentClient {
         expect_done(self.simple(Request::PowerOff).await?)
     }
 
+    /// Sends a request's whole input as `Data(Stdin)` frames and `Eof`.
+    fn send_input(&self, id: u32, data: &[u8]) -> Result<(), AgentError> {
+        for chunk in data.chunks(DATA_CHUNK) {
+            self.inner.send(Frame {
+                stream: id,
+                body: Body::Data(Fd::Stdin, chunk.to_vec()),
+            })?;
+        }
+        self.inner.send(Frame {
+            stream: id,
+            body: Body::Eof(Fd::Stdin),
+        })
+    }
+
     /// Writes a whole file in the guest (atomically, via rename).
     pub async fn write_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), AgentError> {
         let (id, mut rx) = self.inner.open_stream();
@@ -374,16 +413,7 @@ impl AgentClient {
                     mode,
                 },
             ))?;
-            for chunk in data.chunks(DATA_CHUNK) {
-                self.inner.send(Frame {
-                    stream: id,
-                    body: Body::Data(Fd::Stdin, chunk.to_vec()),
-                })?;
-            }
-            self.inner.send(Frame {
-                stream: id,
-                body: Body::Eof(Fd::Stdin),
-            })?;
+            self.send_input(id, data)?;
             match rx.recv().await {
                 Some(StreamEvent::Response(Response::Done)) => Ok(()),
                 Some(StreamEvent::Response(Response::Error { message })) => {
@@ -417,36 +447,8 @@ impl AgentClient {
                     root: root.to_string(),
                 },
             ))?;
-            for chunk in input.chunks(DATA_CHUNK) {
-                self.inner.send(Frame {
-                    stream: id,
-                    body: Body::Data(Fd::Stdin, chunk.to_vec()),
-                })?;
-            }
-            self.inner.send(Frame {
-                stream: id,
-                body: Body::Eof(Fd::Stdin),
-            })?;
-            let mut data = Vec::new();
-            loop {
-                match rx.recv().await {
-                    Some(StreamEvent::Data(Fd::Stdout, bytes)) => {
-                        if data.len() + bytes.len() > max_out {
-                            return Err(AgentError::Guest(format!(
-                                "the guest's reply is over {max_out} bytes"
-                            )));
-                        }
-                        data.extend(bytes);
-                    }
-                    Some(StreamEvent::Eof(Fd::Stdout)) => {}
-                    Some(StreamEvent::Response(Response::Done)) => return Ok(data),
-                    Some(StreamEvent::Response(Response::Error { message })) => {
-                        return Err(AgentError::Guest(message));
-                    }
-                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
-                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
-                }
-            }
+            self.send_input(id, input)?;
+            rx.output(max_out).await
         }
         .await;
         self.inner.close_stream(id);
@@ -463,19 +465,7 @@ impl AgentClient {
                     path: path.to_string(),
                 },
             ))?;
-            let mut data = Vec::new();
-            loop {
-                match rx.recv().await {
-                    Some(StreamEvent::Data(Fd::Stdout, bytes)) => data.extend(bytes),
-                    Some(StreamEvent::Eof(Fd::Stdout)) => {}
-                    Some(StreamEvent::Response(Response::Done)) => return Ok(data),
-                    Some(StreamEvent::Response(Response::Error { message })) => {
-                        return Err(AgentError::Guest(message));
-                    }
-                    Some(StreamEvent::Closed) | None => return Err(AgentError::Closed),
-                    Some(other) => return Err(AgentError::Unexpected(format!("{other:?}"))),
-                }
-            }
+            rx.output(usize::MAX).await
         }
         .await;
         self.inner.close_stream(id);

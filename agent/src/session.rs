@@ -564,21 +564,9 @@ async fn run_write_file(
     streams: Streams,
     out: Out,
 ) {
-    let mut data = Vec::new();
-    let mut complete = false;
-    while let Some(chunk) = rx.recv().await {
-        match chunk {
-            Some(bytes) => data.extend_from_slice(&bytes),
-            None => {
-                complete = true;
-                break;
-            }
-        }
-    }
-    unregister(&streams, stream);
-    if !complete {
+    let Some(data) = collect_input(&mut rx, &streams, stream).await else {
         return;
-    }
+    };
     let result = tokio::task::spawn_blocking(move || write_atomically(&path, mode, &data)).await;
     match result {
         Ok(Ok(())) => out.reply(stream, Response::Done).await,
@@ -597,21 +585,9 @@ async fn run_workspace_sync(
     streams: Streams,
     out: Out,
 ) {
-    let mut input = Vec::new();
-    let mut complete = false;
-    while let Some(chunk) = rx.recv().await {
-        match chunk {
-            Some(bytes) => input.extend_from_slice(&bytes),
-            None => {
-                complete = true;
-                break;
-            }
-        }
-    }
-    unregister(&streams, stream);
-    if !complete {
+    let Some(input) = collect_input(&mut rx, &streams, stream).await else {
         return;
-    }
+    };
     let result = tokio::task::spawn_blocking(move || crate::sync::run(&op, &root, &input)).await;
     match result {
         Ok(Ok(output)) => {
@@ -635,6 +611,28 @@ async fn run_workspace_sync(
                 .await
         }
     }
+}
+
+/// A request's whole input (`Data(Stdin)` until `Eof`); `None` when the
+/// host went away first.
+async fn collect_input(
+    rx: &mut mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    streams: &Streams,
+    stream: u32,
+) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut complete = false;
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Some(bytes) => data.extend_from_slice(&bytes),
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
+    unregister(streams, stream);
+    complete.then_some(data)
 }
 
 /// Writes through a temporary file in the same directory and renames it, so
