@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages banger needs on the host: QEMU (the VMM this
-# host can run), mmdebstrap and e2fsprogs (to build guest images without
-# mounting anything), apt/dpkg tools (to fetch the guest kernel).
+# Installs the Debian packages of every program banger and its tests run on
+# the host (idempotent). The list is server/src/tool.rs's `PROGRAMS` (plus
+# ca-certificates); a test (tool::tests::install_script_installs_exactly_the_list)
+# fails when the two differ, and `banger doctor` names what is missing.
 set -euo pipefail
-packages=(qemu-system-x86 mmdebstrap e2fsprogs uidmap ca-certificates curl)
+packages=(qemu-system-x86 e2fsprogs git dash tar curl mmdebstrap apt dpkg coreutils findutils util-linux uidmap cpio lz4 bsdutils procps tmux nodejs ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,5 +16,6 @@ fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+echo "installing host packages: ${missing[*]}"
 $sudo apt-get update -q
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# banger's test command: builds the binaries, then runs every tier with
-# cargo-nextest. A tier whose prerequisites this host lacks is reported as
-# SKIPPED (its tests are filtered out and counted as skipped), never as
-# passed.
+# banger's test command: installs what the tiers need (idempotent: host
+# packages from server/src/tool.rs's list, the editor tiers' tools), builds
+# the binaries, then runs every tier with cargo-nextest. A tier whose
+# prerequisites this host still lacks is reported as SKIPPED (its tests are
+# filtered out and counted as skipped), never as passed.
+# BANGER_TEST_NO_INSTALL=1 skips the installs (a machine without apt or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${BANGER_TEST_NO_INSTALL:-0}" != 1 ]; then
+    scripts/install-host-deps.sh
+    scripts/install-test-tools.sh
+fi
 
 cargo build --workspace --bins --locked
 

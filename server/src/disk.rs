@@ -8,12 +8,16 @@
 //! **Invariant:** the base image is never written: it is attached read-only.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::tool::{self, Tool, ToolError};
 
 /// A disk operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    /// A tool failed or is missing.
+    /// A host tool is missing or failed.
+    #[error(transparent)]
+    Run(#[from] ToolError),
+    /// A tool reported a problem.
     #[error("{tool} failed: {detail}")]
     Tool {
         /// The program.
@@ -151,7 +155,7 @@ impl WorkDisk {
         make_ext4(&path, bytes, "work", Some(skel.path()))?;
         // mkfs -d keeps the root directory at 0755; /root is 0700.
         run_tool(
-            tool("debugfs")
+            tool::command(Tool::Debugfs)
                 .arg("-w")
                 .arg("-R")
                 .arg("sif / mode 040700")
@@ -189,7 +193,7 @@ pub fn make_ext4(
         source,
     })?;
     drop(file);
-    let mut cmd = tool("mkfs.ext4");
+    let mut cmd = tool::command(Tool::Mkfs);
     cmd.args([
         "-q",
         "-F",
@@ -205,46 +209,16 @@ pub fn make_ext4(
     run_tool(&mut cmd)
 }
 
-/// The one place disk code spawns e2fsprogs.
-#[allow(clippy::disallowed_methods)]
-fn tool(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("PATH", crate::paths::tool_search_path());
-    cmd
-}
-
-fn run_tool(cmd: &mut Command) -> Result<(), DiskError> {
-    let tool = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().map_err(|e| DiskError::Tool {
-        tool: tool.clone(),
-        detail: if e.kind() == std::io::ErrorKind::NotFound {
-            format!("{tool} not found; install e2fsprogs")
-        } else {
-            e.to_string()
-        },
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(DiskError::Tool {
-            tool,
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+fn run_tool(cmd: &mut std::process::Command) -> Result<(), DiskError> {
+    tool::run(cmd)?;
+    Ok(())
 }
 
 /// Repairs a guest's ext4 image before the host edits it: after a guest
 /// ran on it, e2fsprogs refuses stale bitmaps the kernel tolerates (seed
 /// bug: "Inode bitmap checksum does not match bitmap" on restart).
 pub fn check_before_edit(image: &Path) -> Result<(), DiskError> {
-    let out = tool("e2fsck")
-        .arg("-fy")
-        .arg(image)
-        .output()
-        .map_err(|e| DiskError::Tool {
-            tool: "e2fsck".into(),
-            detail: e.to_string(),
-        })?;
+    let out = tool::output(tool::command(Tool::E2fsck).arg("-fy").arg(image))?;
     // 0: clean, 1: errors fixed; anything else is not safe to write into.
     match out.status.code() {
         Some(0 | 1) => Ok(()),
@@ -261,7 +235,7 @@ pub fn check_before_edit(image: &Path) -> Result<(), DiskError> {
 
 /// Whether `path` exists inside an (unmounted) ext4 image.
 pub fn exists_in_image(image: &Path, path: &str) -> bool {
-    tool("debugfs")
+    tool::command(Tool::Debugfs)
         .args(["-R", &format!("stat \"{path}\"")])
         .arg(image)
         .output()
@@ -359,16 +333,13 @@ pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskEr
         path: file.path().display().to_string(),
         source: e,
     })?;
-    let out = tool("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(file.path())
-        .arg(image)
-        .output()
-        .map_err(|e| DiskError::Tool {
-            tool: "debugfs".into(),
-            detail: e.to_string(),
-        })?;
+    let out = tool::output(
+        tool::command(Tool::Debugfs)
+            .arg("-w")
+            .arg("-f")
+            .arg(file.path())
+            .arg(image),
+    )?;
     // debugfs exits 0 whatever happens; its complaints go to stderr after
     // the version banner.
     let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
@@ -404,12 +375,11 @@ pub fn allocated_bytes(path: &Path) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
 
     fn debugfs(img: &Path, req: &str) -> String {
-        let out = Command::new("debugfs")
+        let out = tool::for_test(Tool::Debugfs)
             .args(["-R", req])
             .arg(img)
             .output()
@@ -430,7 +400,7 @@ mod tests {
         );
         assert!(debugfs(&img, "ls /").contains(".hushlogin"));
         assert!(debugfs(&img, "stat /").contains("Mode:  0700"));
-        let fsck = Command::new("e2fsck")
+        let fsck = tool::for_test(Tool::E2fsck)
             .arg("-fn")
             .arg(&img)
             .output()
@@ -474,13 +444,13 @@ mod tests {
         let ls = debugfs(&img, "ls -l /repo");
         assert!(ls.contains("100755") && ls.contains("run.sh"), "{ls}");
         assert!(ls.contains("120777") && ls.contains("link"), "{ls}");
-        let cat = Command::new("debugfs")
+        let cat = tool::for_test(Tool::Debugfs)
             .args(["-R", "cat \"/repo/sub dir/a file\""])
             .arg(&img)
             .output()
             .unwrap();
         assert_eq!(cat.stdout, b"hello\n");
-        let fsck = Command::new("e2fsck")
+        let fsck = tool::for_test(Tool::E2fsck)
             .arg("-fn")
             .arg(&img)
             .output()
@@ -497,7 +467,11 @@ mod tests {
 
     #[test]
     fn missing_tool_is_a_clear_error() {
-        let err = run_tool(&mut Command::new("banger-no-such-tool")).unwrap_err();
-        assert!(err.to_string().contains("not found"), "{err}");
+        let err = run_tool(tool::command(Tool::Debugfs).env("PATH", "/nonexistent")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("debugfs not found; install it: apt-get install e2fsprogs"),
+            "{err}"
+        );
     }
 }

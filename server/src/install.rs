@@ -8,9 +8,10 @@
 //! (with `tar`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::Digest;
+
+use crate::tool::{self, Tool};
 
 /// The Firecracker version banger's driver is checked against.
 pub const DEFAULT_FIRECRACKER_VERSION: &str = "1.16.1";
@@ -131,14 +132,14 @@ pub fn install_firecracker(
     progress("unpacking");
     let unpacked = work.path().join("unpacked");
     std::fs::create_dir(&unpacked).map_err(io("cannot create", &unpacked))?;
-    run(
-        tool("tar")
+    tool::run(
+        tool::command(Tool::Tar)
             .arg("-xzf")
             .arg(&archive)
             .arg("-C")
             .arg(&unpacked),
-        "tar",
-    )?;
+    )
+    .map_err(|e| InstallError::Archive(e.to_string()))?;
     let release_dir = unpacked.join(format!("release-v{version}-{arch}"));
     let mut files = Vec::new();
     std::fs::create_dir_all(bin_dir).map_err(io("cannot create", bin_dir))?;
@@ -173,51 +174,22 @@ pub fn install_firecracker(
     })
 }
 
-/// The one place this module spawns programs.
-#[allow(clippy::disallowed_methods)]
-fn tool(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("PATH", crate::paths::tool_search_path());
-    cmd
-}
-
-fn run(cmd: &mut Command, name: &str) -> Result<(), InstallError> {
-    let out = cmd
-        .output()
-        .map_err(|e| InstallError::Archive(format!("cannot run {name}: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(InstallError::Archive(format!(
-            "{name} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
 /// Downloads `url` to `dest` with curl (http and https only).
 pub(crate) fn download(url: &str, dest: &Path) -> Result<(), InstallError> {
-    let out = tool("curl")
-        .args(["-fsSL", "--proto", "=https,http", "--retry", "2", "-o"])
-        .arg(dest)
-        .arg(url)
-        .output()
-        .map_err(|e| InstallError::Download {
-            url: url.to_string(),
-            detail: if e.kind() == std::io::ErrorKind::NotFound {
-                "curl not found; install it (Debian: apt-get install curl)".into()
-            } else {
-                e.to_string()
-            },
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(InstallError::Download {
-            url: url.to_string(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    tool::run(
+        tool::command(Tool::Curl)
+            .args(["-fsSL", "--proto", "=https,http", "--retry", "2", "-o"])
+            .arg(dest)
+            .arg(url),
+    )
+    .map(drop)
+    .map_err(|e| InstallError::Download {
+        url: url.to_string(),
+        detail: match e.stderr() {
+            Some(stderr) => stderr.to_string(),
+            None => e.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -17,5 +17,6 @@ pub mod paths;
 pub mod process;
 pub mod spec;
 pub mod store;
+pub mod tool;
 pub mod vmm;
 pub mod workspace;

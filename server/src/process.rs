@@ -73,7 +73,6 @@ fn parse_state(stat: &str) -> Option<char> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
 
@@ -97,7 +96,7 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_gone() {
-        let mut child = std::process::Command::new("sleep")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Sleep)
             .arg("30")
             .spawn()
             .unwrap();

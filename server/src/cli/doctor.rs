@@ -37,10 +37,41 @@ fn check(level: Level, name: &'static str, detail: impl Into<String>) -> Check {
     }
 }
 
-fn on_path(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&crate::paths::tool_search_path())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+/// One line per kind of need in `tool::PROGRAMS`: which programs are
+/// missing and the packages that bring them. A missing core or image-build
+/// program fails; a missing test tool only warns.
+fn program_checks(found: impl Fn(&str) -> bool) -> Vec<Check> {
+    use crate::tool::{Need, PROGRAMS};
+    [
+        (Need::Core, "programs", Level::Fail),
+        (Need::ImageBuild, "image tools", Level::Fail),
+        (Need::Tests, "test tools", Level::Warn),
+    ]
+    .into_iter()
+    .map(|(need, name, level)| {
+        let wanted: Vec<_> = PROGRAMS.iter().filter(|p| p.need == need).collect();
+        let missing: Vec<_> = wanted.iter().filter(|p| !found(p.name)).collect();
+        if missing.is_empty() {
+            let names: Vec<&str> = wanted.iter().map(|p| p.name).collect();
+            return check(Level::Ok, name, format!("found {}", names.join(", ")));
+        }
+        let mut packages: Vec<&str> = missing.iter().map(|p| p.package).collect();
+        packages.dedup();
+        let named: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{} (package {})", p.name, p.package))
+            .collect();
+        check(
+            level,
+            name,
+            format!(
+                "missing {}; install them: apt-get install {} (or scripts/install-host-deps.sh)",
+                named.join(", "),
+                packages.join(" ")
+            ),
+        )
+    })
+    .collect()
 }
 
 /// Runs every check (the daemon's state is passed in).
@@ -105,26 +136,7 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
             choice.accel.reason
         ),
     ));
-    let missing: Vec<&str> = ["mmdebstrap", "mkfs.ext4", "debugfs", "apt-get", "dpkg-deb"]
-        .into_iter()
-        .filter(|t| on_path(t).is_none())
-        .collect();
-    out.push(if missing.is_empty() {
-        check(
-            Level::Ok,
-            "image tools",
-            "mmdebstrap, e2fsprogs, apt and dpkg found",
-        )
-    } else {
-        check(
-            Level::Fail,
-            "image tools",
-            format!(
-                "missing {}; install them: apt-get install mmdebstrap e2fsprogs",
-                missing.join(", ")
-            ),
-        )
-    });
+    out.extend(program_checks(|name| crate::tool::find(name).is_some()));
     let store = ImageStore::new(dirs.images());
     out.push(match store.find(DEFAULT_IMAGE) {
         Ok(Some(image)) => check(
@@ -166,4 +178,29 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
         ),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_missing_program_is_named_with_its_package() {
+        let checks = program_checks(|name| !matches!(name, "debugfs" | "mmdebstrap" | "cpio"));
+        let core = &checks[0];
+        assert_eq!(core.level, Level::Fail);
+        assert!(
+            core.detail.starts_with(
+                "missing debugfs (package e2fsprogs); install them: apt-get install e2fsprogs"
+            ),
+            "{}",
+            core.detail
+        );
+        assert_eq!(checks[1].level, Level::Fail);
+        assert!(checks[1].detail.contains("mmdebstrap (package mmdebstrap)"));
+        assert_eq!(checks[2].level, Level::Warn);
+        assert!(checks[2].detail.contains("cpio (package cpio)"));
+        let all = program_checks(|_| true);
+        assert!(all.iter().all(|c| c.level == Level::Ok));
+    }
 }

@@ -7,7 +7,6 @@
 //! subordinate id range (`--mode=unshare`, and `mkfs.ext4` run inside the same
 //! id mapping so the image gets the right owners).
 
-use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,8 @@ use std::process::{Command, Output};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+
+use crate::tool::{self, Tool, ToolError};
 
 use super::store::{
     self, BUILD_DIR_PREFIX, FileEntry, INITRD, KERNEL, MANIFEST_FILE, MANIFEST_FORMAT, Manifest,
@@ -501,62 +502,51 @@ fn parse_print_uris(output: &str) -> Option<DebLocation> {
 }
 
 /// Runs the build's helper programs with a predictable environment.
-struct Tools {
-    path: OsString,
-}
+struct Tools;
 
 impl Tools {
     fn new() -> Tools {
-        Tools {
-            path: crate::paths::tool_search_path(),
-        }
+        Tools
     }
 
     /// Fails early, before any download, if a program is missing.
     fn check(&self, mode: BuildMode) -> Result<(), ImageError> {
         let mut needed = vec![
-            ("apt-get", "apt"),
-            ("dpkg-deb", "dpkg"),
-            ("mmdebstrap", "mmdebstrap"),
-            ("mkfs.ext4", "e2fsprogs"),
-            ("du", "coreutils"),
-            ("find", "findutils"),
+            Tool::AptGet,
+            Tool::DpkgDeb,
+            Tool::Mmdebstrap,
+            Tool::Mkfs,
+            Tool::Du,
+            Tool::Find,
         ];
         if let BuildMode::Unshare { .. } = mode {
-            needed.extend([
-                ("unshare", "util-linux"),
-                ("newuidmap", "uidmap"),
-                ("newgidmap", "uidmap"),
-            ]);
+            needed.extend([Tool::Unshare, Tool::Newuidmap, Tool::Newgidmap]);
         }
-        for (program, package) in needed {
-            let found = std::env::split_paths(&self.path).any(|dir| dir.join(program).is_file());
-            if !found {
-                return Err(ImageError::Spawn {
-                    program: program.to_owned(),
-                    package: package.to_owned(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"),
-                });
+        for tool in needed {
+            if tool.find().is_none() {
+                return Err(ToolError::NotFound {
+                    program: tool.name().to_owned(),
+                    hint: tool.install_hint(),
+                }
+                .into());
             }
         }
         Ok(())
     }
 
-    /// The one place image builds spawn host tools.
-    #[allow(clippy::disallowed_methods)]
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        command.env("PATH", &self.path).env("LC_ALL", "C");
+    fn command(&self, program: Tool) -> Command {
+        let mut command = tool::command(program);
+        command.env("LC_ALL", "C");
         command
     }
 
     /// `program` run as root of the tree: directly when root, else inside
     /// the subordinate id mapping mmdebstrap used.
-    fn as_tree_root(&self, mode: BuildMode, program: &str) -> Command {
+    fn as_tree_root(&self, mode: BuildMode, program: Tool) -> Command {
         match mode {
             BuildMode::Root => self.command(program),
             BuildMode::Unshare { uid, gid } => {
-                let mut command = self.command("unshare");
+                let mut command = self.command(Tool::Unshare);
                 command.args([
                     format!("--map-users={uid},0,{SUBID_COUNT}"),
                     format!("--map-groups={gid},0,{SUBID_COUNT}"),
@@ -565,7 +555,7 @@ impl Tools {
                     "--setgid".into(),
                     "0".into(),
                     "--".into(),
-                    program.into(),
+                    program.name().into(),
                 ]);
                 command
             }
@@ -577,12 +567,10 @@ impl Tools {
     fn fetch_deb(&self, spec: &str, cache: &Path, probe: &Path) -> Result<Deb, ImageError> {
         // Run in an empty directory: apt prints nothing for files already
         // present in the current directory.
-        let listing = run(
-            self.command("apt-get")
-                .args(["download", "--print-uris", spec])
-                .current_dir(probe),
-            "apt",
-        )?;
+        let listing = run(self
+            .command(Tool::AptGet)
+            .args(["download", "--print-uris", spec])
+            .current_dir(probe))?;
         let text = String::from_utf8_lossy(&listing.stdout);
         let location = parse_print_uris(&text).ok_or_else(|| ImageError::UnexpectedOutput {
             command: format!("apt-get download --print-uris {spec}"),
@@ -593,12 +581,10 @@ impl Tools {
         })?;
         let path = cache.join(&location.file_name);
         if !deb_matches(&path, &location)? {
-            run(
-                self.command("apt-get")
-                    .args(["download", spec])
-                    .current_dir(cache),
-                "apt",
-            )?;
+            run(self
+                .command(Tool::AptGet)
+                .args(["download", spec])
+                .current_dir(cache))?;
             if !deb_matches(&path, &location)? {
                 return Err(ImageError::Package {
                     package: spec.to_owned(),
@@ -621,23 +607,17 @@ impl Tools {
     }
 
     fn deb_field(&self, deb: &Path, field: &str) -> Result<String, ImageError> {
-        let output = run(
-            self.command("dpkg-deb").arg("-f").arg(deb).arg(field),
-            "dpkg",
-        )?;
+        let output = run(self.command(Tool::DpkgDeb).arg("-f").arg(deb).arg(field))?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     fn unpack(&self, deb: &Path, into: &Path) -> Result<(), ImageError> {
-        run(
-            self.command("dpkg-deb").arg("-x").arg(deb).arg(into),
-            "dpkg",
-        )?;
+        run(self.command(Tool::DpkgDeb).arg("-x").arg(deb).arg(into))?;
         Ok(())
     }
 
     fn mmdebstrap(&self, work: &RootfsWork, opts: &BuildOptions) -> Result<(), ImageError> {
-        let mut command = self.command("mmdebstrap");
+        let mut command = self.command(Tool::Mmdebstrap);
         command
             .current_dir(work.dir())
             .arg(work.mode.mmdebstrap_mode())
@@ -652,7 +632,7 @@ impl Tools {
             .arg(&opts.suite)
             .arg("tree")
             .args(&opts.mirrors);
-        run(&mut command, "mmdebstrap")?;
+        run(&mut command)?;
         Ok(())
     }
 
@@ -672,29 +652,25 @@ impl Tools {
             store::set_mode(&image, 0o666)?;
         }
         tracing::info!(apparent, inodes, size, "writing ext4 image");
-        run(
-            self.as_tree_root(work.mode, "mkfs.ext4")
-                .current_dir(work.dir())
-                .args(["-q", "-F", "-O", "^has_journal", "-m", "0", "-b", "4096"])
-                .arg("-N")
-                .arg(inode_count(inodes).to_string())
-                .args(["-L", ROOTFS_LABEL, "-d", "tree", "rootfs.ext4"])
-                .arg(format!("{}k", size / 1024)),
-            "e2fsprogs",
-        )?;
+        run(self
+            .as_tree_root(work.mode, Tool::Mkfs)
+            .current_dir(work.dir())
+            .args(["-q", "-F", "-O", "^has_journal", "-m", "0", "-b", "4096"])
+            .arg("-N")
+            .arg(inode_count(inodes).to_string())
+            .args(["-L", ROOTFS_LABEL, "-d", "tree", "rootfs.ext4"])
+            .arg(format!("{}k", size / 1024)))?;
         store::set_mode(&image, 0o644)?;
         Ok(image)
     }
 
     fn du(&self, work: &RootfsWork, flags: &[&str]) -> Result<u64, ImageError> {
-        let output = run(
-            self.as_tree_root(work.mode, "du")
-                .current_dir(work.dir())
-                .arg("-s")
-                .args(flags)
-                .arg("tree"),
-            "coreutils",
-        )?;
+        let output = run(self
+            .as_tree_root(work.mode, Tool::Du)
+            .current_dir(work.dir())
+            .arg("-s")
+            .args(flags)
+            .arg("tree"))?;
         let text = String::from_utf8_lossy(&output.stdout);
         text.split_whitespace()
             .next()
@@ -777,13 +753,10 @@ impl RootfsWork {
             self.tree_removed = true;
             return Ok(());
         }
-        run(
-            tools
-                .as_tree_root(self.mode, "find")
-                .current_dir(self.dir())
-                .args(["tree", "-xdev", "-mindepth", "1", "-delete"]),
-            "findutils",
-        )?;
+        run(tools
+            .as_tree_root(self.mode, Tool::Find)
+            .current_dir(self.dir())
+            .args(["tree", "-xdev", "-mindepth", "1", "-delete"]))?;
         fs::remove_dir(&tree)
             .map_err(|e| ImageError::io(format!("cannot remove {}", tree.display()), e))?;
         self.tree_removed = true;
@@ -804,15 +777,10 @@ impl Drop for RootfsWork {
     }
 }
 
-fn run(command: &mut Command, package: &str) -> Result<Output, ImageError> {
+fn run(command: &mut Command) -> Result<Output, ImageError> {
     let shown = show(command);
     tracing::debug!(command = %shown, "running");
-    let program = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().map_err(|source| ImageError::Spawn {
-        program,
-        package: package.to_owned(),
-        source,
-    })?;
+    let output = tool::output(command)?;
     if output.status.success() {
         return Ok(output);
     }
@@ -875,7 +843,6 @@ fn move_file(from: &Path, to: &Path) -> Result<(), ImageError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
 
@@ -954,19 +921,46 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 
+    /// Every shell script banger runs in a guest parses (`sh -n`): the
+    /// image's customize script, the initramfs's init, and the workspace
+    /// scripts run through the agent.
     #[test]
     fn guest_scripts_parse() {
-        let (_, script) = GUEST_FILES[0];
+        let mut scripts: Vec<(&str, &str)> = GUEST_FILES
+            .iter()
+            .filter(|(name, _)| name.ends_with(".sh"))
+            .copied()
+            .collect();
+        assert!(!scripts.is_empty(), "no .sh among GUEST_FILES");
+        scripts.extend([
+            ("init.sh", initramfs::INIT_SCRIPT),
+            ("transfer", crate::workspace::transfer::GUEST_SCRIPT),
+            ("export", crate::workspace::export::GUEST_SCRIPT),
+            ("head", crate::workspace::sync::HEAD_SCRIPT),
+        ]);
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("customize.sh");
-        fs::write(&path, script).unwrap();
-        assert!(
-            Command::new("sh")
+        for (name, script) in scripts {
+            let path = tmp.path().join(name);
+            fs::write(&path, script).unwrap();
+            let out = tool::for_test(Tool::Sh)
                 .arg("-n")
                 .arg(&path)
-                .status()
-                .unwrap()
-                .success()
-        );
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} does not parse: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The check itself can fail.
+        let bad = tmp.path().join("bad");
+        fs::write(&bad, "if then fi (").unwrap();
+        let out = tool::for_test(Tool::Sh)
+            .arg("-n")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
     }
 }

@@ -150,10 +150,9 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     fn sample() -> Vec<Entry> {
         vec![
@@ -185,7 +184,7 @@ mod tests {
     }
 
     fn cpio(args: &[&str], dir: &std::path::Path, input: &[u8]) -> String {
-        let mut child = Command::new("cpio")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Cpio)
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::piped())

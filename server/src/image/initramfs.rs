@@ -277,17 +277,19 @@ pub(crate) fn build_initramfs(
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
-    use std::process::Command;
 
     #[test]
     fn init_script_parses_and_uses_only_listed_applets() {
         let tmp = tempfile::tempdir().unwrap();
         let script = tmp.path().join("init");
         fs::write(&script, INIT_SCRIPT).unwrap();
-        let status = Command::new("sh").arg("-n").arg(&script).status().unwrap();
+        let status = crate::tool::for_test(crate::tool::Tool::Sh)
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .unwrap();
         assert!(status.success(), "init.sh has a syntax error");
         for applet in APPLETS {
             assert!(INIT_SCRIPT.contains(applet), "unused applet {applet}");
@@ -345,7 +347,7 @@ mod tests {
     fn host_segment_carries_init_and_the_agent() {
         let segment = host_segment(b"\x7fELFagent").unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let mut child = Command::new("cpio")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Cpio)
             .args(["-it", "--quiet"])
             .current_dir(tmp.path())
             .stdin(std::process::Stdio::piped())

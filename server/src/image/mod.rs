@@ -59,17 +59,9 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    /// A helper program could not be started at all.
-    #[error("cannot run `{program}`; install the Debian package {package} and try again")]
-    Spawn {
-        /// The program that was looked up.
-        program: String,
-        /// The Debian package that provides it.
-        package: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A helper program is missing or could not be started.
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     /// A helper program ran and failed.
     #[error("`{command}` failed ({status}); its output ends with:\n{output}")]
     Command {

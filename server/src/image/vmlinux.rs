@@ -132,11 +132,10 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests check results with the real tools
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     /// A payload that looks like a kernel: `/bin/true` (an ELF file) repeated
     /// past 8 MiB, with a counter mixed in so it is not trivially repetitive.
@@ -154,7 +153,7 @@ mod tests {
     }
 
     fn lz4_legacy(data: &[u8]) -> Vec<u8> {
-        let mut child = Command::new("lz4")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Lz4)
             .args(["-l", "-9", "-c", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -446,13 +446,10 @@ pub fn apply(root: &Path, patch: &[u8], files: &[PatchFile], force: bool) -> Res
     }
 }
 
-/// The one place export code runs host git.
-#[allow(clippy::disallowed_methods)]
+/// Host git in `root`.
 fn host_git(root: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new("git");
-    cmd.arg("-C")
-        .arg(root)
-        .env("PATH", crate::paths::tool_search_path());
+    let mut cmd = crate::tool::command(crate::tool::Tool::Git);
+    cmd.arg("-C").arg(root);
     cmd
 }
 
@@ -606,7 +603,6 @@ fn cross_check_with_git(root: &Path, patch: &[u8], files: &[PatchFile]) -> Resul
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests make real patches with git
 mod tests {
     use super::*;
 

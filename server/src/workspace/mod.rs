@@ -203,13 +203,11 @@ pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, Workspa
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests build real repositories with git
 mod tests {
     use super::*;
-    use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) {
-        let ok = Command::new("git")
+        let ok = crate::tool::for_test(crate::tool::Tool::Git)
             .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
             .args(args)
             .current_dir(dir)

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::tool::{self, Tool};
+
 use super::sync::{HashingReader, HostStat, Kind, SyncedFile, kind_of};
 use super::{FileKind, Selection, WorkspaceError};
 
@@ -70,13 +72,12 @@ pub fn build_on_host(
     identity: (&str, &str),
 ) -> Result<Vec<SyncedFile>, WorkspaceError> {
     let scratch = dest.parent().unwrap_or(Path::new("/tmp"));
-    #[allow(clippy::disallowed_methods)] // the guest script, run on the host for full_copy
-    let mut child = Command::new("sh")
+    // The guest script, run on the host for full_copy.
+    let mut child = tool::command(Tool::Sh)
         .args(["-c", GUEST_SCRIPT, "banger-full-copy"])
         .arg(dest)
         .args([identity.0, identity.1])
         .arg(scratch)
-        .env("PATH", crate::paths::tool_search_path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -142,13 +143,10 @@ fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> Workspace
     }
 }
 
-/// The one place workspace code runs host git (packing needs it).
-#[allow(clippy::disallowed_methods)]
+/// Host git in `root` (packing needs it).
 fn host_git(root: &Path) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(root)
-        .env("PATH", crate::paths::tool_search_path());
+    let mut cmd = tool::command(Tool::Git);
+    cmd.arg("-C").arg(root);
     cmd
 }
 
@@ -354,13 +352,11 @@ pub fn write_archive(
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests unpack with the real tools
 mod tests {
     use super::*;
-    use std::process::Command;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
+        let out = crate::tool::for_test(crate::tool::Tool::Git)
             .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
             .args(args)
             .current_dir(dir)
@@ -399,7 +395,7 @@ mod tests {
 
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("repo");
-        let mut child = Command::new("sh")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
             .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(&dest)
             .args(["Guest", "guest@example.invalid"])
@@ -444,7 +440,7 @@ mod tests {
         // Commits can be made (identity set) and history is shallow.
         std::fs::write(dest.join("new.txt"), "n\n").unwrap();
         git(&dest, &["add", "-A"]);
-        let out = Command::new("git")
+        let out = crate::tool::for_test(crate::tool::Tool::Git)
             .args(["commit", "-qm", "guest"])
             .current_dir(&dest)
             .output()
@@ -459,7 +455,7 @@ mod tests {
 
     /// Runs the guest script on the host into `dest`.
     fn unpack(archive: &[u8], scratch: &Path, dest: &Path) {
-        let mut child = Command::new("sh")
+        let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
             .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(dest)
             .args(["Guest", "guest@example.invalid"])
