@@ -260,6 +260,12 @@ pub struct PrepareParams {
     /// (into the disk image, VM stopped).
     #[serde(default)]
     pub mode: Option<String>,
+    /// Replace a guest repository that is already there (its guest edits
+    /// are lost). Without it, a VM whose workspace came from the same
+    /// repository is brought up to date by live sync, and any other
+    /// existing guest repository is refused.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// What a workspace transfer ships (or would ship, for `--dry-run`).
@@ -281,6 +287,10 @@ pub struct WorkspacePlan {
     pub head: Option<String>,
     /// Where it lands in the guest (after a transfer).
     pub guest_path: Option<String>,
+    /// Set when the VM already held this repository's workspace and live
+    /// sync brought it up to date instead of a new transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<SyncResult>,
 }
 
 /// The guest's edits as a patch.
@@ -549,4 +559,42 @@ pub trait BangerApi {
     /// Removes a catalog kernel no VM uses.
     #[method(name = "kernel_delete")]
     async fn kernel_delete(&self, kernel: String) -> Result<(), ErrorObjectOwned>;
+}
+
+impl SyncResult {
+    /// What the user should know after live sync brought a workspace up to
+    /// date (pure): the guest's HEAD left alone, the guest copies kept.
+    pub fn notes(&self, vm: &str) -> Option<String> {
+        let mut notes = Vec::new();
+        if let Some(w) = &self.warning {
+            notes.push(w.clone());
+        }
+        if !self.conflicts.is_empty() {
+            notes.push(format!(
+                "kept the guest's own copies of {} (changed in the guest since the last sync; bring them back with: banger vm workspace export {vm} --apply, or overwrite them with: banger vm workspace sync {vm} --force)",
+                self.conflicts.join(", ")
+            ));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod sync_result_tests {
+    use super::*;
+
+    #[test]
+    fn notes_name_kept_guest_copies_and_a_guest_moved_head() {
+        let mut r = SyncResult::default();
+        assert_eq!(r.notes("v"), None);
+        r.conflicts = vec!["a.txt".into()];
+        r.warning = Some("the guest repository's HEAD moved on its own".into());
+        let n = r.notes("v").unwrap();
+        assert!(
+            n.starts_with(
+                "the guest repository's HEAD moved on its own; kept the guest's own copies of a.txt"
+            ),
+            "{n}"
+        );
+    }
 }

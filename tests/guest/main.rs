@@ -232,6 +232,80 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     assert_eq!(run.stdout.trim(), new_head);
     assert!(!run.stderr.contains("stale"), "{}", run.stderr);
 
+    // The guest's own work is never lost to a re-sync: the guest edits a
+    // tracked file and commits it on its own branch, and edits another
+    // without committing; the host commits changes to both and a new file.
+    let guest_sh = |script: &str| {
+        let run = env.banger(&["vm", "exec", "keeper", "--", "sh", "-c", script]);
+        run.ok();
+        run.stdout.trim().to_string()
+    };
+    let guest_commit = guest_sh(
+        "git checkout -q -b guest-work && echo guest-edit >> file.txt && \
+         git -c user.name=G -c user.email=g@example.invalid commit -qam 'guest commit' && \
+         echo 'echo guest-uncommitted' >> run.sh && git rev-parse HEAD",
+    );
+    std::fs::write(repo.join("file.txt"), "host changed it\n").unwrap();
+    std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho host\n").unwrap();
+    std::fs::write(repo.join("host.txt"), "new on the host\n").unwrap();
+    banger_tests::git(&repo, &["add", "-A"]);
+    banger_tests::git(&repo, &["commit", "-qm", "host commit"]);
+    let host_head = banger_tests::git(&repo, &["rev-parse", "HEAD"]);
+    let run = env.banger(&["vm", "exec", "--auto-prepare", "keeper", "--", "true"]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("kept the guest's own copies of file.txt, run.sh")
+            && run.stderr.contains("arrived as host/main and main"),
+        "{}",
+        run.stderr
+    );
+    let state = guest_sh(
+        "git symbolic-ref --short HEAD; git rev-parse guest-work main host/main; \
+         tail -n1 file.txt; tail -n1 run.sh; cat host.txt",
+    );
+    assert_eq!(
+        state,
+        format!(
+            "guest-work\n{guest_commit}\n{host_head}\n{host_head}\nguest-edit\necho guest-uncommitted\nnew on the host"
+        )
+    );
+    // Another repository is refused, not shipped over the guest's work.
+    let other = env.root().join("other");
+    make_repo(&other);
+    let run = env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "keeper",
+        other.to_str().unwrap(),
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("already holds the workspace of") && run.stderr.contains("--replace"),
+        "{}",
+        run.stderr
+    );
+    // The same repository again goes through live sync.
+    let run = env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "keeper",
+        repo.to_str().unwrap(),
+        "--include-untracked",
+    ]);
+    run.ok();
+    assert!(
+        run.stdout.contains("already held this repository"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        guest_sh("tail -n1 file.txt; git rev-parse HEAD"),
+        format!("guest-edit\n{guest_commit}")
+    );
+
     // Kill the daemon outright: the VM must keep running, and a new daemon
     // must find it running and reach its agent.
     let pid = env.daemon_pid().expect("daemon pid");

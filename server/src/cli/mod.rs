@@ -265,6 +265,7 @@ impl WorkspaceArgs {
             branch: self.branch.clone(),
             from: self.from.clone(),
             mode: self.mode.clone(),
+            replace: false,
         }
     }
 
@@ -284,6 +285,11 @@ enum WorkspaceCommand {
         path: Option<String>,
         #[command(flatten)]
         ws: WorkspaceArgs,
+        /// Replace a repository already in the guest, losing its guest
+        /// edits (without it, the same repository is brought up to date by
+        /// live sync and any other is refused).
+        #[arg(long)]
+        replace: bool,
     },
     /// The guest workspace's changes as a binary git patch (guest-created
     /// files included), checked as untrusted input before anything is
@@ -777,21 +783,41 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             }
             Ok(0)
         }
-        VmCommand::Workspace(WorkspaceCommand::Prepare { vm, path, ws }) => {
+        VmCommand::Workspace(WorkspaceCommand::Prepare {
+            vm,
+            path,
+            ws,
+            replace,
+        }) => {
             let path = absolute(path.as_deref().unwrap_or("."));
             let client = client::connect_or_start(dirs).await?;
             printer.progress(&format!("shipping {path} to {vm}"));
+            let params = crate::api::PrepareParams {
+                replace,
+                ..ws.params(vm.clone(), path)
+            };
             let plan = client
-                .vm_workspace_prepare(ws.params(vm, path))
+                .vm_workspace_prepare(params)
                 .await
                 .map_err(rpc_failure)?;
             printer.clear_progress();
-            printer.line(&format!(
-                "{} files -> {} ({})",
-                plan.files.len(),
-                plan.guest_path.as_deref().unwrap_or("/root/repo"),
-                plan.mode
-            ));
+            let guest_path = plan.guest_path.as_deref().unwrap_or("/root/repo");
+            match &plan.synced {
+                Some(r) => {
+                    printer.line(&format!(
+                        "{guest_path} already held this repository: live sync sent {} files, deleted {}",
+                        r.files_sent, r.deleted
+                    ));
+                    if let Some(notes) = r.notes(&vm) {
+                        printer.note(&format!("warning: {notes}"));
+                    }
+                }
+                None => printer.line(&format!(
+                    "{} files -> {guest_path} ({})",
+                    plan.files.len(),
+                    plan.mode
+                )),
+            }
             workspace_notes(&plan, printer);
             Ok(0)
         }

@@ -307,9 +307,12 @@ impl BangerApiServer for Rpc {
         if params.cwd.is_none() {
             match daemon.workspace_staleness(&params.vm).await {
                 Ok(Some(_)) if params.auto_prepare => {
-                    if let Err(e) = daemon.resync_workspace(&params.vm).await {
-                        pending.reject(ErrorObjectOwned::from(e)).await;
-                        return Ok(());
+                    match daemon.resync_workspace(&params.vm).await {
+                        Ok(notes) => warning = notes,
+                        Err(e) => {
+                            pending.reject(ErrorObjectOwned::from(e)).await;
+                            return Ok(());
+                        }
                     }
                 }
                 Ok(stale) => warning = stale,
@@ -532,7 +535,12 @@ impl BangerApiServer for Rpc {
                 name,
                 from: params.from,
             });
-        let (vm, path, untracked) = (params.vm, params.path, params.include_untracked);
+        let (vm, path, untracked, replace) = (
+            params.vm,
+            params.path,
+            params.include_untracked,
+            params.replace,
+        );
         // Detached: a client that leaves mid-transfer does not leave the
         // record half-written.
         let plan = tokio::spawn(async move {
@@ -541,7 +549,9 @@ impl BangerApiServer for Rpc {
                     .prepare_workspace_full_copy(&vm, path, untracked, branch)
                     .await
             } else {
-                daemon.prepare_workspace(&vm, path, untracked, branch).await
+                daemon
+                    .prepare_workspace(&vm, path, untracked, branch, replace)
+                    .await
             }
         })
         .await

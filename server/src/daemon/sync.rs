@@ -129,7 +129,7 @@ fn acceptable(path: &str) -> bool {
 }
 
 impl Daemon {
-    fn sync_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn sync_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.sync_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(id.to_string()).or_default().clone()
     }
@@ -266,18 +266,21 @@ impl Daemon {
             host.branch.clone(),
             if shallow { "shallow" } else { "" }.into(),
         ];
-        match self.guest_run(&record.name, argv, pack, 1 << 20).await {
-            Ok(_) => {
-                let mut ws = ws.clone();
-                ws.head = Some(new);
-                self.with_store(|s| s.set_workspace(&record.id, Some(&ws)))?;
-                Ok(None)
+        let warning = match self.guest_run(&record.name, argv, pack, 1 << 20).await {
+            Ok(_) => None,
+            // The guest moved its own HEAD: the host's commit arrived
+            // beside it, so the guest now has the host's HEAD too.
+            Err((Some(4), m)) => Some(m),
+            Err((_, m)) => {
+                return Err(OpError::internal(format!(
+                    "moving the guest's HEAD failed: {m}"
+                )));
             }
-            Err((Some(4), m)) => Ok(Some(m)),
-            Err((_, m)) => Err(OpError::internal(format!(
-                "moving the guest's HEAD failed: {m}"
-            ))),
-        }
+        };
+        let mut ws = ws.clone();
+        ws.head = Some(new);
+        self.with_store(|s| s.set_workspace(&record.id, Some(&ws)))?;
+        Ok(warning)
     }
 
     /// `vm_workspace_sync`.

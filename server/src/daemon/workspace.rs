@@ -21,7 +21,47 @@ fn plan_of(sel: &Selection, guest_path: Option<&str>) -> WorkspacePlan {
         missing: sel.missing.clone(),
         head: sel.head.clone(),
         guest_path: guest_path.map(str::to_string),
+        synced: None,
     }
+}
+
+/// Whether a VM that already holds workspace `ws` may be brought up to
+/// date by live sync for a prepare of `root` (pure). `Err` is the refusal:
+/// a new transfer would throw the guest's repository away, which happens
+/// only with `--replace`.
+pub(crate) fn existing_workspace(
+    vm: &str,
+    ws: &WorkspaceRecord,
+    root: &std::path::Path,
+    include_untracked: bool,
+    new_branch: bool,
+) -> Result<(), String> {
+    let replace = format!(
+        "replace it with: banger vm workspace prepare {vm} {} --replace",
+        root.display()
+    );
+    if std::path::Path::new(&ws.source) != root {
+        return Err(format!(
+            "vm {vm:?} already holds the workspace of {}; banger does not replace it unasked (the guest's edits there would be lost): bring them back first with: banger vm workspace export {vm} --apply, then {replace}",
+            ws.source
+        ));
+    }
+    if new_branch {
+        return Err(format!(
+            "vm {vm:?} already holds this workspace; create the branch in the guest (banger vm exec {vm} -- git checkout -b NAME), or {replace}"
+        ));
+    }
+    if include_untracked != ws.include_untracked {
+        let had = if ws.include_untracked {
+            "tracked and untracked files"
+        } else {
+            "tracked files only"
+        };
+        return Err(format!(
+            "vm {vm:?} holds this workspace with {had}; to change that, {replace}"
+        ));
+    }
+    Ok(())
 }
 
 /// Writes to a guest program's stdin in chunks.
@@ -132,13 +172,20 @@ impl Daemon {
         Ok(stale_warning(&ws, host_head.as_deref()))
     }
 
-    /// Re-ships a VM's workspace from where it came from.
-    pub(crate) async fn resync_workspace(self: &Arc<Self>, vm: &str) -> Result<(), OpError> {
-        if let Some(ws) = self.find(vm)?.workspace {
-            self.prepare_workspace(vm, ws.source, ws.include_untracked, None)
-                .await?;
+    /// Brings a VM's workspace up to date with the repository it came from,
+    /// by live sync: the guest's own edits and commits are kept (conflicts
+    /// and a guest-moved HEAD are reported, never overwritten). Returns
+    /// what the user should know.
+    pub(crate) async fn resync_workspace(
+        self: &Arc<Self>,
+        vm: &str,
+    ) -> Result<Option<String>, OpError> {
+        let record = self.find(vm)?;
+        if record.workspace.is_none() {
+            return Ok(None);
         }
-        Ok(())
+        let result = self.sync_workspace(vm, None, false).await?;
+        Ok(result.notes(&record.name))
     }
     /// The guest's changes as a validated patch; applied on request.
     pub(crate) async fn export_workspace(
@@ -348,15 +395,37 @@ impl Daemon {
         Ok(plan_of(sel, Some(transfer::GUEST_PATH)))
     }
 
-    /// Ships the repository into the VM and records it.
+    /// Ships the repository into the VM and records it. A VM that already
+    /// holds this repository's workspace is brought up to date by live sync
+    /// instead (guest edits kept, conflicts reported); any other guest
+    /// repository is replaced only with `replace`.
     pub(crate) async fn prepare_workspace(
         self: &Arc<Self>,
         vm: &str,
         path: String,
         include_untracked: bool,
         branch: Option<transfer::NewBranch>,
+        replace: bool,
     ) -> Result<WorkspacePlan, OpError> {
         let sel = select_checked(path, include_untracked, branch.as_ref()).await?;
+        let record = self.find(vm)?;
+        if let (Some(ws), false) = (&record.workspace, replace) {
+            existing_workspace(
+                &record.name,
+                ws,
+                &sel.root,
+                include_untracked,
+                branch.is_some(),
+            )
+            .map_err(|m| OpError::new(code::CONFLICT, m))?;
+            let synced = self.sync_workspace(vm, None, false).await?;
+            let mut plan = plan_of(&sel, Some(&ws.guest_path));
+            plan.synced = Some(synced);
+            return Ok(plan);
+        }
+        // One guest repository operation at a time per VM.
+        let lock = self.sync_lock(&record.id);
+        let _guard = lock.lock().await;
         let (name, email) = identity(&sel.root, vm);
         let spec = ExecSpec {
             argv: vec![
@@ -367,7 +436,7 @@ impl Daemon {
                 transfer::GUEST_PATH.into(),
                 name,
                 email,
-                "/root".into(),
+                if replace { "replace" } else { "new" }.into(),
             ],
             env: Vec::new(),
             cwd: Some("/root".into()),
@@ -392,10 +461,24 @@ impl Daemon {
                 Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
             }
         };
-        let manifest = writer
+        // The guest's verdict first: a script that refused or failed early
+        // makes the writer fail too, for a reason that says less.
+        let written = writer
             .await
-            .map_err(|e| OpError::internal(format!("workspace writer failed: {e}")))?
-            .map_err(OpError::from_display)?;
+            .map_err(|e| OpError::internal(format!("workspace writer failed: {e}")))?;
+        if status.code == Some(5) {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "vm {:?} already has {}; banger does not replace it unasked (the guest's edits there would be lost): bring them back first with: banger vm workspace export {} --apply, or replace it with: banger vm workspace prepare {} {} --replace",
+                    record.name,
+                    transfer::GUEST_PATH,
+                    record.name,
+                    record.name,
+                    sel.root.display()
+                ),
+            ));
+        }
         if status.code != Some(0) {
             return Err(OpError::internal(format!(
                 "unpacking the workspace in the guest failed ({}): {}",
@@ -403,6 +486,7 @@ impl Daemon {
                 String::from_utf8_lossy(&stderr).trim()
             )));
         }
+        let manifest = written.map_err(OpError::from_display)?;
         self.record_manifest(&record.id, &manifest)?;
         self.record_workspace(&record.id, &sel, include_untracked)
     }
@@ -427,5 +511,26 @@ mod tests {
             "{w}"
         );
         assert!(w.contains("--auto-prepare"));
+    }
+
+    #[test]
+    fn an_existing_workspace_is_synced_only_when_it_is_the_same_one() {
+        let ws = WorkspaceRecord {
+            guest_path: "/root/repo".into(),
+            head: None,
+            source: "/src/repo".into(),
+            include_untracked: false,
+        };
+        let same = std::path::Path::new("/src/repo");
+        assert_eq!(existing_workspace("v", &ws, same, false, false), Ok(()));
+        let other = existing_workspace("v", &ws, std::path::Path::new("/src/other"), false, false)
+            .unwrap_err();
+        assert!(
+            other.starts_with("vm \"v\" already holds the workspace of /src/repo;"),
+            "{other}"
+        );
+        assert!(other.ends_with("banger vm workspace prepare v /src/other --replace"));
+        assert!(existing_workspace("v", &ws, same, false, true).is_err());
+        assert!(existing_workspace("v", &ws, same, true, false).is_err());
     }
 }

@@ -460,7 +460,15 @@ impl Inner {
                     ..PrepareParams::default()
                 })
                 .await
-                .map_err(|e| rpc_error(daemon_error(e)))?;
+                .map_err(|e| match e {
+                    // The VM holds another repository: the daemon never
+                    // replaces it unasked (its guest edits would be lost).
+                    ClientError::Call(obj) if obj.code() == code::CONFLICT => rpc_error(format!(
+                        "{}; or bind this repository to another sandbox (the banger.vm setting)",
+                        obj.message()
+                    )),
+                    other => rpc_error(daemon_error(other)),
+                })?;
             *lock(&self.vm) = Some(name.clone());
             self.set_status(|s| {
                 s.sync = "synced".into();

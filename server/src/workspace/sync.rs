@@ -298,17 +298,31 @@ pub fn write_host(root: &Path, path: &str, kind: Option<Kind>, data: &[u8]) -> s
 /// path, `$2` the HEAD the guest was given, `$3` the new HEAD, `$4` its
 /// branch (empty: detached), `$5` `shallow` when the new HEAD has parents;
 /// a pack of what the guest lacks on stdin. Exit 4: the guest moved its own
-/// HEAD (its commits are never thrown away).
+/// HEAD; its commits, branch, index and files are never thrown away: the
+/// host's commit only arrives beside them, as `host/BRANCH` (and as
+/// `BRANCH` itself when the guest left that branch where the host had it
+/// and is not on it).
 pub const HEAD_SCRIPT: &str = r#"set -eu
 cd "$1"
 old=$2 new=$3 branch=$4
 now=$(git rev-parse -q --verify HEAD || true)
+git index-pack --stdin >/dev/null
+if [ "$5" = shallow ] && ! grep -qx "$new" .git/shallow 2>/dev/null; then
+    echo "$new" >>.git/shallow
+fi
 if [ -n "$old" ] && [ "$now" != "$old" ]; then
-    echo "the guest repository's HEAD moved on its own (now ${now:-none}); it was not changed" >&2
+    ref=refs/remotes/host/${branch:-HEAD}
+    git update-ref "$ref" "$new"
+    also=""
+    if [ -n "$branch" ] &&
+        [ "$(git symbolic-ref -q HEAD || true)" != "refs/heads/$branch" ] &&
+        [ "$(git rev-parse -q --verify "refs/heads/$branch" || true)" = "$old" ]; then
+        git update-ref "refs/heads/$branch" "$new" "$old"
+        also=" and $branch"
+    fi
+    echo "the guest repository's HEAD moved on its own (now ${now:-none}) and was left as it is; the host's HEAD ${new} arrived as ${ref#refs/remotes/}$also" >&2
     exit 4
 fi
-git index-pack --stdin >/dev/null
-if [ "$5" = shallow ]; then echo "$new" >>.git/shallow; fi
 if [ -n "$branch" ]; then
     git update-ref "refs/heads/$branch" "$new"
     git symbolic-ref HEAD "refs/heads/$branch"
@@ -393,5 +407,78 @@ mod tests {
             std::fs::read_link(guest.path().join("l")).unwrap(),
             Path::new("x.sh")
         );
+    }
+
+    /// The guest moved its own HEAD: the HEAD script keeps its branch,
+    /// commits and files, and the host's commit arrives beside them.
+    #[test]
+    fn a_guest_moved_head_is_kept_and_the_host_commit_arrives_beside_it() {
+        use crate::tool::{Tool, for_test};
+        let git = |dir: &Path, args: &[&str]| {
+            let out = for_test(Tool::Git)
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        for guest_on_main in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let host = tmp.path().join("host");
+            std::fs::create_dir(&host).unwrap();
+            git(&host, &["init", "-q", "-b", "main"]);
+            std::fs::write(host.join("a"), "one\n").unwrap();
+            git(&host, &["add", "-A"]);
+            git(&host, &["commit", "-qm", "A"]);
+            let a = git(&host, &["rev-parse", "HEAD"]);
+            git(tmp.path(), &["clone", "-q", "host", "guest"]);
+            let guest = tmp.path().join("guest");
+            if !guest_on_main {
+                git(&guest, &["checkout", "-q", "-b", "work"]);
+            }
+            std::fs::write(guest.join("a"), "guest\n").unwrap();
+            git(&guest, &["commit", "-qam", "G"]);
+            let g = git(&guest, &["rev-parse", "HEAD"]);
+            std::fs::write(host.join("b"), "two\n").unwrap();
+            git(&host, &["add", "-A"]);
+            git(&host, &["commit", "-qm", "B"]);
+            let b = git(&host, &["rev-parse", "HEAD"]);
+            let (pack, _) = crate::workspace::transfer::head_pack(&host, &b, Some(&a)).unwrap();
+            let mut child = for_test(Tool::Sh)
+                .args(["-c", HEAD_SCRIPT, "banger-head"])
+                .arg(&guest)
+                .args([a.as_str(), b.as_str(), "main", ""])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(&pack).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(4), "{stderr}");
+            assert_eq!(git(&guest, &["rev-parse", "HEAD"]), g);
+            assert_eq!(git(&guest, &["rev-parse", "host/main"]), b);
+            assert_eq!(std::fs::read_to_string(guest.join("a")).unwrap(), "guest\n");
+            assert_eq!(git(&guest, &["status", "--porcelain"]), "");
+            if guest_on_main {
+                // The guest's own main is never moved.
+                assert!(stderr.ends_with("arrived as host/main\n"), "{stderr}");
+                assert_eq!(git(&guest, &["rev-parse", "main"]), g);
+            } else {
+                assert!(
+                    stderr.ends_with("arrived as host/main and main\n"),
+                    "{stderr}"
+                );
+                assert_eq!(git(&guest, &["rev-parse", "main"]), b);
+                assert_eq!(git(&guest, &["symbolic-ref", "--short", "HEAD"]), "work");
+            }
+        }
     }
 }

@@ -21,12 +21,20 @@ pub const GUEST_PATH: &str = "/root/repo";
 
 /// Unpacks the archive from stdin into `$1` (the guest path) and makes it a
 /// git repository whose HEAD, branch and index match the host's; `$2`/`$3`
-/// are the git identity. (A fourth argument is accepted and ignored.)
+/// are the git identity. An existing `$1` is replaced only when `$4` is
+/// `replace`; otherwise the script exits 5 and touches nothing (the guest's
+/// own edits are never thrown away unasked).
 pub const GUEST_SCRIPT: &str = r#"set -eu
 dest=$1
 name=$2
 email=$3
-rm -rf "$dest"
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+    if [ "${4:-}" != replace ]; then
+        echo "$dest already exists in the guest" >&2
+        exit 5
+    fi
+    rm -rf "$dest"
+fi
 mkdir -p "$dest"
 cd "$dest"
 # Files land in place (no second copy); the metadata lands under .git,
@@ -71,13 +79,11 @@ pub fn build_on_host(
     dest: &Path,
     identity: (&str, &str),
 ) -> Result<Vec<SyncedFile>, WorkspaceError> {
-    let scratch = dest.parent().unwrap_or(Path::new("/tmp"));
     // The guest script, run on the host for full_copy.
     let mut child = tool::command(Tool::Sh)
         .args(["-c", GUEST_SCRIPT, "banger-full-copy"])
         .arg(dest)
-        .args([identity.0, identity.1])
-        .arg(scratch)
+        .args([identity.0, identity.1, "new"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -398,8 +404,7 @@ mod tests {
         let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
             .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(&dest)
-            .args(["Guest", "guest@example.invalid"])
-            .arg(guest.path())
+            .args(["Guest", "guest@example.invalid", "new"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -453,13 +458,61 @@ mod tests {
         assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "2");
     }
 
+    /// An existing guest repository is never removed unasked: the script
+    /// refuses (exit 5) and leaves it whole; with `replace` it replaces it.
+    #[test]
+    fn the_guest_script_keeps_an_existing_repository_unless_told_to_replace() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "main"]);
+        std::fs::write(h.join("a.txt"), "host\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "first"]);
+        let sel = super::super::select(h, false).unwrap();
+        let mut archive = Vec::new();
+        write_archive(&sel, None, &mut archive).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("repo");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("a.txt"), "guest edit\n").unwrap();
+        let run = |mode: &str| {
+            let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
+                .args(["-c", GUEST_SCRIPT, "sh"])
+                .arg(&dest)
+                .args(["Guest", "guest@example.invalid", mode])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The script may exit before reading its input.
+            let _ = child.stdin.take().unwrap().write_all(&archive);
+            child.wait_with_output().unwrap()
+        };
+        let out = run("new");
+        assert_eq!(out.status.code(), Some(5));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "guest edit\n"
+        );
+        let out = run("replace");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "host\n"
+        );
+    }
+
     /// Runs the guest script on the host into `dest`.
-    fn unpack(archive: &[u8], scratch: &Path, dest: &Path) {
+    fn unpack(archive: &[u8], dest: &Path) {
         let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
             .args(["-c", GUEST_SCRIPT, "sh"])
             .arg(dest)
-            .args(["Guest", "guest@example.invalid"])
-            .arg(scratch)
+            .args(["Guest", "guest@example.invalid", "new"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -492,7 +545,7 @@ mod tests {
         write_archive(&sel, Some(&branch), &mut archive).unwrap();
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("repo");
-        unpack(&archive, guest.path(), &dest);
+        unpack(&archive, &dest);
         assert_eq!(
             git(&dest, &["symbolic-ref", "--short", "HEAD"]).trim(),
             "feature/x"
@@ -538,7 +591,7 @@ mod tests {
         write_archive(&sel, None, &mut archive).unwrap();
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("ws");
-        unpack(&archive, guest.path(), &dest);
+        unpack(&archive, &dest);
         assert_eq!(
             std::fs::read_to_string(dest.join("repo/banger-meta/x")).unwrap(),
             "x\n"
@@ -570,7 +623,7 @@ mod tests {
         write_archive(&sel, None, &mut archive).unwrap();
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("ws");
-        unpack(&archive, guest.path(), &dest);
+        unpack(&archive, &dest);
         // Every object HEAD needs is there: the clean blob made in the
         // guest, the dirty file's committed blob from the pack.
         git(&dest, &["fsck", "--no-dangling", "--no-progress"]);
