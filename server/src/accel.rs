@@ -110,7 +110,13 @@ pub fn probe() -> HostFacts {
         kvm_pvm: module("kvm_pvm"),
         kvm_hw_module: module("kvm_intel") || module("kvm_amd"),
         cpu_virt_flags: cpu_has_virt_flags(&cpuinfo),
-        tsc_khz: tsc_khz_from_kmsg().or_else(|| tsc_khz_from_cpuinfo(&cpuinfo)),
+        tsc_khz: tsc_khz_from_kmsg()
+            .or_else(|| {
+                std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz")
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            })
+            .or_else(|| tsc_khz_from_cpuinfo(&cpuinfo)),
     }
 }
 
@@ -158,13 +164,22 @@ fn mhz_to_khz(mhz: &str) -> Option<u64> {
     Some(int.parse::<u64>().ok()? * 1000 + frac3.parse::<u64>().ok()?)
 }
 
-/// Fallback: the nominal frequency in the model name ("@ 2.60GHz").
+/// Fallbacks every user can read (the kernel log may be root-only): the
+/// nominal frequency in the model name ("@ 2.60GHz"), else the `cpu MHz`
+/// line (on a virtual machine, the TSC frequency its hypervisor gives).
 fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
-    let line = cpuinfo.lines().find(|l| l.starts_with("model name"))?;
-    let ghz = line.rsplit('@').next()?.trim().strip_suffix("GHz")?;
-    let (int, frac) = ghz.split_once('.').unwrap_or((ghz, "0"));
-    let frac6: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-    Some(int.parse::<u64>().ok()? * 1_000_000 + frac6.parse::<u64>().ok()?)
+    let nominal = || {
+        let line = cpuinfo.lines().find(|l| l.starts_with("model name"))?;
+        let ghz = line.rsplit('@').next()?.trim().strip_suffix("GHz")?;
+        let (int, frac) = ghz.split_once('.').unwrap_or((ghz, "0"));
+        let frac6: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        Some(int.parse::<u64>().ok()? * 1_000_000 + frac6.parse::<u64>().ok()?)
+    };
+    let current = || {
+        let line = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?;
+        mhz_to_khz(line.split_once(':')?.1.trim()).filter(|khz| *khz > 0)
+    };
+    nominal().or_else(current)
 }
 
 #[cfg(test)]
@@ -239,6 +254,12 @@ mod tests {
             tsc_khz_from_cpuinfo("model name\t: Intel(R) Xeon(R) CPU @ 2.60GHz\n"),
             Some(2_600_000)
         );
+        // This machine's model name has no "@ N GHz": the cpu MHz line.
+        assert_eq!(
+            tsc_khz_from_cpuinfo("model name\t: AMD EPYC\ncpu MHz\t\t: 2596.120\n"),
+            Some(2_596_120)
+        );
+        assert_eq!(tsc_khz_from_cpuinfo("model name\t: AMD EPYC\n"), None);
         assert!(cpu_has_virt_flags("flags\t: fpu vmx sse\n"));
         assert!(!cpu_has_virt_flags("flags\t: fpu sse\n"));
     }

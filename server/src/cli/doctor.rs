@@ -97,6 +97,16 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
             }
         ),
     ));
+    if host_accel.accel == accel::Accel::Tcg {
+        out.push(match facts.tsc_khz {
+            Some(khz) => check(Level::Ok, "tsc", format!("{khz} kHz (given to emulated guests)")),
+            None => check(
+                Level::Warn,
+                "tsc",
+                "no TSC frequency found (kernel log, sysfs or /proc/cpuinfo); emulated guests calibrate their clock themselves and may hang on a busy host",
+            ),
+        });
+    }
     let qemu = vmm::driver(vmm::qemu::NAME).map(|d| d.version());
     out.push(match qemu {
         Some(Ok(v)) => check(Level::Ok, "qemu", v),

@@ -323,7 +323,10 @@ impl Daemon {
 
         progress.say("booting guest (waiting for the agent)");
         let endpoint = driver.agent_endpoint(&runtime_dir);
-        match self.wait_ready(&endpoint, identity).await {
+        match self
+            .wait_ready(&endpoint, identity, &state_dir.join("console.log"))
+            .await
+        {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
                 vm.state = VmState::Running;
@@ -363,13 +366,20 @@ impl Daemon {
     }
 
     /// Waits until the agent answers hello, or the VMM dies, or time runs
-    /// out.
+    /// out, or the guest's console stays silent for longer than any boot
+    /// needs (a guest stuck before its kernel prints a line, e.g. while
+    /// calibrating its clock, would otherwise use the whole boot timeout).
     async fn wait_ready(
         &self,
         endpoint: &AgentEndpoint,
         identity: ProcessIdentity,
+        console: &std::path::Path,
     ) -> Result<(AgentClient, String), String> {
         let timeout = self.boot_timeout;
+        let silent_limit = silent_console_limit(timeout);
+        let console_len = || std::fs::metadata(console).map_or(0, |m| m.len());
+        // The log may hold earlier boots: only growth counts.
+        let console_at_start = console_len();
         let started = Instant::now();
         let deadline = started + timeout;
         let mut client: Option<AgentClient> = None;
@@ -378,6 +388,12 @@ impl Daemon {
                 return Err(format!(
                     "guest did not become ready: the VM stopped after {:.1} s",
                     started.elapsed().as_secs_f64()
+                ));
+            }
+            if started.elapsed() > silent_limit && console_len() <= console_at_start {
+                return Err(format!(
+                    "guest did not become ready: its console stayed silent for {} s (the kernel never started; `banger doctor` shows the accelerator and the TSC frequency guests get)",
+                    silent_limit.as_secs()
                 ));
             }
             if Instant::now() > deadline {
@@ -637,6 +653,16 @@ impl Daemon {
             })?;
         Ok(path)
     }
+}
+
+/// How long a booting guest's console may stay empty: a third of the boot
+/// timeout (60 s under emulation), `BANGER_SILENT_CONSOLE` seconds if set.
+fn silent_console_limit(boot_timeout: Duration) -> Duration {
+    std::env::var("BANGER_SILENT_CONSOLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(boot_timeout / 3)
 }
 
 async fn connect_endpoint(endpoint: &AgentEndpoint) -> Result<AgentClient, AgentError> {
