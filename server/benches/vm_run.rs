@@ -145,7 +145,7 @@ fn main() {
             created_bytes / 1024,
             booted_bytes.get(booted_bytes.len() / 2).copied().unwrap_or(0) / 1024
         );
-        let _ = client.daemon_stop().await;
+        let _ = client.daemon_stop(Some(true)).await;
     });
 }
 

@@ -226,7 +226,7 @@ fn main() {
             }
             api.push(t.elapsed());
         }
-        let _ = client.daemon_stop().await;
+        let _ = client.daemon_stop(Some(true)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         // The VM runs on; take its agent channel directly.
@@ -332,6 +332,6 @@ fn main() {
         drop(agent);
         let client = banger::cli::client::connect_or_start(&dirs).await.unwrap();
         client.vm_delete("bench".into()).await.unwrap();
-        let _ = client.daemon_stop().await;
+        let _ = client.daemon_stop(Some(true)).await;
     });
 }

@@ -98,6 +98,13 @@ pub struct CreateParams {
     /// run leaves nothing behind).
     #[serde(default)]
     pub delete_on_failure: bool,
+    /// Binds the VM to this lease (held with `lease_hold` by the same
+    /// client): the VM is removed when the lease ends, unless released
+    /// first (`lease_release`). `vm run --rm` never releases; `vm create`
+    /// releases once the VM is ready, so an interrupted create leaves
+    /// nothing.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -192,6 +199,9 @@ pub enum ExecEvent {
         code: Option<i32>,
         /// Terminating signal.
         signal: Option<i32>,
+        /// With `delete_after`: why the VM could not be removed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cleanup_error: Option<String>,
     },
     /// The command could not run or its VM failed.
     Failed {
@@ -395,9 +405,32 @@ pub struct DaemonInfo {
     /// VMM new VMs get by default, and why.
     #[serde(default)]
     pub vmm: String,
-    /// Identifies the build; the CLI restarts a daemon of another build.
+    /// Identifies the build (for `daemon status`).
     #[serde(default)]
     pub build_id: String,
+    /// The API it speaks ([`API_VERSION`]); the CLI replaces a daemon of
+    /// another API version, and only while it is idle.
+    #[serde(default)]
+    pub api_version: u32,
+    /// Requests it is serving besides the one asking (commands running,
+    /// operations streaming).
+    #[serde(default)]
+    pub busy: usize,
+}
+
+/// The daemon API's version. Clients and daemons of one API version work
+/// together whatever their builds; bump it with any change a client or
+/// daemon of the previous version would misread (a method, a parameter, a
+/// wire type). 0 is a daemon from before versions existed.
+pub const API_VERSION: u32 = 1;
+
+/// `lease_hold`'s one event: the lease is held until this subscription
+/// ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LeaseEvent {
+    /// The lease is held.
+    Held,
 }
 
 /// This build's id (see `build.rs`).
@@ -412,7 +445,17 @@ pub trait BangerApi {
 
     /// Stops the daemon; running VMs keep running.
     #[method(name = "daemon_stop")]
-    async fn daemon_stop(&self) -> Result<(), ErrorObjectOwned>;
+    async fn daemon_stop(&self, force: Option<bool>) -> Result<(), ErrorObjectOwned>;
+
+    /// Holds a lease for as long as this subscription lasts; VMs created
+    /// with it and not released are removed when it ends (the client went
+    /// away: Ctrl-C, a closed terminal, a crash).
+    #[subscription(name = "lease_hold" => "lease_hold_event", unsubscribe = "lease_hold_unsubscribe", item = LeaseEvent)]
+    async fn lease_hold(&self, lease: String) -> SubscriptionResult;
+
+    /// Releases a VM from its lease: it stays when the lease ends.
+    #[method(name = "lease_release")]
+    async fn lease_release(&self, lease: String, vm: String) -> Result<(), ErrorObjectOwned>;
 
     /// VMs: running ones, or all with `all`.
     #[method(name = "vm_list")]

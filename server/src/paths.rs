@@ -98,7 +98,9 @@ impl Dirs {
 
     /// Held (flock) by the one running daemon.
     pub fn lock_file(&self) -> PathBuf {
-        self.runtime.join("bangerd.lock")
+        // Beside the database it guards: two logins with different
+        // XDG_RUNTIME_DIRs must not run two daemons on one state.db.
+        self.state.join("bangerd.lock")
     }
 
     /// The daemon's log, kept with the state so it survives reboots.

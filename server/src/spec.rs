@@ -131,6 +131,15 @@ impl VmSpec {
     }
 }
 
+/// `bytes` random bytes from the kernel, as hex. Fails rather than
+/// returning anything predictable.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,13 @@ const MIGRATIONS: &[&str] = &[
         ino INTEGER,
         PRIMARY KEY (vm_id, path)
     ) WITHOUT ROWID;",
+    // 7: VMs that live only as long as a client's lease (`vm run --rm`, a
+    // create not finished yet): removed when the lease ends, and by a
+    // daemon that starts and finds them (no lease outlives its daemon).
+    "CREATE TABLE vm_leases (
+        vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        lease TEXT NOT NULL
+    );",
 ];
 
 /// A store operation failed.
@@ -366,6 +373,43 @@ impl Store {
         Ok(())
     }
 
+    /// Binds a VM to a client's lease.
+    pub fn set_lease(&self, vm_id: &str, lease: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO vm_leases (vm_id, lease) VALUES (?1, ?2)",
+            [vm_id, lease],
+        )?;
+        Ok(())
+    }
+
+    /// Unbinds a VM from its lease (it stays); whether it had one.
+    pub fn clear_lease(&self, vm_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM vm_leases WHERE vm_id=?1", [vm_id])?
+            > 0)
+    }
+
+    /// The VMs bound to `lease`, or to any lease when `None`.
+    pub fn leased_vms(&self, lease: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT vm_id FROM vm_leases WHERE ?1 IS NULL OR lease=?1 ORDER BY vm_id")?;
+        let rows = stmt.query_map([lease], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The lease a VM is bound to.
+    pub fn lease_of(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        Ok(self
+            .conn
+            .query_row("SELECT lease FROM vm_leases WHERE vm_id=?1", [vm_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// Replaces a VM's whole sync manifest (after a full transfer).
     pub fn replace_manifest(&self, id: &str, files: &[SyncedFile]) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
@@ -631,6 +675,23 @@ mod tests {
             created_at: 1,
             updated_at: 1,
         }
+    }
+
+    #[test]
+    fn leases_bind_vms_and_go_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store.insert_vm(&record("a1", "one")).unwrap();
+        store.insert_vm(&record("b2", "two")).unwrap();
+        store.set_lease("a1", "L").unwrap();
+        store.set_lease("b2", "M").unwrap();
+        assert_eq!(store.leased_vms(Some("L")).unwrap(), vec!["a1".to_string()]);
+        assert_eq!(store.leased_vms(None).unwrap().len(), 2);
+        assert_eq!(store.lease_of("b2").unwrap().as_deref(), Some("M"));
+        assert!(store.clear_lease("b2").unwrap());
+        assert!(!store.clear_lease("b2").unwrap());
+        store.delete_vm("a1").unwrap();
+        assert!(store.leased_vms(None).unwrap().is_empty());
     }
 
     #[test]

@@ -127,25 +127,22 @@ fn invalid_spec_is_refused_before_anything_exists() {
 #[test]
 fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     let env = Env::new();
-    // Give up on the create request while the guest boots: the VM is not
-    // tied to the request, so it finishes booting anyway.
+    env.ensure_image();
+    // A create whose client goes away while the guest boots is cancelled:
+    // nothing of it is left.
     let mut create = env
         .cmd(&["vm", "create", "--name", "keeper"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn create");
-    let mut first = [0u8; 1];
-    std::io::Read::read_exact(create.stderr.as_mut().unwrap(), &mut first).expect("progress");
+    wait_for_vm(&env, "keeper", |vm| vm["state"] == "starting");
     create.kill().unwrap();
     create.wait().unwrap();
-    let mut shown = env.show("keeper");
-    for _ in 0..600 {
-        if shown["state"] != "starting" && shown["state"] != "stopped" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        shown = env.show("keeper");
-    }
+    wait_until_gone(&env, "keeper");
+    env.assert_nothing_left();
+    // A create that ends is kept, and the VM is not tied to any request.
+    env.banger(&["vm", "create", "--name", "keeper"]).ok();
+    let shown = env.show("keeper");
     assert_eq!(shown["state"], "running", "{shown}");
     let accel = shown["accel"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -863,4 +860,103 @@ fn live_sync_sends_what_changed_follows_head_and_never_clobbers_guest_edits() {
         .ok();
     assert_eq!(host("file.txt"), "host edit\nguest line\nagain\n");
     env.banger(&["vm", "delete", "sy"]).ok();
+}
+
+/// Waits (at most 3 minutes) until `vm list` shows `name` matching `ok`.
+#[track_caller]
+fn wait_for_vm(env: &Env, name: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    for _ in 0..900 {
+        if env.vms().iter().any(|vm| vm["name"] == name && ok(vm)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("vm {name} never got there: {:?}", env.vms());
+}
+
+/// Waits (at most 3 minutes) until no VM is named `name`.
+#[track_caller]
+fn wait_until_gone(env: &Env, name: &str) {
+    for _ in 0..900 {
+        if !env.vms().iter().any(|vm| vm["name"] == name) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("vm {name} was never removed: {:?}", env.vms());
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// `--rm` is the daemon's promise: whatever ends the client (Ctrl-C while
+/// the guest boots or while the command runs, a daemon killed mid-run),
+/// the VM is removed and nothing of it is left.
+#[test]
+fn rm_runs_leave_nothing_whatever_ends_them() {
+    let env = Env::new();
+    env.ensure_image();
+    // Ctrl-C while the guest boots.
+    let mut run = env
+        .cmd(&["vm", "run", "--rm", "--name", "b3", "--", "true"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_vm(&env, "b3", |_| true);
+    signal(run.id(), "-INT");
+    run.wait().unwrap();
+    wait_until_gone(&env, "b3");
+    env.assert_nothing_left();
+
+    // Ctrl-C (SIGTERM here) while the command runs.
+    let mut run = env
+        .cmd(&[
+            "vm",
+            "run",
+            "--rm",
+            "--name",
+            "b4",
+            "--",
+            "sh",
+            "-c",
+            "touch /run/started; sleep 600",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_vm(&env, "b4", |vm| vm["state"] == "running");
+    for _ in 0..300 {
+        if env
+            .banger(&["vm", "exec", "b4", "--", "test", "-e", "/run/started"])
+            .code
+            == 0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(run.id(), "-TERM");
+    run.wait().unwrap();
+    wait_until_gone(&env, "b4");
+    env.assert_nothing_left();
+
+    // The daemon is killed mid-run: the CLI fails, and the next daemon
+    // removes the VM its lease no longer holds.
+    let mut run = env
+        .cmd(&["vm", "run", "--rm", "--name", "b5", "--", "sleep", "600"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_vm(&env, "b5", |vm| vm["state"] == "running");
+    let pid = env.daemon_pid().expect("daemon pid");
+    signal(pid as u32, "-KILL");
+    let status = run.wait().unwrap();
+    assert!(!status.success());
+    wait_until_gone(&env, "b5");
+    env.assert_nothing_left();
 }

@@ -24,6 +24,11 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// A daemon of another version stayed busy.
+    #[error(
+        "bangerd of another version is still serving {0} requests; run this again when they end, or replace it now with: banger daemon stop --force (their commands are killed)"
+    )]
+    Busy(usize),
     /// bangerd started but never listened.
     #[error("bangerd did not come up within {0:?}; see its log: {1}")]
     NoSocket(Duration, String),
@@ -98,24 +103,85 @@ pub async fn connect_existing(dirs: &Dirs) -> Result<Option<Client>, ConnectErro
     }
 }
 
-/// Connects, starting bangerd first when it is not running, and replacing
-/// a daemon of another build (VMs outlive daemon restarts, so this is safe).
+/// What to do with a daemon that answers (pure).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// It speaks this API: use it, whatever its build.
+    Use,
+    /// Another API, and idle: replace it (VMs outlive daemon restarts).
+    Replace,
+    /// Another API, serving others: wait for them rather than kill their
+    /// commands.
+    Wait {
+        /// Requests it serves.
+        busy: usize,
+    },
+}
+
+/// Decides from `daemon_info` (`None`: too old to describe itself, so
+/// nothing is known of what it serves).
+pub(crate) fn existing(info: Option<&crate::api::DaemonInfo>) -> Existing {
+    match info {
+        Some(i) if i.api_version == crate::api::API_VERSION => Existing::Use,
+        Some(i) if i.busy > 0 => Existing::Wait { busy: i.busy },
+        _ => Existing::Replace,
+    }
+}
+
+/// How long a client waits for a busy daemon of another API version.
+fn busy_wait() -> Duration {
+    std::env::var("BANGER_DAEMON_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(300))
+}
+
+/// Connects, starting bangerd first when it is not running. A daemon of
+/// another API version is replaced only while it serves nobody else
+/// (otherwise this waits, and says so): a restart would end the commands
+/// other clients run.
 pub async fn connect_or_start(dirs: &Dirs) -> Result<Client, ConnectError> {
-    if let Some(c) = connect_existing(dirs).await? {
-        use crate::api::BangerApiClient;
-        match c.daemon_info().await {
-            Ok(info) if info.build_id == crate::api::BUILD_ID => return Ok(c),
-            Ok(info) => {
-                tracing::info!("bangerd {} runs another build; restarting it", info.version);
-                let _ = c.daemon_stop().await;
-                wait_gone(dirs, Some(info.pid)).await;
+    use crate::api::BangerApiClient;
+    let waited = Instant::now();
+    let mut said = false;
+    while let Some(c) = connect_existing(dirs).await? {
+        let info = c.daemon_info().await.ok();
+        match existing(info.as_ref()) {
+            Existing::Use => return Ok(c),
+            Existing::Replace => {
+                tracing::info!(
+                    "replacing bangerd (api {:?})",
+                    info.as_ref().map(|i| i.api_version)
+                );
+                match c.daemon_stop(None).await {
+                    Ok(()) => {
+                        wait_gone(dirs, info.as_ref().map(|i| i.pid)).await;
+                        break;
+                    }
+                    // It got busy meanwhile: wait again.
+                    Err(_) if info.is_some() => {}
+                    Err(_) => {
+                        wait_gone(dirs, None).await;
+                        break;
+                    }
+                }
             }
-            Err(_) => {
-                // Too old to describe itself in today's terms.
-                let _ = c.daemon_stop().await;
-                wait_gone(dirs, None).await;
+            Existing::Wait { busy } => {
+                if waited.elapsed() > busy_wait() {
+                    return Err(ConnectError::Busy(busy));
+                }
+                if !said {
+                    said = true;
+                    // stderr: for the LSP server, stdout is the protocol.
+                    eprintln!(
+                        "banger: waiting for bangerd of another version to finish {busy} request{} before replacing it with this build's",
+                        if busy == 1 { "" } else { "s" }
+                    );
+                }
             }
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     spawn_daemon(dirs)?;
     let timeout = Duration::from_secs(15);
@@ -193,4 +259,36 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{API_VERSION, DaemonInfo};
+
+    fn info(api_version: u32, busy: usize) -> DaemonInfo {
+        DaemonInfo {
+            version: "0.1.0".into(),
+            pid: 1,
+            socket: "/s".into(),
+            schema_version: 7,
+            accel: String::new(),
+            vmm: String::new(),
+            build_id: "another build".into(),
+            api_version,
+            busy,
+        }
+    }
+
+    #[test]
+    fn a_daemon_is_replaced_only_for_another_api_and_only_when_idle() {
+        // Another build of the same API: used as it is, even when busy.
+        assert_eq!(existing(Some(&info(API_VERSION, 3))), Existing::Use);
+        assert_eq!(existing(Some(&info(API_VERSION + 1, 0))), Existing::Replace);
+        assert_eq!(
+            existing(Some(&info(API_VERSION + 1, 2))),
+            Existing::Wait { busy: 2 }
+        );
+        assert_eq!(existing(None), Existing::Replace);
+    }
 }

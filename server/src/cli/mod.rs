@@ -379,8 +379,14 @@ enum ImageCommand {
 enum DaemonCommand {
     /// Start bangerd if it is not running.
     Start,
-    /// Stop bangerd; running VMs keep running.
-    Stop,
+    /// Stop bangerd; running VMs keep running. Refused while it serves
+    /// other requests (commands, operations) unless --force.
+    Stop {
+        /// Stop even though other requests run (their commands are killed;
+        /// their --rm VMs are removed when it next starts).
+        #[arg(long)]
+        force: bool,
+    },
     /// Show whether bangerd runs, and how.
     Status,
 }
@@ -517,6 +523,7 @@ fn create_params(
         kernel: spec.kernel.clone(),
         start,
         delete_on_failure,
+        lease: None,
     })
 }
 
@@ -544,16 +551,54 @@ async fn follow(
     ))
 }
 
+/// A lease the daemon holds for this process: VMs created under it and not
+/// released are removed by the daemon when it ends (this process exits,
+/// is interrupted or killed, or its terminal closes), so `--rm` is the
+/// daemon's promise, not this process's.
+struct Lease {
+    token: String,
+    _held: jsonrpsee::core::client::Subscription<crate::api::LeaseEvent>,
+}
+
+async fn hold_lease(client: &Client) -> Result<Lease, Failure> {
+    let token = spec::random_hex(16)
+        .map_err(|e| Failure::new(1, format!("cannot read random bytes: {e}")))?;
+    let mut held = client
+        .lease_hold(token.clone())
+        .await
+        .map_err(rpc_failure)?;
+    match held.next().await {
+        Some(Ok(crate::api::LeaseEvent::Held)) => Ok(Lease { token, _held: held }),
+        other => Err(Failure::new(
+            1,
+            format!("bangerd did not hold the lease: {other:?}"),
+        )),
+    }
+}
+
+/// Creates a VM under a lease: an interrupted create leaves nothing. With
+/// `keep`, the VM is released from the lease once created (it stays);
+/// otherwise it lives only as long as the returned lease.
 async fn create(
     client: &Client,
-    params: CreateParams,
+    mut params: CreateParams,
     printer: &Printer,
-) -> Result<VmView, Failure> {
+    keep: bool,
+) -> Result<(VmView, Lease), Failure> {
+    let lease = hold_lease(client).await?;
+    params.lease = Some(lease.token.clone());
     let sub = client.vm_create(params).await.map_err(rpc_failure)?;
-    match follow(sub, printer).await? {
-        OpEvent::Vm { vm } => Ok(*vm),
-        other => Err(Failure::new(1, format!("unexpected result {other:?}"))),
+    let vm = match follow(sub, printer).await? {
+        OpEvent::Vm { vm } => *vm,
+        other => return Err(Failure::new(1, format!("unexpected result {other:?}"))),
+    };
+    if keep {
+        client
+            .lease_release(lease.token.clone(), vm.id.clone())
+            .await
+            .map_err(rpc_failure)?;
     }
+    Ok((vm, lease))
 }
 
 async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
@@ -598,7 +643,9 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
             // full_copy writes the disk before the first boot.
             let full_copy = path.is_some() && ws.full_copy();
             let params = create_params(&spec, !full_copy, rm)?;
-            let mut vm = create(&client, params, printer).await.map_err(|f| {
+            // With --rm the VM lives only as long as this lease: whatever
+            // ends this process, the daemon removes it.
+            let (mut vm, _lease) = create(&client, params, printer, !rm).await.map_err(|f| {
                 Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
             })?;
             if let Some(path) = path {
@@ -661,7 +708,7 @@ async fn vm(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failur
         VmCommand::Create { spec, no_start } => {
             let params = create_params(&spec, !no_start, false)?;
             let client = std::sync::Arc::new(client::connect_or_start(dirs).await?);
-            let vm = create(&client, params, printer).await?;
+            let (vm, _lease) = create(&client, params, printer, true).await?;
             printer.clear_progress();
             printer.line(&vm.name);
             Ok(0)
@@ -993,7 +1040,14 @@ async fn exec(
             }
             Some(Ok(ExecEvent::Stdout { data })) => printer.stdout_bytes(&decode(&data)?),
             Some(Ok(ExecEvent::Stderr { data })) => printer.stderr_bytes(&decode(&data)?),
-            Some(Ok(ExecEvent::Exited { code, signal })) => {
+            Some(Ok(ExecEvent::Exited {
+                code,
+                signal,
+                cleanup_error,
+            })) => {
+                if let Some(e) = cleanup_error {
+                    printer.error(&format!("warning: {e}"));
+                }
                 let status = banger_agent::protocol::ExitStatus { code, signal };
                 return Ok(status.shell_code().clamp(0, 255) as u8);
             }
@@ -1257,17 +1311,36 @@ async fn daemon(cmd: DaemonCommand, dirs: &Dirs, printer: &Printer) -> Result<u8
                 info.version, info.pid
             ));
         }
-        DaemonCommand::Stop => match client::connect_existing(dirs).await? {
+        DaemonCommand::Stop { force } => match client::connect_existing(dirs).await? {
             Some(client) => {
                 let info = client.daemon_info().await.map_err(rpc_failure)?;
-                client.daemon_stop().await.map_err(rpc_failure)?;
-                // Wait until it has let go of its socket.
-                for _ in 0..200 {
-                    if !dirs.socket().exists() && !pid_alive(info.pid) {
-                        break;
+                client.daemon_stop(Some(force)).await.map_err(rpc_failure)?;
+                // It lets operations in flight record what they started
+                // (up to two minutes) before it lets go of its socket.
+                let started = std::time::Instant::now();
+                let mut said = false;
+                while dirs.socket().exists() || pid_alive(info.pid) {
+                    let waited = started.elapsed();
+                    if waited > std::time::Duration::from_secs(150) {
+                        return Err(Failure::new(
+                            1,
+                            format!(
+                                "bangerd (pid {}) is still stopping; see its log: {}",
+                                info.pid,
+                                dirs.daemon_log().display()
+                            ),
+                        ));
+                    }
+                    if !said && waited > std::time::Duration::from_secs(2) {
+                        said = true;
+                        printer.progress(&format!(
+                            "bangerd (pid {}) is stopping: operations in flight finish first",
+                            info.pid
+                        ));
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                 }
+                printer.clear_progress();
                 printer.line("bangerd stopped");
             }
             None => printer.line("bangerd is not running"),
@@ -1276,6 +1349,7 @@ async fn daemon(cmd: DaemonCommand, dirs: &Dirs, printer: &Printer) -> Result<u8
             Some(client) => {
                 let info = client.daemon_info().await.map_err(rpc_failure)?;
                 printer.line(&pretty(&info));
+                printer.note(&format!("log: {}", dirs.daemon_log().display()));
             }
             None => {
                 printer.line("bangerd is not running");

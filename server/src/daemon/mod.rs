@@ -126,23 +126,55 @@ fn make_writable_and_remove(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(dir)
 }
 
-/// Takes an exclusive flock, waiting for it; released when the file drops.
-fn lock_exclusive(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
+/// Takes an exclusive file lock, waiting at most `timeout` for it (saying
+/// so through `waiting` once); released when the file drops. Callers run
+/// it off the async workers.
+fn lock_exclusive(
+    path: &std::path::Path,
+    timeout: Duration,
+    waiting: impl FnOnce(),
+) -> Result<std::fs::File, String> {
+    let fail = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(fail)?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)?;
-    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        .open(path)
+        .map_err(fail)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut waiting = Some(waiting);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+        if let Some(say) = waiting.take() {
+            say();
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{} is still locked after {} s (another image build); try again when it ends",
+                path.display(),
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(file)
 }
+
+/// A std mutex, whatever a panicking holder left in it (the data here are
+/// plain sets and maps that stay consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The longest an image build waits for another one (a build takes a few
+/// minutes; a cold one with slow mirrors, more).
+const BUILD_LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The guest agent binary this daemon ships into every guest.
 pub struct AgentBinary {
@@ -196,6 +228,12 @@ pub struct Daemon {
     build_lock: tokio::sync::Mutex<()>,
     pub(crate) execs: rpc::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
+    /// Requests being served (a subscription counts until it ends).
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
+    /// Leases held by connected clients (`lease_hold`).
+    pub(crate) leases: Mutex<std::collections::HashSet<String>>,
+    /// VMs whose lease ended while they booted: the boot gives up.
+    pub(crate) cancelled: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Daemon {
@@ -229,10 +267,47 @@ impl Daemon {
             build_lock: tokio::sync::Mutex::new(()),
             execs: rpc::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            leases: Mutex::default(),
+            cancelled: Mutex::default(),
             dirs,
         });
         daemon.reconcile_all().map_err(|e| e.message)?;
         Ok(daemon)
+    }
+
+    /// The VMs bound to `lease`, or to any lease (`None`).
+    pub fn leased(&self, lease: Option<&str>) -> Vec<String> {
+        self.with_store(|s| s.leased_vms(lease))
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot read leases: {}", e.message);
+                Vec::new()
+            })
+    }
+
+    /// Removes VMs whose lease ended: their client is gone (or, at startup,
+    /// every lease is: none outlives the daemon that held it). A VM still
+    /// booting gives up first.
+    pub async fn remove_leased(self: &Arc<Self>, ids: Vec<String>) {
+        for id in ids {
+            lock(&self.cancelled).insert(id.clone());
+            tracing::info!(vm = %id, "removing a vm whose client went away (--rm, or a create that did not finish)");
+            match self.delete_vm(&id).await {
+                Ok(()) => {}
+                Err(e) if e.code == code::NOT_FOUND => {}
+                Err(e) => tracing::error!(
+                    vm = %id,
+                    "cannot remove a vm whose client went away: {}; remove it with: banger vm delete {id}",
+                    e.message
+                ),
+            }
+            lock(&self.cancelled).remove(&id);
+        }
+    }
+
+    /// Whether a VM's boot was cancelled (its lease ended).
+    pub(crate) fn is_cancelled(&self, id: &str) -> bool {
+        lock(&self.cancelled).contains(id)
     }
 
     /// The driver for a VM's recorded VMM.
@@ -375,8 +450,14 @@ impl Daemon {
         let store = ImageStore::new(self.images.root());
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
-            let _lock = lock_exclusive(&store.root().join(".build.lock"))
-                .map_err(|e| OpError::internal(format!("cannot lock the image store: {e}")))?;
+            let lock_path = store.root().join(".build.lock");
+            let _lock = lock_exclusive(&lock_path, BUILD_LOCK_TIMEOUT, || {
+                progress.say(&format!(
+                    "waiting for another build in the image store to finish (lock {})",
+                    lock_path.display()
+                ));
+            })
+            .map_err(OpError::internal)?;
             // Holding the lock, any half-built directory is from a build that
             // was killed: nobody else can be writing it.
             remove_stale_builds(store.root());

@@ -14,7 +14,7 @@ use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{Daemon, OpError, Progress};
+use super::{Daemon, OpError, Progress, lock};
 use crate::api::{
     BangerApiServer, CreateParams, DaemonInfo, ExecEvent, ExecParams, ImageView, OpEvent, VmView,
     code,
@@ -200,6 +200,12 @@ impl BangerApiServer for Rpc {
             schema_version: d.with_store(|s| s.schema_version())?,
             accel: format!("{} ({})", d.accel.accel.as_str(), d.accel.reason),
             build_id: crate::api::BUILD_ID.to_string(),
+            api_version: crate::api::API_VERSION,
+            // This request is one of them.
+            busy: d
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .saturating_sub(1),
             vmm: {
                 let c = d.vmm_choice(None, false).map_err(ErrorObjectOwned::from)?;
                 format!("{} ({})", c.vmm, c.reason)
@@ -207,7 +213,21 @@ impl BangerApiServer for Rpc {
         })
     }
 
-    async fn daemon_stop(&self) -> Result<(), ErrorObjectOwned> {
+    async fn daemon_stop(&self, force: Option<bool>) -> Result<(), ErrorObjectOwned> {
+        let busy = self
+            .0
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .saturating_sub(1);
+        if busy > 0 && force != Some(true) {
+            return Err(crate::api::error(
+                code::CONFLICT,
+                format!(
+                    "bangerd is serving {busy} other request{} (commands or operations running); stop it when they end, or now with: banger daemon stop --force (their commands are killed, and their --rm vms removed when it next starts)",
+                    if busy == 1 { "" } else { "s" }
+                ),
+            ));
+        }
         // Let this reply reach the caller before the server stops.
         let daemon = self.0.clone();
         tokio::spawn(async move {
@@ -215,6 +235,65 @@ impl BangerApiServer for Rpc {
             daemon.shutdown.notify_one();
         });
         Ok(())
+    }
+
+    async fn lease_hold(
+        &self,
+        pending: PendingSubscriptionSink,
+        lease: String,
+    ) -> SubscriptionResult {
+        if lease.is_empty() || lease.len() > 128 {
+            pending
+                .reject(crate::api::error(
+                    code::INVALID,
+                    "a lease is 1 to 128 characters",
+                ))
+                .await;
+            return Ok(());
+        }
+        if !lock(&self.0.leases).insert(lease.clone()) {
+            pending
+                .reject(crate::api::error(
+                    code::CONFLICT,
+                    format!("lease {lease:?} is already held"),
+                ))
+                .await;
+            return Ok(());
+        }
+        let daemon = self.0.clone();
+        // Whatever happens to this request, the lease ends with it.
+        struct Ending(Arc<Daemon>, String);
+        impl Drop for Ending {
+            fn drop(&mut self) {
+                let (daemon, lease) = (self.0.clone(), std::mem::take(&mut self.1));
+                lock(&daemon.leases).remove(&lease);
+                let ids = daemon.leased(Some(&lease));
+                if !ids.is_empty() {
+                    tokio::spawn(async move { daemon.remove_leased(ids).await });
+                }
+            }
+        }
+        let _ending = Ending(daemon, lease);
+        let sink = pending.accept().await?;
+        if send(&sink, &crate::api::LeaseEvent::Held).await {
+            sink.closed().await;
+        }
+        Ok(())
+    }
+
+    async fn lease_release(&self, lease: String, vm: String) -> Result<(), ErrorObjectOwned> {
+        let d = &self.0;
+        let record = d.find(&vm)?;
+        match d.with_store(|s| s.lease_of(&record.id))? {
+            Some(held) if held == lease => {
+                d.with_store(|s| s.clear_lease(&record.id))?;
+                Ok(())
+            }
+            _ => Err(crate::api::error(
+                code::CONFLICT,
+                format!("vm {:?} is not bound to that lease", record.name),
+            )),
+        }
     }
 
     async fn vm_list(&self, all: bool) -> Result<Vec<VmView>, ErrorObjectOwned> {
@@ -292,8 +371,15 @@ impl BangerApiServer for Rpc {
     ) -> SubscriptionResult {
         let daemon = self.0.clone();
         let cleanup = |daemon: Arc<Daemon>, vm: String| async move {
-            if let Err(e) = daemon.delete_vm(&vm).await {
-                tracing::warn!(vm = %vm, "delete after exec failed: {}", e.message);
+            match daemon.delete_vm(&vm).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::error!(vm = %vm, "delete after exec failed: {}", e.message);
+                    Some(format!(
+                        "vm {vm} was not removed: {}; remove it with: banger vm delete {vm}",
+                        e.message
+                    ))
+                }
             }
         };
         if params.argv.is_empty() {
@@ -368,6 +454,7 @@ impl BangerApiServer for Rpc {
                     last = Some(ExecEvent::Exited {
                         code: s.code,
                         signal: s.signal,
+                        cleanup_error: None,
                     });
                     break;
                 }
@@ -394,7 +481,10 @@ impl BangerApiServer for Rpc {
         if params.delete_after {
             // Deleted before the final event, so a client that sees the exit
             // code sees the VM gone too.
-            cleanup(daemon, vm.id).await;
+            let failed = cleanup(daemon, vm.id).await;
+            if let Some(ExecEvent::Exited { cleanup_error, .. }) = &mut last {
+                *cleanup_error = failed;
+            }
         }
         if let (false, Some(last)) = (client_gone, last) {
             send(&sink, &last).await;

@@ -5,13 +5,14 @@
 //! Each request runs in its own task; a panic in one becomes an error reply
 //! for that request and nothing else.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use jsonrpsee::RpcModule;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -48,13 +49,15 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
-    /// Takes the lock or says another daemon has it.
+    /// Takes the lock (beside the database) or says another daemon has it.
     pub fn acquire(dirs: &Dirs) -> Result<DaemonLock, ServeError> {
-        Dirs::ensure_private(&dirs.runtime).map_err(|source| ServeError::Io {
-            what: "cannot create",
-            path: dirs.runtime.display().to_string(),
-            source,
-        })?;
+        for dir in [&dirs.runtime, &dirs.state] {
+            Dirs::ensure_private(dir).map_err(|source| ServeError::Io {
+                what: "cannot create",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
         let path = dirs.lock_file();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -66,18 +69,30 @@ impl DaemonLock {
                 path: path.display().to_string(),
                 source,
             })?;
-        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(ServeError::AlreadyRunning(path.display().to_string()));
+        match file.try_lock() {
+            Ok(()) => Ok(DaemonLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(ServeError::AlreadyRunning(path.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(source)) => Err(ServeError::Io {
+                what: "cannot lock",
+                path: path.display().to_string(),
+                source,
+            }),
         }
-        Ok(DaemonLock { _file: file })
     }
 }
 
 /// Serves until `daemon_stop` or SIGTERM/SIGINT. Running VMs are left
 /// running.
 pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeError> {
+    // VMs whose lease a previous daemon held: their clients are gone (no
+    // lease outlives its daemon). Read before any client can make new ones.
+    let leftover = daemon.leased(None);
+    if !leftover.is_empty() {
+        let daemon = daemon.clone();
+        tokio::spawn(async move { daemon.remove_leased(leftover).await });
+    }
     let socket = daemon.dirs.socket();
     // The lock is ours, so a socket file left here is stale.
     let _ = std::fs::remove_file(&socket);
@@ -105,7 +120,7 @@ pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeE
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(module.clone(), stream));
+                    tokio::spawn(connection(module.clone(), daemon.clone(), stream));
                 }
                 Err(e) => tracing::warn!("accept failed: {e}"),
             },
@@ -122,7 +137,23 @@ pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeE
     Ok(())
 }
 
-async fn connection(module: Arc<RpcModule<Rpc>>, stream: UnixStream) {
+/// Counts a request as in flight for as long as it lives.
+struct InFlight(Arc<Daemon>);
+
+impl InFlight {
+    fn new(daemon: Arc<Daemon>) -> InFlight {
+        daemon.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(daemon)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn connection(module: Arc<RpcModule<Rpc>>, daemon: Arc<Daemon>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     // Bounded: a client that stops reading pushes back on its
     // subscriptions (and, through them, on the guest command) instead of
@@ -140,25 +171,47 @@ async fn connection(module: Arc<RpcModule<Rpc>>, stream: UnixStream) {
     // receivers and their sinks see `closed()`.
     let (gone_tx, gone_rx) = tokio::sync::watch::channel(false);
     let mut lines = BufReader::new(rd);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        match lines.read_line(&mut line).await {
+        // At most one byte past the limit is read before a request is
+        // refused: nothing a client sends is buffered beyond it.
+        let mut bounded = (&mut lines).take(MAX_REQUEST as u64 + 1);
+        match bounded.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) if line.len() > MAX_REQUEST => {
                 let _ = out_tx
-                    .send(error_reply(None, -32600, "request too large"))
+                    .send(error_reply(
+                        None,
+                        -32600,
+                        &format!("request over {MAX_REQUEST} bytes; the connection is closed"),
+                    ))
                     .await;
+                // The rest of that line cannot be told from a next request.
+                break;
             }
-            Ok(_) if line.trim().is_empty() => {}
             Ok(_) => {
-                let request = line.trim().to_string();
-                tokio::spawn(handle(
+                let Ok(text) = std::str::from_utf8(&line) else {
+                    let _ = out_tx
+                        .send(error_reply(None, -32700, "request is not UTF-8"))
+                        .await;
+                    continue;
+                };
+                let request = text.trim();
+                if request.is_empty() {
+                    continue;
+                }
+                let guard = InFlight::new(daemon.clone());
+                let (module, request, out, gone) = (
                     module.clone(),
-                    request,
+                    request.to_string(),
                     out_tx.clone(),
                     gone_rx.clone(),
-                ));
+                );
+                tokio::spawn(async move {
+                    handle(module, request, out, gone).await;
+                    drop(guard);
+                });
             }
         }
     }

@@ -35,13 +35,11 @@ pub(crate) fn reconciled_state(state: VmState, process_alive: bool, at_startup: 
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut buf);
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+/// Random hex from the kernel; a random source that fails is an error,
+/// never zeros (ids and names would collide).
+fn random_hex(bytes: usize) -> Result<String, OpError> {
+    crate::spec::random_hex(bytes)
+        .map_err(|e| OpError::internal(format!("cannot read random bytes: {e}")))
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -53,15 +51,15 @@ const NOUNS: &[&str] = &[
     "pebble", "quartz", "river", "spruce", "tundra", "walrus",
 ];
 
-fn generated_name() -> String {
-    let r = random_hex(4);
+fn generated_name() -> Result<String, OpError> {
+    let r = random_hex(4)?;
     let n = u32::from_str_radix(&r, 16).unwrap_or(0) as usize;
-    format!(
+    Ok(format!(
         "{}-{}-{}",
         ADJECTIVES[n % ADJECTIVES.len()],
         NOUNS[(n / ADJECTIVES.len()) % NOUNS.len()],
         &r[..4]
-    )
+    ))
 }
 
 impl Daemon {
@@ -76,7 +74,7 @@ impl Daemon {
                     .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
                 name.clone()
             }
-            None => generated_name(),
+            None => generated_name()?,
         };
         let defaults = VmSpec::default();
         let spec = VmSpec {
@@ -86,6 +84,24 @@ impl Daemon {
         };
         spec.validate()
             .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        if let Some(lease) = &params.lease
+            && !super::lock(&self.leases).contains(lease)
+        {
+            return Err(OpError::new(
+                code::INVALID,
+                format!("lease {lease:?} is not held; hold it first (lease_hold)"),
+            ));
+        }
+        let host_mib = host_memory_mib();
+        if host_mib > 0 && spec.memory_mib > host_mib {
+            return Err(OpError::new(
+                code::INVALID,
+                format!(
+                    "invalid memory: {} MiB is more than this host has ({host_mib} MiB); ask for less with --memory",
+                    spec.memory_mib
+                ),
+            ));
+        }
         if self.with_store(|s| s.find_vm(&name))?.is_some() {
             return Err(OpError::new(
                 code::INVALID,
@@ -131,7 +147,7 @@ impl Daemon {
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
         let ts = now();
         let record = VmRecord {
-            id: random_hex(6),
+            id: random_hex(6)?,
             name,
             state: VmState::Stopped,
             spec,
@@ -156,6 +172,12 @@ impl Daemon {
         };
         progress.say("creating disks");
         self.with_store(|s| s.insert_vm(&record))?;
+        if let Some(lease) = &params.lease
+            && let Err(e) = self.with_store(|s| s.set_lease(&record.id, lease))
+        {
+            let _ = self.with_store(|s| s.delete_vm(&record.id));
+            return Err(e);
+        }
         let dir = self.dirs.vm_state(&record.id);
         let made = {
             let (dir, root, disk_bytes) = (dir.clone(), self.root.clone(), record.spec.disk_bytes);
@@ -184,7 +206,9 @@ impl Daemon {
             let started = self.start_vm_locked(record, progress).await;
             drop(guard);
             if let Err(mut failure) = started {
-                if params.delete_on_failure {
+                tracing::error!(vm = %id, "create failed: {}", failure.message);
+                // A create that fails removes what it made.
+                {
                     progress.say("removing the vm that failed to start");
                     if let Err(e) = self.delete_vm(&id).await {
                         tracing::warn!("cleanup after a failed start: {}", e.message);
@@ -196,7 +220,7 @@ impl Daemon {
                         .replace(&format!("; console log: {}", console.display()), "");
                     failure
                         .message
-                        .push_str("\n(the vm was removed, as --rm asks; create it without --rm to keep its logs)");
+                        .push_str("\n(the vm that failed to start was removed; the console lines above are the end of its log)");
                 }
                 return Err(failure);
             }
@@ -324,7 +348,12 @@ impl Daemon {
         progress.say("booting guest (waiting for the agent)");
         let endpoint = driver.agent_endpoint(&runtime_dir);
         match self
-            .wait_ready(&endpoint, identity, &state_dir.join("console.log"))
+            .wait_ready(
+                &endpoint,
+                identity,
+                &state_dir.join("console.log"),
+                Some(&vm.id),
+            )
             .await
         {
             Ok((client, boot_id)) => {
@@ -374,6 +403,7 @@ impl Daemon {
         endpoint: &AgentEndpoint,
         identity: ProcessIdentity,
         console: &std::path::Path,
+        cancel_id: Option<&str>,
     ) -> Result<(AgentClient, String), String> {
         let timeout = self.boot_timeout;
         let silent_limit = silent_console_limit(timeout);
@@ -389,6 +419,13 @@ impl Daemon {
                     "guest did not become ready: the VM stopped after {:.1} s",
                     started.elapsed().as_secs_f64()
                 ));
+            }
+            if let Some(id) = cancel_id
+                && self.is_cancelled(id)
+            {
+                return Err(
+                    "the boot was cancelled: the client that asked for the vm went away".into(),
+                );
             }
             if started.elapsed() > silent_limit && console_len() <= console_at_start {
                 return Err(format!(
@@ -644,7 +681,7 @@ impl Daemon {
         })?;
         let mut out = base;
         out.extend_from_slice(&segment);
-        let tmp = dir.join(format!(".{}.tmp", random_hex(4)));
+        let tmp = dir.join(format!(".{}.tmp", random_hex(4)?));
         std::fs::write(&tmp, &out)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| {
@@ -653,6 +690,19 @@ impl Daemon {
             })?;
         Ok(path)
     }
+}
+
+/// The host's memory in MiB (0 when unknown).
+fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// How long a booting guest's console may stay empty: a third of the boot
@@ -719,7 +769,7 @@ mod tests {
     #[test]
     fn generated_names_are_valid() {
         for _ in 0..50 {
-            let n = generated_name();
+            let n = generated_name().unwrap();
             assert_eq!(crate::spec::validate_name(&n), Ok(()), "{n}");
         }
     }

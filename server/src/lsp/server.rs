@@ -704,7 +704,7 @@ impl Inner {
                 ExecEvent::Started { .. } => continue,
                 ExecEvent::Stdout { data } => ("stdout", data),
                 ExecEvent::Stderr { data } => ("stderr", data),
-                ExecEvent::Exited { code, signal } => {
+                ExecEvent::Exited { code, signal, .. } => {
                     let status = banger_agent::protocol::ExitStatus { code, signal };
                     return Ok((run_id, status.shell_code(), kept));
                 }
