@@ -333,8 +333,44 @@ pub struct SyncResult {
     pub guest_ms: f64,
 }
 
+/// How git stores a file, on the daemon's wire (the daemon converts from
+/// and to the agent protocol's kind; the two are separate types so the
+/// guest protocol can change without changing this API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// Regular file (0644).
+    File,
+    /// Executable file (0755).
+    Executable,
+    /// Symbolic link (content: the target).
+    Symlink,
+}
+
+/// How a guest file differs from what the host last gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStatus {
+    /// Content or mode changed.
+    Modified,
+    /// New, and not ignored.
+    Added,
+    /// Gone.
+    Deleted,
+}
+
 /// A guest change since the last sync (paths already checked).
-pub type GuestChange = crate::workspace::sync::Change;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestChange {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// How it changed.
+    pub status: ChangeStatus,
+    /// Its kind now (`None` when deleted).
+    pub kind: Option<FileKind>,
+    /// Its blob id now (`None` when deleted).
+    pub oid: Option<String>,
+}
 
 /// The guest's changes since the last sync.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -351,7 +387,7 @@ pub struct FetchedFile {
     /// Path relative to the repository root.
     pub path: String,
     /// Kind (`None`: the guest deleted it).
-    pub kind: Option<crate::workspace::sync::Kind>,
+    pub kind: Option<FileKind>,
     /// Blob id of `data` (empty when deleted).
     pub oid: String,
     /// Content, base64 (a symlink's target).
@@ -364,7 +400,7 @@ pub struct AcceptEntry {
     /// Path.
     pub path: String,
     /// Kind.
-    pub kind: crate::workspace::sync::Kind,
+    pub kind: FileKind,
     /// Blob id the host took.
     pub oid: String,
 }

@@ -367,7 +367,7 @@ impl GlobalState {
             .iter()
             .map(|f| AcceptEntry {
                 path: f.path.clone(),
-                kind: f.kind.unwrap_or(crate::workspace::sync::Kind::File),
+                kind: f.kind.unwrap_or(crate::api::FileKind::File),
                 oid: f.oid.clone(),
             })
             .collect();
@@ -405,7 +405,7 @@ impl GlobalState {
         let Some(kind) = g.kind else {
             return std::fs::symlink_metadata(&host).is_err();
         };
-        if kind == crate::workspace::sync::Kind::Symlink {
+        if kind == crate::api::FileKind::Symlink {
             use std::os::unix::ffi::OsStrExt;
             return std::fs::read_link(&host).is_ok_and(|t| t.as_os_str().as_bytes() == g.data);
         }

@@ -21,11 +21,11 @@ use super::ext::{StatusNotification, StatusParams};
 use super::progress::Progress;
 use super::settings::{self, Settings};
 use super::sync::SyncJob;
+use crate::api::GuestChange;
 use crate::api::{
     BangerApiClient, CreateParams, GuestChanges, OpEvent, PrepareParams, SyncParams, VmView, code,
 };
 use crate::paths::Dirs;
-use crate::workspace::sync::Change;
 
 /// What every handler, the sync worker and the poller share: the editor
 /// connection, the daemon client, the binding, the status and the
@@ -44,7 +44,7 @@ pub(crate) struct GlobalState {
     pub(crate) sync_tx: mpsc::UnboundedSender<SyncJob>,
     pub(crate) requested: AtomicU64,
     pub(crate) done: watch::Sender<u64>,
-    pub(crate) guest_changes: Mutex<Vec<Change>>,
+    pub(crate) guest_changes: Mutex<Vec<GuestChange>>,
     pub(crate) conflicts: Mutex<BTreeSet<String>>,
     pub(crate) docs: Mutex<HashMap<Uri, (i32, String)>>,
     pub(crate) test_diags: Mutex<HashMap<Uri, Vec<Diagnostic>>>,
@@ -122,7 +122,7 @@ impl GlobalState {
         if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
             return Ok(c.clone());
         }
-        let c = crate::cli::client::connect_or_start(&self.dirs)
+        let c = crate::client::connect_or_start(&self.dirs)
             .await
             .map_err(|e| rpc_error(format!("cannot reach bangerd: {e}")))?;
         let c = Arc::new(c);
