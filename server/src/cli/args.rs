@@ -2,7 +2,10 @@
 //! verbs and flags. The modules beside it (`vm.rs`, `workspace.rs`, ...)
 //! run them.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
+
+use crate::spec;
 
 /// One-command Linux development sandboxes in microVMs.
 #[derive(Debug, Parser)]
@@ -11,6 +14,9 @@ pub struct Cli {
     /// Print progress as plain lines.
     #[arg(short, long, global = true)]
     pub(crate) verbose: bool,
+    /// Print results as JSON; errors too, as {"error": {"code", "message"}}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -36,6 +42,15 @@ pub(crate) enum Command {
     /// Install helper programs for this user.
     #[command(subcommand)]
     System(SystemCommand),
+    /// The effective settings for new VMs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (VM names are completed from the
+    /// daemon): `banger completions bash > ~/.local/share/bash-completion/completions/banger`.
+    Completions {
+        /// bash, zsh or fish.
+        shell: CompletionShell,
+    },
     /// The editor backend: a Language Server on stdin/stdout (started by
     /// the VS Code extension and the Neovim plugin; see docs/lsp.md).
     Lsp {
@@ -48,11 +63,7 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum KernelCommand {
     /// Catalog kernels and the images' own kernels.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Copy a kernel file (ELF vmlinux or bzImage) into the catalog.
     Import {
         /// The kernel file.
@@ -104,14 +115,18 @@ pub(crate) struct SpecArgs {
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// Virtual CPUs.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_VCPU)))]
     pub(crate) vcpu: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long)]
+    /// Memory: MiB (2048) or a size (2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub(crate) memory: Option<u64>,
     /// Size of the work disk mounted at /root, like 8G.
-    #[arg(long, value_name = "SIZE")]
-    pub(crate) disk_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) disk_size: Option<u64>,
+    /// Size of the root overlay (system writes outside /root; sparse),
+    /// like 16G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) system_overlay_size: Option<u64>,
     /// Boot a kernel from the catalog instead of the image's (see `banger
     /// kernel list`).
     #[arg(long, value_name = "KERNEL")]
@@ -119,7 +134,7 @@ pub(crate) struct SpecArgs {
     /// VMM: auto (Firecracker where it can run the guest, else QEMU),
     /// firecracker or qemu. Default: `vmm` in config.toml, else auto.
     #[arg(long, value_name = "VMM")]
-    pub(crate) vmm: Option<String>,
+    pub(crate) vmm: Option<VmmArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,19 +174,19 @@ pub(crate) enum VmCommand {
     /// Start stopped VMs.
     Start {
         /// VM names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
         vms: Vec<String>,
     },
     /// Flush and stop VMs; their disks are kept.
     Stop {
         /// VM names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
         vms: Vec<String>,
     },
     /// Delete VMs and everything of them.
     Delete {
         /// VM names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
         vms: Vec<String>,
     },
     /// List VMs (running ones unless --all).
@@ -179,6 +194,7 @@ pub(crate) enum VmCommand {
     /// Show one VM as JSON.
     Show {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Ship repositories into running VMs.
@@ -187,11 +203,13 @@ pub(crate) enum VmCommand {
     /// An interactive login shell in a running VM (in its workspace, if any).
     Shell {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
     /// Run a command in a running VM.
     Exec {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// Working directory in the guest (default: the VM's workspace, else
         /// /root).
@@ -207,6 +225,180 @@ pub(crate) enum VmCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Reboot a running VM: the guest flushes, stops and boots again on
+    /// the same disks (files under /root stay).
+    Restart {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// End a VM's VMM with a signal, without flushing the guest (for a
+    /// guest that does not answer); the VM ends stopped, its disks kept.
+    Kill {
+        /// KILL, TERM, INT, HUP, QUIT (with or without SIG), or a number.
+        #[arg(long, short, default_value = "KILL", value_parser = parse_signal)]
+        signal: i32,
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// Delete every VM that is not running (stopped or failed); running
+    /// VMs are never touched.
+    Prune {
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Change a stopped VM's vCPUs or memory; applied at its next start.
+    Set {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Virtual CPUs.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_VCPU)))]
+        vcpu: Option<u32>,
+        /// Memory: MiB (2048) or a size (2G).
+        #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+        memory: Option<u64>,
+    },
+    /// The guest console log and the daemon's log lines about a VM.
+    Logs {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Keep printing what is added, until the VM is deleted or Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// State, uptime, CPU time and memory of the VMM, disk bytes used.
+    Stats {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the settings a new VM gets and where each comes from
+    /// (default, config file, env, flag); flags given here show their
+    /// effect.
+    Show {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+}
+
+/// `--vmm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum VmmArg {
+    /// Firecracker where it can run the guest, else QEMU.
+    Auto,
+    /// Firecracker.
+    Firecracker,
+    /// QEMU.
+    Qemu,
+}
+
+impl VmmArg {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VmmArg::Auto => "auto",
+            VmmArg::Firecracker => "firecracker",
+            VmmArg::Qemu => "qemu",
+        }
+    }
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
+    /// Through the agent into the running guest.
+    Stream,
+    /// Written into the VM's disk image before boot.
+    #[value(name = "full_copy")]
+    FullCopy,
+}
+
+impl ModeArg {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ModeArg::Stream => "stream",
+            ModeArg::FullCopy => "full_copy",
+        }
+    }
+}
+
+/// `banger completions SHELL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    spec::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let mib = spec::parse_memory_mib(s).map_err(|e| e.to_string())?;
+    if !(spec::MIN_MEMORY_MIB..=spec::MAX_MEMORY_MIB).contains(&mib) {
+        return Err(spec::SpecError::Memory(mib).to_string());
+    }
+    Ok(mib)
+}
+
+/// A signal by name (`KILL`, `SIGTERM`, `term`) or number.
+pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
+    use std::str::FromStr;
+    let bad = || format!("unknown signal {s:?}; use a name like KILL or TERM, or a number");
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|sig| sig as i32)
+            .map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map(|sig| sig as i32)
+        .map_err(|_| bad())
+}
+
+/// VM names for shell completion, from a daemon that already runs (a
+/// completion never starts one).
+fn vm_names() -> Vec<clap_complete::CompletionCandidate> {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    runtime.block_on(async {
+        use crate::api::BangerApiClient;
+        let dirs = crate::paths::Dirs::from_env();
+        let Ok(Some(client)) = crate::client::connect_existing(&dirs).await else {
+            return Vec::new();
+        };
+        let Ok(Ok(vms)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), client.vm_list(true)).await
+        else {
+            return Vec::new();
+        };
+        vms.into_iter()
+            .map(|vm| {
+                clap_complete::CompletionCandidate::new(vm.name)
+                    .help(Some(format!("{} {}", vm.state, vm.id).into()))
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Args)]
@@ -223,7 +415,7 @@ pub(crate) struct WorkspaceArgs {
     /// stream: through the agent into the running guest (default);
     /// full_copy: written into the VM's disk image before boot.
     #[arg(long, value_name = "MODE")]
-    pub(crate) mode: Option<String>,
+    pub(crate) mode: Option<ModeArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +424,7 @@ pub(crate) enum WorkspaceCommand {
     /// running VM at /root/repo, with the host's HEAD, branch and index.
     Prepare {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// The repository (default: the current directory).
         path: Option<String>,
@@ -243,6 +436,7 @@ pub(crate) enum WorkspaceCommand {
     /// written.
     Export {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// Write the patch here instead of stdout.
         #[arg(long, short)]
@@ -266,6 +460,7 @@ pub(crate) enum WorkspaceCommand {
     /// meanwhile are left alone and listed as conflicts.
     Sync {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
         /// Only these paths (relative to the repository root); default:
         /// everything.
@@ -273,17 +468,12 @@ pub(crate) enum WorkspaceCommand {
         /// Overwrite the guest's copy even where the guest changed it.
         #[arg(long)]
         force: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// What the guest changed since the last transfer or sync.
     Changes {
         /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -292,9 +482,6 @@ pub(crate) struct ListArgs {
     /// Include stopped VMs.
     #[arg(short, long)]
     pub(crate) all: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,11 +492,7 @@ pub(crate) enum ImageCommand {
         name: Option<String>,
     },
     /// List built images.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show one image's manifest as JSON.
     Show {
         /// Image name or id.

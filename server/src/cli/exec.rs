@@ -62,10 +62,7 @@ pub(crate) async fn exec(
         ClientError::Call(obj) if obj.message().starts_with("cannot run") => {
             Failure::new(EXIT_CANNOT_RUN, obj.message().to_string())
         }
-        other => {
-            let f = rpc_failure(other);
-            Failure::new(EXIT_RUN_FAILED, f.message)
-        }
+        other => rpc_failure(other).exit(EXIT_RUN_FAILED),
     })?;
     let mut interrupts = 0u32;
     let mut running: Option<u64> = None;

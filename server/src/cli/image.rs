@@ -17,9 +17,9 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
                 printer.line(&format!("{} {}", image.name, image.id));
             }
         }
-        ImageCommand::List { json } => {
+        ImageCommand::List => {
             let images = client.image_list().await.map_err(rpc_failure)?;
-            if json {
+            if printer.json() {
                 printer.line(&pretty(&images));
             } else {
                 let rows: Vec<Vec<String>> = images.iter().map(image_row).collect();
@@ -28,6 +28,7 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
         }
         ImageCommand::Show { image } => {
             let image = client.image_show(image).await.map_err(rpc_failure)?;
+            // Always JSON (a manifest has no table form).
             printer.line(&pretty(&image));
         }
         ImageCommand::Delete { image } => {

@@ -19,9 +19,9 @@ pub(crate) async fn run(cmd: KernelCommand, dirs: &Dirs, printer: &Printer) -> R
         )
     };
     match cmd {
-        KernelCommand::List { json } => {
+        KernelCommand::List => {
             let kernels = client.kernel_list().await.map_err(rpc_failure)?;
-            if json {
+            if printer.json() {
                 printer.line(&pretty(&kernels));
             } else {
                 let rows: Vec<Vec<String>> = kernels

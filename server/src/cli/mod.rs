@@ -12,6 +12,7 @@
 //! `args.rs`.
 
 mod args;
+mod config;
 mod daemon;
 pub mod doctor;
 mod exec;
@@ -25,7 +26,7 @@ mod workspace;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use jsonrpsee::core::client::Error as ClientError;
 
 pub use args::Cli;
@@ -41,24 +42,51 @@ pub const EXIT_RUN_FAILED: u8 = 125;
 /// Exit code when the guest cannot start the program.
 pub const EXIT_CANNOT_RUN: u8 = 127;
 
-/// A failure of a CLI command, with the exit code to use.
+/// The environment variable shell completion scripts set to ask banger
+/// for candidates (clap_complete's dynamic completion).
+pub const COMPLETE_VAR: &str = "BANGER_COMPLETE";
+
+/// A failure of a CLI command, with the exit code to use and the stable
+/// error code scripts see with `--json` ([`crate::api::code::name`], or
+/// `daemon_unreachable`).
 pub(crate) struct Failure {
     pub(crate) code: u8,
+    pub(crate) kind: &'static str,
     pub(crate) message: String,
 }
 
 impl Failure {
+    /// A failure whose kind follows from its exit code (2: invalid input).
     pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,
+            kind: if code == 2 { "invalid" } else { "internal" },
             message: message.into(),
         }
+    }
+
+    /// A failure the daemon reported with an API error code.
+    pub(crate) fn api(api_code: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            code: if api_code == code::INVALID { 2 } else { 1 },
+            kind: code::name(api_code),
+            message: message.into(),
+        }
+    }
+
+    /// The same failure with another exit code.
+    pub(crate) fn exit(mut self, code: u8) -> Failure {
+        self.code = code;
+        self
     }
 }
 
 impl From<client::ConnectError> for Failure {
     fn from(e: client::ConnectError) -> Failure {
-        Failure::new(1, chain(&e))
+        Failure {
+            kind: "daemon_unreachable",
+            ..Failure::new(1, chain(&e))
+        }
     }
 }
 
@@ -76,10 +104,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Maps an RPC error to a failure: invalid input exits 2.
 pub(crate) fn rpc_failure(e: ClientError) -> Failure {
     match e {
-        ClientError::Call(obj) => {
-            let exit = if obj.code() == code::INVALID { 2 } else { 1 };
-            Failure::new(exit, obj.message().to_string())
-        }
+        ClientError::Call(obj) => Failure::api(obj.code(), obj.message().to_string()),
         ClientError::RestartNeeded(_) => {
             Failure::new(1, "lost the connection to bangerd; see its log")
         }
@@ -89,8 +114,15 @@ pub(crate) fn rpc_failure(e: ClientError) -> Failure {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let printer = Printer::new(cli.verbose);
+    // A completion script asking for candidates: answer and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .complete();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
+    let printer = Printer::new(cli.verbose, cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,7 +130,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            printer.error(&format!("cannot start the async runtime: {e}"));
+            printer.error("internal", &format!("cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -107,13 +139,39 @@ pub fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(f) => {
-            printer.error(&f.message);
+            printer.error(f.kind, &f.message);
             f.code
         }
     };
     // Don't wait for a stdin reader thread blocked on a terminal.
     runtime.shutdown_background();
     ExitCode::from(code)
+}
+
+/// A command line clap refused: its own message (exit 2), or with
+/// `--json` the same JSON error every other failure prints.
+fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = std::env::args().skip(1).any(|a| a == "--json");
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !json || informational {
+        e.exit();
+    }
+    let message = e
+        .render()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    Printer::new(false, true).error("invalid", &message);
+    ExitCode::from(2)
 }
 
 async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
@@ -130,7 +188,26 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::System(cmd) => system::run(cmd, &dirs, printer).await,
+        Command::Config(cmd) => config::run(cmd, &dirs, printer),
+        Command::Completions { shell } => completions(shell, printer),
     }
+}
+
+/// `banger completions SHELL`: the script that asks banger for
+/// candidates (VM names from the daemon) as the user types.
+fn completions(shell: args::CompletionShell, printer: &Printer) -> Result<u8, Failure> {
+    use clap_complete::env::EnvCompleter;
+    let completer: &dyn EnvCompleter = match shell {
+        args::CompletionShell::Bash => &clap_complete::env::Bash,
+        args::CompletionShell::Zsh => &clap_complete::env::Zsh,
+        args::CompletionShell::Fish => &clap_complete::env::Fish,
+    };
+    let mut script = Vec::new();
+    completer
+        .write_registration(COMPLETE_VAR, "banger", "banger", "banger", &mut script)
+        .map_err(|e| Failure::new(1, format!("cannot write the script: {e}")))?;
+    printer.stdout_bytes(&script);
+    Ok(0)
 }
 
 /// Follows a long operation's events to its outcome.
@@ -141,12 +218,7 @@ pub(crate) async fn follow(
     while let Some(event) = sub.next().await {
         match event {
             Ok(OpEvent::Progress { message }) => printer.progress(&message),
-            Ok(OpEvent::Failed { code: c, message }) => {
-                return Err(Failure::new(
-                    if c == code::INVALID { 2 } else { 1 },
-                    message,
-                ));
-            }
+            Ok(OpEvent::Failed { code: c, message }) => return Err(Failure::api(c, message)),
             Ok(done) => return Ok(done),
             Err(e) => return Err(Failure::new(1, format!("bad event from bangerd: {e}"))),
         }
@@ -199,7 +271,6 @@ pub(crate) fn print_table(printer: &Printer, header: &[&str], rows: &[Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
@@ -225,5 +296,64 @@ mod tests {
         };
         assert!(rm);
         assert_eq!(command, ["sh", "-c", "echo \"a  b\"", "--rm"]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_runs() {
+        for bad in [
+            &["banger", "vm", "run", "--mode", "bogus", "--", "true"][..],
+            &["banger", "vm", "create", "--vmm", "kvm"],
+            &["banger", "vm", "create", "--memory", "lots"],
+            &["banger", "vm", "create", "--memory", "64"],
+            &["banger", "vm", "create", "--disk-size", "8X"],
+            &["banger", "vm", "create", "--system-overlay-size", "x"],
+            &["banger", "vm", "create", "--vcpu", "0"],
+            &["banger", "vm", "kill", "--signal", "NOPE", "dev"],
+            &["banger", "completions", "tcsh"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "banger",
+            "vm",
+            "create",
+            "--memory",
+            "2G",
+            "--system-overlay-size",
+            "4G",
+        ])
+        .unwrap();
+        let Command::Vm(args::VmCommand::Create { spec, .. }) = cli.command else {
+            panic!("not vm create");
+        };
+        assert_eq!(spec.memory, Some(2048));
+        assert_eq!(spec.system_overlay_size, Some(4 << 30));
+    }
+
+    #[test]
+    fn signals_are_names_or_numbers() {
+        assert_eq!(args::parse_signal("KILL"), Ok(libc::SIGKILL));
+        assert_eq!(args::parse_signal("sigterm"), Ok(libc::SIGTERM));
+        assert_eq!(args::parse_signal("2"), Ok(libc::SIGINT));
+        assert!(args::parse_signal("0").is_err());
+        assert!(args::parse_signal("BOGUS").is_err());
+    }
+
+    #[test]
+    fn every_api_code_has_a_stable_name() {
+        for (c, name) in [
+            (code::INTERNAL, "internal"),
+            (code::NOT_FOUND, "not_found"),
+            (code::INVALID, "invalid"),
+            (code::CONFLICT, "conflict"),
+            (code::NOT_RUNNING, "not_running"),
+            (code::RUNNING, "running"),
+            (code::AMBIGUOUS, "ambiguous"),
+        ] {
+            assert_eq!(code::name(c), name);
+            assert_eq!(Failure::api(c, "m").kind, name);
+        }
+        assert_eq!(Failure::api(code::INVALID, "m").code, 2);
+        assert_eq!(Failure::api(code::NOT_RUNNING, "m").code, 1);
     }
 }

@@ -1,7 +1,9 @@
 //! `banger vm` (and `banger ps`): create, run, start, stop, delete, list,
 //! show, exec and shell; `vm workspace` is in `workspace.rs`.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jsonrpsee::async_client::Client;
 
@@ -24,19 +26,15 @@ pub(crate) fn create_params(
     if let Some(name) = &spec.name {
         spec::validate_name(name).map_err(|e| Failure::new(2, e.to_string()))?;
     }
-    let disk_bytes = spec
-        .disk_size
-        .as_deref()
-        .map(spec::parse_size)
-        .transpose()
-        .map_err(|e| Failure::new(2, e.to_string()))?;
+    // Sizes, the VMM and vCPU bounds were parsed by clap already.
     Ok(CreateParams {
         name: spec.name.clone(),
         vcpu: spec.vcpu,
         memory_mib: spec.memory,
-        disk_bytes,
+        disk_bytes: spec.disk_size,
+        system_overlay_bytes: spec.system_overlay_size,
         image: None,
-        vmm: spec.vmm.clone(),
+        vmm: spec.vmm.map(|v| v.as_str().to_string()),
         kernel: spec.kernel.clone(),
         start,
         delete_on_failure,
@@ -98,7 +96,8 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             let full_copy = path.is_some() && ws.full_copy();
             let params = create_params(&spec, !full_copy, rm)?;
             let mut vm = create(&client, params, printer).await.map_err(|f| {
-                Failure::new(if f.code == 2 { 2 } else { EXIT_RUN_FAILED }, f.message)
+                let exit = if f.code == 2 { 2 } else { EXIT_RUN_FAILED };
+                f.exit(exit)
             })?;
             if let Some(path) = path {
                 printer.progress(&format!("shipping {path} to /root/repo"));
@@ -127,10 +126,8 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                         if rm {
                             let _ = client.vm_delete(vm.id.clone()).await;
                         }
-                        return Err(Failure::new(
-                            if f.code == 2 { 2 } else { EXIT_RUN_FAILED },
-                            f.message,
-                        ));
+                        let exit = if f.code == 2 { 2 } else { EXIT_RUN_FAILED };
+                        return Err(f.exit(exit));
                     }
                 }
             }
@@ -158,11 +155,25 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             exec(&client, target, command, printer).await
         }
         VmCommand::Create { spec, no_start } => {
+            let started = Instant::now();
             let params = create_params(&spec, !no_start, false)?;
             let client = Arc::new(client::connect_or_start(dirs).await?);
             let vm = create(&client, params, printer).await?;
             printer.clear_progress();
-            printer.line(&vm.name);
+            if printer.json() {
+                printer.json_value(&vm);
+            } else {
+                printer.line(&vm.name);
+            }
+            let elapsed = elapsed(started);
+            printer.note(&if no_start {
+                format!(
+                    "created in {elapsed}; start it with: banger vm start {}",
+                    vm.name
+                )
+            } else {
+                format!("ready in {elapsed}")
+            });
             Ok(0)
         }
         VmCommand::Start { vms } => {
@@ -204,6 +215,95 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             printer.line(&pretty(&vm));
             Ok(0)
         }
+        VmCommand::Restart { vm } => {
+            let started = Instant::now();
+            let client = client::connect_or_start(dirs).await?;
+            let sub = client.vm_restart(vm).await.map_err(rpc_failure)?;
+            if let OpEvent::Vm { vm } = follow(sub, printer).await? {
+                printer.clear_progress();
+                if printer.json() {
+                    printer.json_value(&vm);
+                } else {
+                    printer.line(&vm.name);
+                }
+                printer.note(&format!("restarted in {}", elapsed(started)));
+            }
+            Ok(0)
+        }
+        VmCommand::Kill { signal, vm } => {
+            let client = client::connect_or_start(dirs).await?;
+            printer.progress(&format!("killing {vm}"));
+            let view = client.vm_kill(vm, signal).await.map_err(rpc_failure)?;
+            printer.clear_progress();
+            if printer.json() {
+                printer.json_value(&view);
+            } else {
+                printer.line(&view.name);
+            }
+            Ok(0)
+        }
+        VmCommand::Prune { force } => prune(dirs, printer, force).await,
+        VmCommand::Set { vm, vcpu, memory } => {
+            let client = client::connect_or_start(dirs).await?;
+            let params = crate::api::SetParams {
+                vm,
+                vcpu,
+                memory_mib: memory,
+            };
+            let view = client.vm_set(params).await.map_err(rpc_failure)?;
+            if printer.json() {
+                printer.json_value(&view);
+            } else {
+                printer.line(&view.name);
+                printer.note(&format!(
+                    "vcpu {}, memory {}M; applies at its next start (banger vm start {})",
+                    view.vcpu, view.memory_mib, view.name
+                ));
+            }
+            Ok(0)
+        }
+        VmCommand::Logs { vm, follow } => logs(dirs, printer, vm, follow).await,
+        VmCommand::Stats { vm } => {
+            let client = client::connect_or_start(dirs).await?;
+            let s = client.vm_stats(vm).await.map_err(rpc_failure)?;
+            if printer.json() {
+                printer.json_value(&s);
+                return Ok(0);
+            }
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            printer.line(&format!("name     {} ({})", s.name, s.id));
+            printer.line(&format!("state    {}", s.state));
+            printer.line(&format!(
+                "uptime   {}",
+                or_dash(s.uptime_secs.map(duration))
+            ));
+            printer.line(&format!(
+                "cpu      {}",
+                or_dash(s.cpu_secs.map(|c| format!("{c:.1} s")))
+            ));
+            printer.line(&format!(
+                "memory   {}",
+                or_dash(s.rss_bytes.map(|b| format!("{} resident", human_bytes(b))))
+            ));
+            let parts: Vec<String> = s
+                .disks
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {} of {}",
+                        d.role,
+                        human_bytes(d.used_bytes),
+                        spec::format_size(d.size_bytes)
+                    )
+                })
+                .collect();
+            printer.line(&format!(
+                "disk     {} used ({})",
+                human_bytes(s.disk_used_bytes),
+                parts.join(", ")
+            ));
+            Ok(0)
+        }
         VmCommand::Exec {
             vm,
             guest_path,
@@ -238,7 +338,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
 pub(crate) async fn list(dirs: &Dirs, printer: &Printer, args: ListArgs) -> Result<u8, Failure> {
     let client = client::connect_or_start(dirs).await?;
     let vms = client.vm_list(args.all).await.map_err(rpc_failure)?;
-    if args.json {
+    if printer.json() {
         printer.line(&pretty(&vms));
         return Ok(0);
     }
@@ -265,4 +365,155 @@ pub(crate) async fn list(dirs: &Dirs, printer: &Printer, args: ListArgs) -> Resu
         &rows,
     );
     Ok(0)
+}
+
+/// `vm prune`: deletes every VM that is not running, after asking (on a
+/// terminal) or with `-f`.
+async fn prune(dirs: &Dirs, printer: &Printer, force: bool) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    let vms = client.vm_list(true).await.map_err(rpc_failure)?;
+    let doomed: Vec<&VmView> = vms
+        .iter()
+        .filter(|vm| vm.state == "stopped" || vm.state == "error")
+        .collect();
+    if doomed.is_empty() {
+        if printer.json() {
+            printer.json_value(&Vec::<String>::new());
+        } else {
+            printer.note("nothing to prune: every vm is running");
+        }
+        return Ok(0);
+    }
+    let list = doomed
+        .iter()
+        .map(|vm| format!("{} ({})", vm.name, vm.state))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::new(
+                2,
+                format!(
+                    "vm prune would delete {} vm{}: {list}; stdin is not a terminal, so confirm with: banger vm prune -f",
+                    doomed.len(),
+                    if doomed.len() == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        printer.clear_progress();
+        eprint_prompt(&format!(
+            "delete {} vm{} and their disks: {list}? [y/N] ",
+            doomed.len(),
+            if doomed.len() == 1 { "" } else { "s" }
+        ));
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            printer.note("nothing deleted");
+            return Ok(1);
+        }
+    }
+    let ids: Vec<String> = doomed.iter().map(|vm| vm.id.clone()).collect();
+    printer.progress("deleting");
+    let deleted = client.vm_prune(ids).await.map_err(rpc_failure)?;
+    printer.clear_progress();
+    if printer.json() {
+        printer.json_value(&deleted);
+    } else {
+        for name in &deleted {
+            printer.line(name);
+        }
+    }
+    Ok(0)
+}
+
+#[allow(clippy::print_stderr)] // a prompt, not output: it must not wait for a newline
+fn eprint_prompt(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{text}");
+    let _ = err.flush();
+}
+
+/// `vm logs [-f]`: the console log, then the daemon's lines about the VM
+/// (prefixed `[bangerd]`); with `-f`, what is added, until the VM is
+/// deleted or Ctrl-C.
+async fn logs(dirs: &Dirs, printer: &Printer, vm: String, follow: bool) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    let (mut console, mut daemon) = (0, 0);
+    let mut seen = false;
+    loop {
+        let chunk = match client.vm_logs(vm.clone(), console, daemon).await {
+            Ok(c) => c,
+            Err(jsonrpsee::core::client::Error::Call(obj))
+                if seen && obj.code() == crate::api::code::NOT_FOUND =>
+            {
+                printer.note(&format!("vm {vm} was deleted"));
+                return Ok(0);
+            }
+            Err(e) => return Err(rpc_failure(e)),
+        };
+        if printer.json() && !follow {
+            printer.json_value(&chunk);
+            return Ok(0);
+        }
+        printer.stdout_bytes(chunk.console.as_bytes());
+        for line in &chunk.daemon {
+            printer.line(&format!("[bangerd] {line}"));
+        }
+        console = chunk.console_next;
+        daemon = chunk.daemon_next;
+        if !follow {
+            return Ok(0);
+        }
+        // From here on, a VM that is gone was deleted while we followed.
+        seen = true;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
+/// `12.3s`, `2m 5s`.
+fn elapsed(started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        duration(secs as u64)
+    }
+}
+
+/// `1h 2m 3s`.
+fn duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
+/// `1.5G`, `300M`, `12K`: bytes used, one decimal.
+fn human_bytes(bytes: u64) -> String {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift {
+            return format!("{:.1}{suffix}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(125), "2m 5s");
+        assert_eq!(duration(3723), "1h 2m 3s");
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(3 << 29), "1.5G");
+    }
 }

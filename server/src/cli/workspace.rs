@@ -17,12 +17,12 @@ impl WorkspaceArgs {
             include_untracked: self.include_untracked,
             branch: self.branch.clone(),
             from: self.from.clone(),
-            mode: self.mode.clone(),
+            mode: self.mode.map(|m| m.as_str().to_string()),
         }
     }
 
     pub(crate) fn full_copy(&self) -> bool {
-        self.mode.as_deref() == Some("full_copy")
+        self.mode == Some(super::args::ModeArg::FullCopy)
     }
 }
 
@@ -61,12 +61,7 @@ pub(crate) async fn run(
             }
             Ok(0)
         }
-        WorkspaceCommand::Sync {
-            vm,
-            paths,
-            force,
-            json,
-        } => {
+        WorkspaceCommand::Sync { vm, paths, force } => {
             let client = client::connect_or_start(dirs).await?;
             let params = crate::api::SyncParams {
                 vm,
@@ -77,7 +72,7 @@ pub(crate) async fn run(
                 .vm_workspace_sync(params)
                 .await
                 .map_err(rpc_failure)?;
-            if json {
+            if printer.json() {
                 printer.line(&pretty(&r));
             } else {
                 printer.line(&format!(
@@ -97,10 +92,10 @@ pub(crate) async fn run(
             }
             Ok(if r.conflicts.is_empty() { 0 } else { 1 })
         }
-        WorkspaceCommand::Changes { vm, json } => {
+        WorkspaceCommand::Changes { vm } => {
             let client = client::connect_or_start(dirs).await?;
             let r = client.vm_workspace_changes(vm).await.map_err(rpc_failure)?;
-            if json {
+            if printer.json() {
                 printer.line(&pretty(&r));
             } else {
                 for c in &r.changes {
