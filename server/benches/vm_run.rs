@@ -56,7 +56,7 @@ fn main() {
     let dirs = Dirs::from_env();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let client = banger::cli::client::connect_or_start(&dirs).await.expect("daemon");
+        let client = banger::client::connect_or_start(&dirs).await.expect("daemon");
         let info = client.daemon_info().await.expect("info");
 
         // Disk bytes of a VM that was created and never booted.

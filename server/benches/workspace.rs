@@ -181,7 +181,7 @@ fn main() {
     let dirs = Dirs::from_env();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let client = banger::cli::client::connect_or_start(&dirs).await.unwrap();
+        let client = banger::client::connect_or_start(&dirs).await.unwrap();
         let info = client.daemon_info().await.unwrap();
         let mut sub = client
             .vm_create(CreateParams {
@@ -330,7 +330,7 @@ fn main() {
             ms(median(cli))
         );
         drop(agent);
-        let client = banger::cli::client::connect_or_start(&dirs).await.unwrap();
+        let client = banger::client::connect_or_start(&dirs).await.unwrap();
         client.vm_delete("bench".into()).await.unwrap();
         let _ = client.daemon_stop(Some(true)).await;
     });

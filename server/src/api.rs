@@ -20,6 +20,26 @@ pub mod code {
     pub const INVALID: i32 = -32002;
     /// The VM is in the wrong state for the request.
     pub const CONFLICT: i32 = -32003;
+    /// The VM is not running and the request needs it running.
+    pub const NOT_RUNNING: i32 = -32004;
+    /// The VM is running and the request needs it stopped.
+    pub const RUNNING: i32 = -32005;
+    /// A VM id prefix matches more than one VM.
+    pub const AMBIGUOUS: i32 = -32006;
+
+    /// The stable name of a code, for scripts (`--json` errors carry it):
+    /// these names never change once released.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            NOT_FOUND => "not_found",
+            INVALID => "invalid",
+            CONFLICT => "conflict",
+            NOT_RUNNING => "not_running",
+            RUNNING => "running",
+            AMBIGUOUS => "ambiguous",
+            _ => "internal",
+        }
+    }
 }
 
 /// Builds an error object.
@@ -42,6 +62,10 @@ pub struct VmView {
     pub memory_mib: u64,
     /// Work disk size in bytes.
     pub disk_bytes: u64,
+    /// Apparent size of the root overlay's upper disk (system writes
+    /// outside /root), in bytes.
+    #[serde(default)]
+    pub system_overlay_bytes: u64,
     /// Image name.
     pub image: String,
     /// Image id.
@@ -84,6 +108,9 @@ pub struct CreateParams {
     pub memory_mib: Option<u64>,
     /// Work disk size in bytes.
     pub disk_bytes: Option<u64>,
+    /// Root overlay upper disk size in bytes.
+    #[serde(default)]
+    pub system_overlay_bytes: Option<u64>,
     /// Image name or id; the default image when absent.
     pub image: Option<String>,
     /// `auto`, `firecracker` or `qemu`; the configured default when absent.
@@ -353,8 +380,44 @@ pub struct SyncResult {
     pub guest_ms: f64,
 }
 
+/// How git stores a file, on the daemon's wire (the daemon converts from
+/// and to the agent protocol's kind; the two are separate types so the
+/// guest protocol can change without changing this API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// Regular file (0644).
+    File,
+    /// Executable file (0755).
+    Executable,
+    /// Symbolic link (content: the target).
+    Symlink,
+}
+
+/// How a guest file differs from what the host last gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStatus {
+    /// Content or mode changed.
+    Modified,
+    /// New, and not ignored.
+    Added,
+    /// Gone.
+    Deleted,
+}
+
 /// A guest change since the last sync (paths already checked).
-pub type GuestChange = crate::workspace::sync::Change;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestChange {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// How it changed.
+    pub status: ChangeStatus,
+    /// Its kind now (`None` when deleted).
+    pub kind: Option<FileKind>,
+    /// Its blob id now (`None` when deleted).
+    pub oid: Option<String>,
+}
 
 /// The guest's changes since the last sync.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -371,7 +434,7 @@ pub struct FetchedFile {
     /// Path relative to the repository root.
     pub path: String,
     /// Kind (`None`: the guest deleted it).
-    pub kind: Option<crate::workspace::sync::Kind>,
+    pub kind: Option<FileKind>,
     /// Blob id of `data` (empty when deleted).
     pub oid: String,
     /// Content, base64 (a symlink's target).
@@ -384,9 +447,76 @@ pub struct AcceptEntry {
     /// Path.
     pub path: String,
     /// Kind.
-    pub kind: crate::workspace::sync::Kind,
+    pub kind: FileKind,
     /// Blob id the host took.
     pub oid: String,
+}
+
+/// Parameters of `vm_set`: what changes at the next start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetParams {
+    /// VM name or id.
+    pub vm: String,
+    /// New vCPU count.
+    #[serde(default)]
+    pub vcpu: Option<u32>,
+    /// New memory in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+/// What `vm_logs` returns: the console log and the daemon's lines about
+/// the VM from the given offsets on (for `vm logs -f`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmLogs {
+    /// Console bytes from `console_from` on (invalid UTF-8 replaced).
+    pub console: String,
+    /// Where the next read of the console starts.
+    pub console_next: u64,
+    /// Daemon log lines about this VM from `daemon_from` on.
+    pub daemon: Vec<String>,
+    /// Where the next read of the daemon log starts.
+    pub daemon_next: u64,
+    /// The console log file.
+    pub console_log: String,
+    /// The daemon log file.
+    pub daemon_log: String,
+}
+
+/// One of a VM's disks and what it really uses on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskStats {
+    /// `overlay` or `work`.
+    pub role: String,
+    /// Backing file.
+    pub path: String,
+    /// Apparent size.
+    pub size_bytes: u64,
+    /// Bytes allocated on the host (st_blocks * 512).
+    pub used_bytes: u64,
+}
+
+/// `vm_stats`: a VM's state and what its VMM process and disks use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: String,
+    /// State.
+    pub state: String,
+    /// VMM process id, while running.
+    pub pid: Option<i32>,
+    /// Seconds since the VMM process started, while running.
+    pub uptime_secs: Option<u64>,
+    /// CPU time of the VMM process (user + system), seconds.
+    pub cpu_secs: Option<f64>,
+    /// Resident memory of the VMM process, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Its disks.
+    pub disks: Vec<DiskStats>,
+    /// Sum of the disks' `used_bytes`.
+    pub disk_used_bytes: u64,
 }
 
 /// About the daemon.
@@ -481,6 +611,41 @@ pub trait BangerApi {
     /// Removes a VM and every file, socket and process of it.
     #[method(name = "vm_delete")]
     async fn vm_delete(&self, vm: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Reboots a running VM: stop (the guest flushes) and start again, so
+    /// the guest gets a new boot id and keeps its disks. Streams progress.
+    #[subscription(name = "vm_restart" => "vm_restart_event", unsubscribe = "vm_restart_unsubscribe", item = OpEvent)]
+    async fn vm_restart(&self, vm: String) -> SubscriptionResult;
+
+    /// Sends `signal` to the VM's VMM without flushing the guest (SIGKILL
+    /// after a grace period if it does not exit); the VM ends `stopped`
+    /// and its runtime files are removed.
+    #[method(name = "vm_kill")]
+    async fn vm_kill(&self, vm: String, signal: i32) -> Result<VmView, ErrorObjectOwned>;
+
+    /// Deletes these VMs (names or ids) if they are not running (stopped or
+    /// failed); running ones and ones with an operation in flight are
+    /// kept. Returns the names deleted.
+    #[method(name = "vm_prune")]
+    async fn vm_prune(&self, vms: Vec<String>) -> Result<Vec<String>, ErrorObjectOwned>;
+
+    /// Changes a stopped VM's vCPUs or memory, applied at its next start.
+    #[method(name = "vm_set")]
+    async fn vm_set(&self, params: SetParams) -> Result<VmView, ErrorObjectOwned>;
+
+    /// The guest console and the daemon's log lines about a VM, from the
+    /// given byte offsets.
+    #[method(name = "vm_logs")]
+    async fn vm_logs(
+        &self,
+        vm: String,
+        console_from: u64,
+        daemon_from: u64,
+    ) -> Result<VmLogs, ErrorObjectOwned>;
+
+    /// State, uptime, CPU time and memory of the VMM, disk bytes used.
+    #[method(name = "vm_stats")]
+    async fn vm_stats(&self, vm: String) -> Result<VmStats, ErrorObjectOwned>;
 
     /// Runs a command in a running VM, streaming its output.
     #[subscription(name = "vm_exec" => "vm_exec_event", unsubscribe = "vm_exec_unsubscribe", item = ExecEvent)]

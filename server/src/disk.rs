@@ -77,21 +77,25 @@ pub trait RootStrategy: Send + Sync {
     fn name(&self) -> &'static str;
     /// Kernel command-line argument that tells the initramfs what to do.
     fn kernel_arg(&self) -> &'static str;
-    /// Creates the per-VM root layer in `vm_dir`; O(1) in the image size.
-    fn create(&self, vm_dir: &Path) -> Result<(), DiskError>;
+    /// Creates the per-VM root layer in `vm_dir` (`bytes`: its apparent
+    /// size, sparse); O(1) in the image size.
+    fn create(&self, vm_dir: &Path, bytes: u64) -> Result<(), DiskError>;
     /// The drives to attach at boot.
     fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive>;
 }
 
 /// overlayfs assembled by the guest's initramfs: lower = the shared base
-/// image (read-only), upper = a sparse per-VM ext4.
-pub struct OverlayRoot {
-    /// Apparent size of the upper disk (sparse).
-    pub upper_bytes: u64,
-}
+/// image (read-only), upper = a sparse per-VM ext4 whose size is the VM's
+/// `--system-overlay-size`.
+pub struct OverlayRoot;
 
 impl OverlayRoot {
     const FILE: &'static str = "overlay.ext4";
+
+    /// The upper disk's backing file.
+    pub fn path(vm_dir: &Path) -> PathBuf {
+        vm_dir.join(Self::FILE)
+    }
 }
 
 impl RootStrategy for OverlayRoot {
@@ -103,8 +107,8 @@ impl RootStrategy for OverlayRoot {
         "banger.root=overlay"
     }
 
-    fn create(&self, vm_dir: &Path) -> Result<(), DiskError> {
-        make_ext4(&vm_dir.join(Self::FILE), self.upper_bytes, "overlay", None)
+    fn create(&self, vm_dir: &Path, bytes: u64) -> Result<(), DiskError> {
+        make_ext4(&vm_dir.join(Self::FILE), bytes, "overlay", None)
     }
 
     fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive> {
@@ -415,10 +419,12 @@ mod tests {
     #[test]
     fn overlay_root_attaches_the_base_read_only() {
         let dir = tempfile::tempdir().unwrap();
-        let strategy = OverlayRoot {
-            upper_bytes: 4 << 30,
-        };
-        strategy.create(dir.path()).unwrap();
+        let strategy = OverlayRoot;
+        strategy.create(dir.path(), 4 << 30).unwrap();
+        let size = std::fs::metadata(OverlayRoot::path(dir.path()))
+            .unwrap()
+            .len();
+        assert_eq!(size, 4 << 30, "the upper disk has the size asked for");
         let drives = strategy.drives(Path::new("/images/base.ext4"), dir.path());
         assert_eq!(drives[0].role, DriveRole::Rootfs);
         assert!(drives[0].read_only);

@@ -56,6 +56,64 @@ impl ProcessIdentity {
     }
 }
 
+/// What a live process uses, from /proc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// User + system CPU time, seconds.
+    pub cpu_secs: f64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+impl ProcessIdentity {
+    /// What this process uses now; `None` when it is gone (or another
+    /// process has its pid).
+    pub fn usage(&self) -> Option<ProcessUsage> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        if parse_start_time(&stat) != Some(self.start_time) {
+            return None;
+        }
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
+        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096) as u64;
+        parse_usage(&stat, &statm, &uptime, ticks, page)
+    }
+}
+
+/// Usage from the texts of /proc/PID/stat, /proc/PID/statm and
+/// /proc/uptime (pure).
+fn parse_usage(
+    stat: &str,
+    statm: &str,
+    uptime: &str,
+    ticks_per_sec: u64,
+    page_size: u64,
+) -> Option<ProcessUsage> {
+    let fields = fields_after_comm(stat)?;
+    // After comm: utime is field 14 (index 11), stime 15 (index 12).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let start: u64 = fields.get(19)?.parse().ok()?;
+    let rss_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let system_up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let ticks = ticks_per_sec.max(1);
+    let started = start as f64 / ticks as f64;
+    Some(ProcessUsage {
+        uptime_secs: (system_up - started).max(0.0) as u64,
+        cpu_secs: (utime + stime) as f64 / ticks as f64,
+        rss_bytes: rss_pages * page_size,
+    })
+}
+
 /// The comm field may hold spaces and parentheses; fields after it are
 /// counted from the last ')'.
 fn fields_after_comm(stat: &str) -> Option<Vec<&str>> {
@@ -81,6 +139,29 @@ mod tests {
         let stat = "1234 (qemu (x) y) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_state(stat), Some('S'));
+    }
+
+    #[test]
+    fn usage_comes_from_stat_statm_and_uptime() {
+        // utime 250 ticks, stime 50, started at tick 1000 (10 s after boot).
+        let stat = "77 (qemu-system-x86) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 1000 0 0";
+        let u = parse_usage(stat, "100000 2560 10 1 0 5 0", "130.5 200.0", 100, 4096).unwrap();
+        assert_eq!(u.uptime_secs, 120);
+        assert!((u.cpu_secs - 3.0).abs() < 1e-9, "{}", u.cpu_secs);
+        assert_eq!(u.rss_bytes, 2560 * 4096);
+        assert_eq!(parse_usage("garbage", "", "", 100, 4096), None);
+    }
+
+    #[test]
+    fn own_usage_is_read_and_an_impostor_has_none() {
+        let me = ProcessIdentity::of(std::process::id() as i32).unwrap();
+        let u = me.usage().unwrap();
+        assert!(u.rss_bytes > 0);
+        let impostor = ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert_eq!(impostor.usage(), None);
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub const DEFAULT_VCPU: u32 = 2;
 pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// Default work disk size.
 pub const DEFAULT_DISK_BYTES: u64 = 8 << 30;
+/// Smallest root overlay upper disk (system writes outside /root).
+pub const MIN_OVERLAY_BYTES: u64 = 256 << 20;
+/// Largest root overlay upper disk (16 TiB, sparse).
+pub const MAX_OVERLAY_BYTES: u64 = 16 << 40;
+/// Default root overlay upper disk (sparse: only what the guest writes
+/// uses host space).
+pub const DEFAULT_OVERLAY_BYTES: u64 = 16 << 30;
 
 /// A spec was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,6 +44,12 @@ pub enum SpecError {
     /// Disk size out of range.
     #[error("invalid --disk-size {0}: use 64M to 16T")]
     DiskSize(String),
+    /// Overlay size out of range.
+    #[error("invalid --system-overlay-size {0}: use 256M to 16T")]
+    OverlaySize(String),
+    /// Memory that is not a whole number of MiB.
+    #[error("invalid --memory {0:?}: use whole MiB, like 2048, 2048M or 2G")]
+    MemorySyntax(String),
     /// A size string did not parse.
     #[error("invalid size {0:?}: use a number with an optional K, M, G or T suffix, like 8G")]
     SizeSyntax(String),
@@ -84,6 +97,22 @@ pub fn parse_size(s: &str) -> Result<u64, SpecError> {
     n.checked_mul(1u64 << shift).ok_or_else(err)
 }
 
+/// Parses `--memory`: a bare number is MiB (`2048`), a suffix gives a
+/// size (`2G`, `512M`); the result is MiB.
+pub fn parse_memory_mib(s: &str) -> Result<u64, SpecError> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse()
+            .map_err(|_| SpecError::MemorySyntax(s.to_string()));
+    }
+    let bytes = parse_size(t).map_err(|_| SpecError::MemorySyntax(s.to_string()))?;
+    if !bytes.is_multiple_of(1 << 20) {
+        return Err(SpecError::MemorySyntax(s.to_string()));
+    }
+    Ok(bytes >> 20)
+}
+
 /// Formats bytes the way `parse_size` reads them, for messages.
 pub fn format_size(bytes: u64) -> String {
     for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
@@ -103,6 +132,8 @@ pub struct VmSpec {
     pub memory_mib: u64,
     /// Work disk size in bytes.
     pub disk_bytes: u64,
+    /// Root overlay upper disk size in bytes.
+    pub overlay_bytes: u64,
 }
 
 impl Default for VmSpec {
@@ -111,6 +142,7 @@ impl Default for VmSpec {
             vcpu: DEFAULT_VCPU,
             memory_mib: DEFAULT_MEMORY_MIB,
             disk_bytes: DEFAULT_DISK_BYTES,
+            overlay_bytes: DEFAULT_OVERLAY_BYTES,
         }
     }
 }
@@ -126,6 +158,9 @@ impl VmSpec {
         }
         if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&self.disk_bytes) {
             return Err(SpecError::DiskSize(format_size(self.disk_bytes)));
+        }
+        if !(MIN_OVERLAY_BYTES..=MAX_OVERLAY_BYTES).contains(&self.overlay_bytes) {
+            return Err(SpecError::OverlaySize(format_size(self.overlay_bytes)));
         }
         Ok(())
     }
@@ -185,6 +220,7 @@ mod tests {
             vcpu,
             memory_mib,
             disk_bytes,
+            ..VmSpec::default()
         };
         assert_eq!(spec(0, 1024, 8 << 30).validate(), Err(SpecError::Vcpu(0)));
         assert_eq!(spec(65, 1024, 8 << 30).validate(), Err(SpecError::Vcpu(65)));
@@ -194,5 +230,24 @@ mod tests {
         );
         assert!(spec(1, 1024, 1 << 20).validate().is_err());
         assert!(spec(1, 1024, 17 << 40).validate().is_err());
+        let overlay = |overlay_bytes| VmSpec {
+            overlay_bytes,
+            ..VmSpec::default()
+        };
+        assert_eq!(overlay(1 << 30).validate(), Ok(()));
+        assert_eq!(
+            overlay(1 << 20).validate(),
+            Err(SpecError::OverlaySize("1M".into()))
+        );
+    }
+
+    #[test]
+    fn memory_is_mib_or_a_size() {
+        assert_eq!(parse_memory_mib("2048"), Ok(2048));
+        assert_eq!(parse_memory_mib("2G"), Ok(2048));
+        assert_eq!(parse_memory_mib("512M"), Ok(512));
+        for bad in ["", "2.5G", "1K", "lots", "-1"] {
+            assert!(parse_memory_mib(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

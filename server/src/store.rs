@@ -61,7 +61,9 @@ const MIGRATIONS: &[&str] = &[
         ino INTEGER,
         PRIMARY KEY (vm_id, path)
     ) WITHOUT ROWID;",
-    // 7: VMs that live only as long as a client's lease (`vm run --rm`, a
+    // 7: the root overlay's size per VM (it was a fixed 16 GiB).
+    "ALTER TABLE vms ADD COLUMN overlay_bytes INTEGER NOT NULL DEFAULT 17179869184;",
+    // 8: VMs that live only as long as a client's lease (`vm run --rm`, a
     // create not finished yet): removed when the lease ends, and by a
     // daemon that starts and finds them (no lease outlives its daemon).
     "CREATE TABLE vm_leases (
@@ -290,8 +292,8 @@ impl Store {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
                 vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-                vmm_reason, kernel, kernel_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                vmm_reason, kernel, kernel_id, overlay_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             params![
                 vm.id,
                 vm.name,
@@ -313,6 +315,7 @@ impl Store {
                 vm.vmm_reason,
                 vm.kernel,
                 vm.kernel_id,
+                vm.spec.overlay_bytes as i64,
             ],
         );
         match res {
@@ -498,6 +501,15 @@ impl Store {
 
     /// A VM by name, or by id (full, or a unique prefix of at least 4).
     pub fn find_vm(&self, name_or_id: &str) -> Result<Option<VmRecord>, StoreError> {
+        match self.lookup_vm(name_or_id)? {
+            VmLookup::Found(vm) => Ok(Some(*vm)),
+            VmLookup::Ambiguous(_) | VmLookup::Missing => Ok(None),
+        }
+    }
+
+    /// A VM by name, or by id (full, or a prefix of at least 4 hex
+    /// digits); says which VMs an ambiguous prefix matches.
+    pub fn lookup_vm(&self, name_or_id: &str) -> Result<VmLookup, StoreError> {
         let by_name = self
             .conn
             .query_row(
@@ -507,30 +519,46 @@ impl Store {
             )
             .optional()?;
         if let Some(raw) = by_name {
-            return raw_to_record(raw).map(Some);
+            return raw_to_record(raw).map(|vm| VmLookup::Found(Box::new(vm)));
         }
-        if name_or_id.len() < 4 || !name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
+        if name_or_id.len() < MIN_ID_PREFIX || !name_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(VmLookup::Missing);
         }
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{SELECT_VM} WHERE id LIKE ?1 || '%'"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "{SELECT_VM} WHERE id LIKE ?1 || '%' ORDER BY name"
+        ))?;
         let mut rows: Vec<RawVm> = stmt
             .query_map([name_or_id], row_to_raw)?
             .collect::<Result<_, _>>()?;
-        if rows.len() == 1 {
-            raw_to_record(rows.remove(0)).map(Some)
-        } else {
-            Ok(None)
+        match rows.len() {
+            0 => Ok(VmLookup::Missing),
+            1 => raw_to_record(rows.remove(0)).map(|vm| VmLookup::Found(Box::new(vm))),
+            _ => Ok(VmLookup::Ambiguous(
+                rows.into_iter().map(|(vm, _)| (vm.name, vm.id)).collect(),
+            )),
         }
     }
+}
+
+/// The shortest id prefix that names a VM.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// What a VM name or id prefix resolves to.
+#[derive(Debug)]
+pub enum VmLookup {
+    /// Exactly this VM.
+    Found(Box<VmRecord>),
+    /// An id prefix several VMs share: their (name, id).
+    Ambiguous(Vec<(String, String)>),
+    /// None.
+    Missing,
 }
 
 const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked FROM vms";
+    workspace_untracked, overlay_bytes FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -612,6 +640,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
                 vcpu: r.get(3)?,
                 memory_mib: r.get::<_, i64>(4)? as u64,
                 disk_bytes: r.get::<_, i64>(5)? as u64,
+                overlay_bytes: r.get::<_, i64>(24)? as u64,
             },
             image_id: r.get(6)?,
             image_name: r.get(7)?,
@@ -742,6 +771,21 @@ mod tests {
         assert!(store.find_vm("abc").unwrap().is_none());
         assert!(store.find_vm("abcd12345").unwrap().is_none());
         assert!(store.find_vm("nope").unwrap().is_none());
+        match store.lookup_vm("abc").unwrap() {
+            VmLookup::Missing => {}
+            other => panic!("a 3-digit prefix matched: {other:?}"),
+        }
+        store.insert_vm(&record("abce9999", "third")).unwrap();
+        match store.lookup_vm("abce").unwrap() {
+            VmLookup::Ambiguous(c) => assert_eq!(
+                c,
+                [
+                    ("other".to_string(), "abce5678".to_string()),
+                    ("third".to_string(), "abce9999".to_string())
+                ]
+            ),
+            other => panic!("not ambiguous: {other:?}"),
+        }
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! to do about it. Reads the host directly; asks the daemon only whether it
 //! runs.
 
+use super::Failure;
+use super::printer::Printer;
 use crate::accel;
+use crate::api::BangerApiClient;
+use crate::client;
 use crate::image::{DEFAULT_IMAGE, ImageStore};
 use crate::paths::Dirs;
 use crate::vmm::{self, VmmPreference};
@@ -188,6 +192,36 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
         ),
     });
     out
+}
+
+/// `banger doctor`: prints every check; exits 1 when one fails.
+pub(crate) async fn run(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
+    let daemon = match client::connect_existing(dirs).await {
+        Ok(Some(c)) => c.daemon_info().await.ok().map(|i| {
+            format!(
+                "bangerd {} running (pid {}), socket {}",
+                i.version, i.pid, i.socket
+            )
+        }),
+        _ => None,
+    };
+    let dirs2 = dirs.clone();
+    let checks = tokio::task::spawn_blocking(move || report(&dirs2, daemon))
+        .await
+        .map_err(|e| Failure::new(1, format!("doctor failed: {e}")))?;
+    let mut failed = false;
+    for c in &checks {
+        let tag = match c.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => {
+                failed = true;
+                "FAIL"
+            }
+        };
+        printer.line(&format!("{tag} {:<12} {}", c.name, c.detail));
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 #[cfg(test)]

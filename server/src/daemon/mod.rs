@@ -5,6 +5,7 @@
 //! Long operations run in tasks detached from the request that asked for
 //! them; a client that goes away stops receiving progress, not the work.
 
+mod lifecycle;
 mod rpc;
 pub mod server;
 mod sync;
@@ -26,9 +27,6 @@ use crate::image::{BuildOptions, DEFAULT_IMAGE, Image, ImageStore};
 use crate::paths::Dirs;
 use crate::store::{Store, StoreError};
 use crate::vmm::{Vmm, VmmChoice, VmmPreference};
-
-/// Apparent size of each VM's overlay upper disk (sparse).
-const OVERLAY_UPPER_BYTES: u64 = 16 << 30;
 
 /// An operation failed; `code` is one of [`crate::api::code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,9 +254,7 @@ impl Daemon {
             store: Mutex::new(store),
             host,
             accel,
-            root: Arc::new(OverlayRoot {
-                upper_bytes: OVERLAY_UPPER_BYTES,
-            }),
+            root: Arc::new(OverlayRoot),
             agent: AgentBinary::locate()?,
             boot_timeout,
             agents: Mutex::default(),

@@ -121,6 +121,7 @@ impl Daemon {
             vcpu: vm.spec.vcpu,
             memory_mib: vm.spec.memory_mib,
             disk_bytes: vm.spec.disk_bytes,
+            system_overlay_bytes: vm.spec.overlay_bytes,
             image: vm.image_name.clone(),
             image_id: vm.image_id.clone(),
             vmm: vm.vmm.clone(),
@@ -362,6 +363,62 @@ impl BangerApiServer for Rpc {
             .await
             .map_err(|e| OpError::internal(format!("delete task failed: {e}")))??;
         Ok(())
+    }
+
+    async fn vm_restart(&self, pending: PendingSubscriptionSink, vm: String) -> SubscriptionResult {
+        if let Err(e) = self.0.find(&vm) {
+            pending.reject(ErrorObjectOwned::from(e)).await;
+            return Ok(());
+        }
+        let sink = pending.accept().await?;
+        let daemon = self.0.clone();
+        vm_operation(sink, daemon.clone(), move |progress| async move {
+            daemon.restart_vm(&vm, &progress).await
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn vm_kill(&self, vm: String, signal: i32) -> Result<VmView, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: the VM ends stopped even if the client leaves.
+        let killed = tokio::spawn(async move { daemon.kill_vm(&vm, signal).await })
+            .await
+            .map_err(|e| OpError::internal(format!("kill task failed: {e}")))??;
+        Ok(self.0.view(&killed))
+    }
+
+    async fn vm_prune(&self, vms: Vec<String>) -> Result<Vec<String>, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        Ok(tokio::spawn(async move { daemon.prune_vms(&vms).await })
+            .await
+            .map_err(|e| OpError::internal(format!("prune task failed: {e}")))??)
+    }
+
+    async fn vm_set(&self, params: crate::api::SetParams) -> Result<VmView, ErrorObjectOwned> {
+        let vm = self.0.set_vm(&params).await?;
+        Ok(self.0.view(&vm))
+    }
+
+    async fn vm_logs(
+        &self,
+        vm: String,
+        console_from: u64,
+        daemon_from: u64,
+    ) -> Result<crate::api::VmLogs, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || daemon.vm_logs(&vm, console_from, daemon_from))
+                .await
+                .map_err(|e| OpError::internal(format!("logs task failed: {e}")))??,
+        )
+    }
+
+    async fn vm_stats(&self, vm: String) -> Result<crate::api::VmStats, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        Ok(tokio::task::spawn_blocking(move || daemon.vm_stats(&vm))
+            .await
+            .map_err(|e| OpError::internal(format!("stats task failed: {e}")))??)
     }
 
     async fn vm_exec(

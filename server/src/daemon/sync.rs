@@ -14,7 +14,9 @@ use banger_agent::client::ExecEvent;
 use banger_agent::protocol::ExecSpec;
 
 use super::{Daemon, OpError};
-use crate::api::{AcceptEntry, FetchedFile, GuestChanges, SyncResult, code};
+use crate::api::{
+    AcceptEntry, ChangeStatus, FetchedFile, FileKind, GuestChange, GuestChanges, SyncResult, code,
+};
 use crate::store::{VmRecord, WorkspaceRecord};
 use crate::workspace::export::{self, Limits};
 use crate::workspace::sync::{self as wsync, ApplyReport, Change, Kind, Record, Step, SyncedFile};
@@ -460,7 +462,7 @@ impl Daemon {
                 .as_deref()
                 .is_none_or(|o| o.len() == 40 && o.bytes().all(|b| b.is_ascii_hexdigit()));
             if acceptable(&c.path) && oid_ok {
-                out.changes.push(c);
+                out.changes.push(wire_change(c));
             } else {
                 out.refused.push(c.path.chars().take(200).collect());
             }
@@ -498,7 +500,7 @@ impl Daemon {
             )
         })?;
         for f in &files {
-            if f.kind == Some(Kind::Symlink) {
+            if f.kind == Some(FileKind::Symlink) {
                 use base64::Engine as _;
                 let target =
                     String::from_utf8_lossy(&B64.decode(&f.data).unwrap_or_default()).into_owned();
@@ -560,7 +562,7 @@ impl Daemon {
             for f in &files {
                 let host = wsync::host_version(&root, &f.path)
                     .map_err(|e| OpError::internal(format!("{}: {e}", f.path)))?;
-                let guest = f.kind.map(|k| (k, f.oid.clone()));
+                let guest = f.kind.map(|k| (agent_kind(k), f.oid.clone()));
                 if host == guest {
                     continue;
                 }
@@ -568,7 +570,11 @@ impl Daemon {
                 if host != last && !force {
                     dirty.push(f.path.clone());
                 }
-                plan.push((f.path.clone(), f.kind, B64.decode(&f.data).unwrap_or_default()));
+                plan.push((
+                    f.path.clone(),
+                    f.kind.map(agent_kind),
+                    B64.decode(&f.data).unwrap_or_default(),
+                ));
             }
             if !dirty.is_empty() {
                 return Err(OpError::new(
@@ -595,7 +601,7 @@ impl Daemon {
             .iter()
             .map(|f| AcceptEntry {
                 path: f.path.clone(),
-                kind: f.kind.unwrap_or(Kind::File),
+                kind: f.kind.unwrap_or(FileKind::File),
                 oid: f.oid.clone(),
             })
             .collect();
@@ -622,7 +628,7 @@ impl Daemon {
             .iter()
             .map(|f| wsync::ManifestEntry {
                 path: f.path.clone(),
-                kind: f.kind,
+                kind: agent_kind(f.kind),
                 oid: f.oid.clone(),
             })
             .collect();
@@ -646,7 +652,7 @@ impl Daemon {
                 // equal once the editor has written it.
                 upserts.push(SyncedFile {
                     path: f.path.clone(),
-                    kind: f.kind,
+                    kind: agent_kind(f.kind),
                     oid: f.oid.clone(),
                     stat: None,
                 });
@@ -658,6 +664,38 @@ impl Daemon {
             .map(|f| f.path)
             .filter(|p| accepted.contains(p))
             .collect())
+    }
+}
+
+/// The API's kind for the agent's: guest-protocol types stop here.
+fn wire_kind(k: Kind) -> FileKind {
+    match k {
+        Kind::File => FileKind::File,
+        Kind::Executable => FileKind::Executable,
+        Kind::Symlink => FileKind::Symlink,
+    }
+}
+
+/// The agent's kind for the API's.
+fn agent_kind(k: FileKind) -> Kind {
+    match k {
+        FileKind::File => Kind::File,
+        FileKind::Executable => Kind::Executable,
+        FileKind::Symlink => Kind::Symlink,
+    }
+}
+
+/// The API's guest change for the agent's scan result.
+fn wire_change(c: Change) -> GuestChange {
+    GuestChange {
+        status: match c.status {
+            wsync::Status::Modified => ChangeStatus::Modified,
+            wsync::Status::Added => ChangeStatus::Added,
+            wsync::Status::Deleted => ChangeStatus::Deleted,
+        },
+        kind: c.kind.map(wire_kind),
+        path: c.path,
+        oid: c.oid,
     }
 }
 
@@ -717,7 +755,7 @@ fn parse_read_reply(
             },
             data: B64.encode(data),
             path,
-            kind,
+            kind: kind.map(wire_kind),
         });
     }
     Ok(out)
@@ -726,6 +764,33 @@ fn parse_read_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_kinds_and_changes_serialize_as_the_agents_did() {
+        for k in [Kind::File, Kind::Executable, Kind::Symlink] {
+            assert_eq!(
+                serde_json::to_value(wire_kind(k)).unwrap(),
+                serde_json::to_value(k).unwrap()
+            );
+            assert_eq!(agent_kind(wire_kind(k)), k);
+        }
+        for status in [
+            wsync::Status::Modified,
+            wsync::Status::Added,
+            wsync::Status::Deleted,
+        ] {
+            let c = Change {
+                path: "a/b".into(),
+                status,
+                kind: Some(Kind::Executable),
+                oid: Some("0".repeat(40)),
+            };
+            assert_eq!(
+                serde_json::to_value(wire_change(c.clone())).unwrap(),
+                serde_json::to_value(c).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn hints_are_repository_paths_only() {

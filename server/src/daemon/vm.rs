@@ -14,7 +14,7 @@ use crate::api::{CreateParams, code};
 use crate::disk::WorkDisk;
 use crate::process::ProcessIdentity;
 use crate::spec::{self, VmSpec};
-use crate::store::{VmRecord, VmState, now};
+use crate::store::{VmLookup, VmRecord, VmState, now};
 use crate::vmm::{AgentEndpoint, BootFiles, LaunchPlan};
 
 /// How long a stop waits for the guest to flush before ending the VMM.
@@ -63,11 +63,10 @@ fn generated_name() -> Result<String, OpError> {
 }
 
 impl Daemon {
-    /// Checks create parameters; nothing exists yet when this fails.
-    pub(crate) fn validate_create(
-        &self,
-        params: &CreateParams,
-    ) -> Result<(String, VmSpec, crate::vmm::VmmChoice), OpError> {
+    /// Checks create parameters, with the defaults of `config.toml`
+    /// `[vm_defaults]` where the request gives none; nothing exists yet
+    /// when this fails.
+    pub(crate) fn validate_create(&self, params: &CreateParams) -> Result<CreatePlan, OpError> {
         let name = match &params.name {
             Some(name) => {
                 spec::validate_name(name)
@@ -76,11 +75,28 @@ impl Daemon {
             }
             None => generated_name()?,
         };
-        let defaults = VmSpec::default();
+        let config =
+            crate::config::Config::load(&self.dirs).map_err(|e| OpError::new(code::INVALID, e))?;
+        let flags = crate::config::Flags {
+            vcpu: params.vcpu,
+            memory_mib: params.memory_mib,
+            disk_bytes: params.disk_bytes,
+            system_overlay_bytes: params.system_overlay_bytes,
+            vmm: params.vmm.clone(),
+            kernel: params.kernel.clone(),
+        };
+        let effective = crate::config::resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
+            .map_err(|e| {
+            OpError::new(
+                code::INVALID,
+                format!("{}: {e}", self.dirs.config_file().display()),
+            )
+        })?;
         let spec = VmSpec {
-            vcpu: params.vcpu.unwrap_or(defaults.vcpu),
-            memory_mib: params.memory_mib.unwrap_or(defaults.memory_mib),
-            disk_bytes: params.disk_bytes.unwrap_or(defaults.disk_bytes),
+            vcpu: effective.vcpu.value,
+            memory_mib: effective.memory_mib.value,
+            disk_bytes: effective.disk_bytes.value,
+            overlay_bytes: effective.system_overlay_bytes.value,
         };
         spec.validate()
             .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
@@ -110,14 +126,15 @@ impl Daemon {
                 ),
             ));
         }
-        let kernel = params
+        let kernel = effective
             .kernel
+            .value
             .as_deref()
             .map(|k| self.find_kernel(k))
             .transpose()
             .map_err(|e| OpError::new(code::INVALID, e.message))?;
         let choice = self.vmm_choice(
-            params.vmm.as_deref(),
+            Some(&effective.vmm.value),
             kernel.as_ref().is_some_and(|k| k.pvm),
         )?;
         if let Some(k) = &kernel
@@ -132,7 +149,12 @@ impl Daemon {
                 ),
             ));
         }
-        Ok((name, spec, choice))
+        Ok(CreatePlan {
+            name,
+            spec,
+            choice,
+            kernel,
+        })
     }
 
     /// Creates a VM (validated by `validate_create`), building the image if
@@ -142,7 +164,12 @@ impl Daemon {
         params: CreateParams,
         progress: &Progress,
     ) -> Result<VmRecord, OpError> {
-        let (name, spec, choice) = self.validate_create(&params)?;
+        let CreatePlan {
+            name,
+            spec,
+            choice,
+            kernel,
+        } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
         let ts = now();
@@ -157,10 +184,7 @@ impl Daemon {
             vmm_reason: Some(choice.reason.clone()),
             kernel: None,
             workspace: None,
-            kernel_id: match &params.kernel {
-                Some(k) => Some(self.find_kernel(k)?.id),
-                None => None,
-            },
+            kernel_id: kernel.map(|k| k.id),
             accel: None,
             accel_reason: None,
             pid: None,
@@ -178,16 +202,18 @@ impl Daemon {
             let _ = self.with_store(|s| s.delete_vm(&record.id));
             return Err(e);
         }
+        tracing::info!(vm = %record.name, id = %record.id, "created");
         let dir = self.dirs.vm_state(&record.id);
         let made = {
-            let (dir, root, disk_bytes) = (dir.clone(), self.root.clone(), record.spec.disk_bytes);
+            let (dir, root, spec) = (dir.clone(), self.root.clone(), record.spec);
             // mkfs and debugfs block: keep them off the async workers.
             tokio::task::spawn_blocking(move || -> Result<(), OpError> {
                 crate::paths::Dirs::ensure_private(&dir).map_err(|e| {
                     OpError::internal(format!("cannot create {}: {e}", dir.display()))
                 })?;
-                root.create(&dir).map_err(OpError::from_display)?;
-                WorkDisk::create(&dir, disk_bytes).map_err(OpError::from_display)
+                root.create(&dir, spec.overlay_bytes)
+                    .map_err(OpError::from_display)?;
+                WorkDisk::create(&dir, spec.disk_bytes).map_err(OpError::from_display)
             })
             .await
             .unwrap_or_else(|e| Err(OpError::internal(format!("disk task failed: {e}"))))
@@ -241,14 +267,14 @@ impl Daemon {
         let vm = self.refresh(self.find(name_or_id)?)?;
         if vm.state.may_have_process() {
             return Err(OpError::new(
-                code::CONFLICT,
+                code::RUNNING,
                 format!("vm {:?} is already {}", vm.name, vm.state),
             ));
         }
         self.start_vm_locked(vm, progress).await
     }
 
-    async fn start_vm_locked(
+    pub(super) async fn start_vm_locked(
         self: &Arc<Self>,
         mut vm: VmRecord,
         progress: &Progress,
@@ -359,6 +385,7 @@ impl Daemon {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
                 vm.state = VmState::Running;
+                tracing::info!(vm = %vm.name, boot_id = %boot_id, "running");
                 vm.boot_id = Some(boot_id);
                 self.with_store(|s| s.update_vm(&vm))?;
                 Ok(vm)
@@ -384,6 +411,7 @@ impl Daemon {
                         format!("\n{tail}")
                     }
                 );
+                tracing::warn!(vm = %vm.name, "start failed: {message}");
                 vm.state = VmState::Error;
                 vm.pid = None;
                 vm.pid_start_time = None;
@@ -468,30 +496,35 @@ impl Daemon {
         let _guard = lock.lock().await;
         let mut vm = self.refresh(self.find(name_or_id)?)?;
         if vm.state != VmState::Running {
-            return Err(OpError::new(
-                code::CONFLICT,
-                format!("vm {:?} is not running (state: {})", vm.name, vm.state),
-            ));
+            return Err(not_running(&vm));
         }
+        self.stop_locked(&mut vm).await?;
+        Ok(vm)
+    }
+
+    /// Stops a running VM whose lock the caller holds: the guest flushes
+    /// through its agent, then the VMM ends.
+    pub(super) async fn stop_locked(&self, vm: &mut VmRecord) -> Result<(), OpError> {
         vm.state = VmState::Stopping;
-        self.with_store(|s| s.update_vm(&vm))?;
-        if let Ok(client) = self.agent(&vm).await
+        self.with_store(|s| s.update_vm(vm))?;
+        if let Ok(client) = self.agent(vm).await
             && tokio::time::timeout(SYNC_TIMEOUT, client.sync())
                 .await
                 .is_err()
         {
             tracing::warn!(vm = %vm.name, "guest did not flush within {SYNC_TIMEOUT:?}; stopping anyway");
         }
-        self.end_process(&mut vm).await?;
+        self.end_process(vm).await?;
         vm.state = VmState::Stopped;
-        self.with_store(|s| s.update_vm(&vm))?;
-        Ok(vm)
+        self.with_store(|s| s.update_vm(vm))?;
+        tracing::info!(vm = %vm.name, "stopped");
+        Ok(())
     }
 
     /// Kills the VMM (if any) and removes runtime files. A VMM that will not
     /// die (stuck in the kernel) keeps its record, marked `error`: its
     /// files may still be in use.
-    async fn end_process(&self, vm: &mut VmRecord) -> Result<(), OpError> {
+    pub(super) async fn end_process(&self, vm: &mut VmRecord) -> Result<(), OpError> {
         self.agents_remove(&vm.id);
         if let (Some(pid), Some(start_time)) = (vm.pid, vm.pid_start_time) {
             let identity = ProcessIdentity { pid, start_time };
@@ -523,9 +556,15 @@ impl Daemon {
         let vm = self.find(name_or_id)?;
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
-        let Some(mut vm) = self.with_store(|s| s.find_vm(&vm.id))? else {
+        let Some(vm) = self.with_store(|s| s.find_vm(&vm.id))? else {
             return Ok(());
         };
+        self.delete_locked(vm).await
+    }
+
+    /// Deletes a VM whose lock the caller holds: VMM process, runtime
+    /// directory, disks, row, in that order.
+    pub(super) async fn delete_locked(&self, mut vm: VmRecord) -> Result<(), OpError> {
         self.end_process(&mut vm).await?;
         let dir = self.dirs.vm_state(&vm.id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -538,6 +577,7 @@ impl Daemon {
         }
         self.with_store(|s| s.delete_vm(&vm.id))?;
         self.forget_lock(&vm.id);
+        tracing::info!(vm = %vm.name, id = %vm.id, "deleted");
         Ok(())
     }
 
@@ -569,13 +609,7 @@ impl Daemon {
     ) -> Result<(VmRecord, AgentClient), OpError> {
         let vm = self.refresh(self.find(name_or_id)?)?;
         if vm.state != VmState::Running {
-            return Err(OpError::new(
-                code::CONFLICT,
-                format!(
-                    "vm {:?} is not running (state: {}); start it with: banger vm start {}",
-                    vm.name, vm.state, vm.name
-                ),
-            ));
+            return Err(not_running(&vm));
         }
         let client = self.agent(&vm).await?;
         Ok((vm, client))
@@ -647,13 +681,28 @@ impl Daemon {
         Ok(())
     }
 
+    /// A VM by name, or by a unique id prefix (at least
+    /// [`crate::store::MIN_ID_PREFIX`] hex digits).
     pub(crate) fn find(&self, name_or_id: &str) -> Result<VmRecord, OpError> {
-        self.with_store(|s| s.find_vm(name_or_id))?.ok_or_else(|| {
-            OpError::new(
+        match self.with_store(|s| s.lookup_vm(name_or_id))? {
+            VmLookup::Found(vm) => Ok(*vm),
+            VmLookup::Ambiguous(candidates) => Err(OpError::new(
+                code::AMBIGUOUS,
+                format!(
+                    "vm id prefix {name_or_id:?} matches {} vms: {}; give more of the id, or the name",
+                    candidates.len(),
+                    candidates
+                        .iter()
+                        .map(|(name, id)| format!("{name} ({id})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            VmLookup::Missing => Err(OpError::new(
                 code::NOT_FOUND,
                 format!("no vm named {name_or_id:?}; list them with: banger vm list --all"),
-            )
-        })
+            )),
+        }
     }
 
     /// The image's initramfs followed by a segment with this host's `/init`
@@ -713,6 +762,25 @@ fn silent_console_limit(boot_timeout: Duration) -> Duration {
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(boot_timeout / 3)
+}
+
+/// What `validate_create` decided.
+pub(crate) struct CreatePlan {
+    pub(crate) name: String,
+    pub(crate) spec: VmSpec,
+    pub(crate) choice: crate::vmm::VmmChoice,
+    pub(crate) kernel: Option<crate::kernel::KernelEntry>,
+}
+
+/// The error for a request that needs a running VM.
+pub(super) fn not_running(vm: &VmRecord) -> OpError {
+    OpError::new(
+        code::NOT_RUNNING,
+        format!(
+            "vm {:?} is not running (state: {}); start it with: banger vm start {}",
+            vm.name, vm.state, vm.name
+        ),
+    )
 }
 
 async fn connect_endpoint(endpoint: &AgentEndpoint) -> Result<AgentClient, AgentError> {

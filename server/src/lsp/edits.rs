@@ -13,7 +13,7 @@ use tower_lsp_server::ls_types::{
     TextEdit, Uri, WorkspaceEdit,
 };
 
-use crate::workspace::sync::Kind;
+use crate::api::FileKind as Kind;
 
 /// The change annotation every operation carries.
 pub const ANNOTATION: &str = "banger.guestChanges";

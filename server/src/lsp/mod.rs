@@ -8,13 +8,20 @@
 //! diagnostics, and brings the guest's edits back as one confirmed
 //! `workspace/applyEdit`. The protocol is in `docs/lsp.md`.
 
+mod commands;
 pub mod detect;
 pub mod edits;
+mod ext;
+mod global_state;
+mod handlers;
 pub mod matchers;
+mod progress;
 mod server;
 pub mod settings;
+mod sync;
 
-pub use server::{OutputParams, StatusParams, serve};
+pub use ext::{OutputParams, StatusParams};
+pub use server::serve;
 
 /// The commands `workspace/executeCommand` takes.
 pub const COMMANDS: &[&str] = &[

@@ -1,5 +1,7 @@
-//! Reaching the daemon: the newline-delimited JSON-RPC transport for
-//! jsonrpsee's client, and starting `bangerd` on demand.
+//! The daemon's client, beside the API it speaks (`api.rs`): the
+//! newline-delimited JSON-RPC transport for jsonrpsee's client, and
+//! starting `bangerd` on demand. The CLI and `banger lsp` both reach the
+//! daemon through here; neither imports the other.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,527 @@
+//! The whole command line as clap definitions, in one place: every noun's
+//! verbs and flags. The modules beside it (`vm.rs`, `workspace.rs`, ...)
+//! run them.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCandidates;
+
+use crate::spec;
+
+/// One-command Linux development sandboxes in microVMs.
+#[derive(Debug, Parser)]
+#[command(name = "banger", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print progress as plain lines.
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
+    /// Print results as JSON; errors too, as {"error": {"code", "message"}}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create, run and manage VMs.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// List running VMs (same as `banger vm list`).
+    Ps(ListArgs),
+    /// Build and manage guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Control the per-user daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Check this host: accelerator, VMMs, image tools, state, daemon.
+    Doctor,
+    /// The guest kernel catalog.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+    /// Install helper programs for this user.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// The effective settings for new VMs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (VM names are completed from the
+    /// daemon): `banger completions bash > ~/.local/share/bash-completion/completions/banger`.
+    Completions {
+        /// bash, zsh or fish.
+        shell: CompletionShell,
+    },
+    /// The editor backend: a Language Server on stdin/stdout (started by
+    /// the VS Code extension and the Neovim plugin; see docs/lsp.md).
+    Lsp {
+        /// Accepted for clients that pass it; stdio is the only transport.
+        #[arg(long, hide = true)]
+        stdio: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KernelCommand {
+    /// Catalog kernels and the images' own kernels.
+    List,
+    /// Copy a kernel file (ELF vmlinux or bzImage) into the catalog.
+    Import {
+        /// The kernel file.
+        path: String,
+        /// Catalog name; derived from its checksum when omitted.
+        #[arg(long)]
+        name: Option<String>,
+        /// It is built with PVM guest support (runs with KVM on kvm_pvm hosts).
+        #[arg(long)]
+        pvm: bool,
+    },
+    /// Download a kernel, check it against a SHA-256 and add it.
+    Pull {
+        /// http(s) URL of the kernel file.
+        url: String,
+        /// Its expected SHA-256 (hex).
+        #[arg(long)]
+        sha256: String,
+        /// Catalog name.
+        #[arg(long)]
+        name: Option<String>,
+        /// It is built with PVM guest support.
+        #[arg(long)]
+        pvm: bool,
+    },
+    /// Remove a catalog kernel no VM uses.
+    Delete {
+        /// Name or id.
+        kernel: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SystemCommand {
+    /// Download the official Firecracker release for this architecture,
+    /// check its published SHA-256 and install firecracker and jailer where
+    /// banger looks for them.
+    #[command(disable_version_flag = true)]
+    InstallFirecracker {
+        /// Release to install.
+        #[arg(long, default_value = crate::install::DEFAULT_FIRECRACKER_VERSION)]
+        version: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SpecArgs {
+    /// VM name (lowercase letters, digits, '-'); generated when omitted.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Virtual CPUs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_VCPU)))]
+    pub(crate) vcpu: Option<u32>,
+    /// Memory: MiB (2048) or a size (2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub(crate) memory: Option<u64>,
+    /// Size of the work disk mounted at /root, like 8G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) disk_size: Option<u64>,
+    /// Size of the root overlay (system writes outside /root; sparse),
+    /// like 16G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) system_overlay_size: Option<u64>,
+    /// Boot a kernel from the catalog instead of the image's (see `banger
+    /// kernel list`).
+    #[arg(long, value_name = "KERNEL")]
+    pub(crate) kernel: Option<String>,
+    /// VMM: auto (Firecracker where it can run the guest, else QEMU),
+    /// firecracker or qemu. Default: `vmm` in config.toml, else auto.
+    #[arg(long, value_name = "VMM")]
+    pub(crate) vmm: Option<VmmArg>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VmCommand {
+    /// Boot a fresh VM, run a command in it and exit with its exit code.
+    /// With PATH, the git repository there is shipped to /root/repo first
+    /// and the command runs in it.
+    Run {
+        /// A git repository to ship into the guest.
+        path: Option<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// Print which files would travel, and create nothing.
+        #[arg(long, requires = "path")]
+        dry_run: bool,
+        /// Delete the VM when the command (or the shell) ends.
+        #[arg(long)]
+        rm: bool,
+        /// Create and prepare the VM, then return (reconnect with
+        /// `banger vm shell` or `banger vm exec`).
+        #[arg(short, long, conflicts_with = "rm")]
+        detach: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Create a VM and start it.
+    Create {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Only create it; start it later with `banger vm start`.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Start stopped VMs.
+    Start {
+        /// VM names or ids.
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
+        vms: Vec<String>,
+    },
+    /// Flush and stop VMs; their disks are kept.
+    Stop {
+        /// VM names or ids.
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
+        vms: Vec<String>,
+    },
+    /// Delete VMs and everything of them.
+    Delete {
+        /// VM names or ids.
+        #[arg(required = true, add = ArgValueCandidates::new(vm_names))]
+        vms: Vec<String>,
+    },
+    /// List VMs (running ones unless --all).
+    List(ListArgs),
+    /// Show one VM as JSON.
+    Show {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// Ship repositories into running VMs.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// An interactive login shell in a running VM (in its workspace, if any).
+    Shell {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// Run a command in a running VM.
+    Exec {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Working directory in the guest (default: the VM's workspace, else
+        /// /root).
+        #[arg(long)]
+        guest_path: Option<String>,
+        /// Re-ship the workspace first if the host repository's HEAD moved.
+        #[arg(long)]
+        auto_prepare: bool,
+        /// Run on a pseudo-terminal (interactive programs).
+        #[arg(short, long)]
+        tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Reboot a running VM: the guest flushes, stops and boots again on
+    /// the same disks (files under /root stay).
+    Restart {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// End a VM's VMM with a signal, without flushing the guest (for a
+    /// guest that does not answer); the VM ends stopped, its disks kept.
+    Kill {
+        /// KILL, TERM, INT, HUP, QUIT (with or without SIG), or a number.
+        #[arg(long, short, default_value = "KILL", value_parser = parse_signal)]
+        signal: i32,
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// Delete every VM that is not running (stopped or failed); running
+    /// VMs are never touched.
+    Prune {
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Change a stopped VM's vCPUs or memory; applied at its next start.
+    Set {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Virtual CPUs.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_VCPU)))]
+        vcpu: Option<u32>,
+        /// Memory: MiB (2048) or a size (2G).
+        #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+        memory: Option<u64>,
+    },
+    /// The guest console log and the daemon's log lines about a VM.
+    Logs {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Keep printing what is added, until the VM is deleted or Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// State, uptime, CPU time and memory of the VMM, disk bytes used.
+    Stats {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the settings a new VM gets and where each comes from
+    /// (default, config file, env, flag); flags given here show their
+    /// effect.
+    Show {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+}
+
+/// `--vmm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum VmmArg {
+    /// Firecracker where it can run the guest, else QEMU.
+    Auto,
+    /// Firecracker.
+    Firecracker,
+    /// QEMU.
+    Qemu,
+}
+
+impl VmmArg {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VmmArg::Auto => "auto",
+            VmmArg::Firecracker => "firecracker",
+            VmmArg::Qemu => "qemu",
+        }
+    }
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
+    /// Through the agent into the running guest.
+    Stream,
+    /// Written into the VM's disk image before boot.
+    #[value(name = "full_copy")]
+    FullCopy,
+}
+
+impl ModeArg {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ModeArg::Stream => "stream",
+            ModeArg::FullCopy => "full_copy",
+        }
+    }
+}
+
+/// `banger completions SHELL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    spec::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let mib = spec::parse_memory_mib(s).map_err(|e| e.to_string())?;
+    if !(spec::MIN_MEMORY_MIB..=spec::MAX_MEMORY_MIB).contains(&mib) {
+        return Err(spec::SpecError::Memory(mib).to_string());
+    }
+    Ok(mib)
+}
+
+/// A signal by name (`KILL`, `SIGTERM`, `term`) or number.
+pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
+    use std::str::FromStr;
+    let bad = || format!("unknown signal {s:?}; use a name like KILL or TERM, or a number");
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|sig| sig as i32)
+            .map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map(|sig| sig as i32)
+        .map_err(|_| bad())
+}
+
+/// VM names for shell completion, from a daemon that already runs (a
+/// completion never starts one).
+fn vm_names() -> Vec<clap_complete::CompletionCandidate> {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    runtime.block_on(async {
+        use crate::api::BangerApiClient;
+        let dirs = crate::paths::Dirs::from_env();
+        let Ok(Some(client)) = crate::client::connect_existing(&dirs).await else {
+            return Vec::new();
+        };
+        let Ok(Ok(vms)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), client.vm_list(true)).await
+        else {
+            return Vec::new();
+        };
+        vms.into_iter()
+            .map(|vm| {
+                clap_complete::CompletionCandidate::new(vm.name)
+                    .help(Some(format!("{} {}", vm.state, vm.id).into()))
+            })
+            .collect()
+    })
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkspaceArgs {
+    /// Also ship untracked files that no ignore rule matches.
+    #[arg(long)]
+    pub(crate) include_untracked: bool,
+    /// Create and check out this new branch in the guest.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) branch: Option<String>,
+    /// Start the new branch here (a host ref; default HEAD).
+    #[arg(long, value_name = "REF", requires = "branch")]
+    pub(crate) from: Option<String>,
+    /// stream: through the agent into the running guest (default);
+    /// full_copy: written into the VM's disk image before boot.
+    #[arg(long, value_name = "MODE")]
+    pub(crate) mode: Option<ModeArg>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCommand {
+    /// Ship a git repository's files (tracked only, by default) into a
+    /// running VM at /root/repo, with the host's HEAD, branch and index.
+    Prepare {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// The repository (default: the current directory).
+        path: Option<String>,
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// Replace a repository already in the guest, losing its guest
+        /// edits (without it, the same repository is brought up to date by
+        /// live sync and any other is refused).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The guest workspace's changes as a binary git patch (guest-created
+    /// files included), checked as untrusted input before anything is
+    /// written.
+    Export {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Write the patch here instead of stdout.
+        #[arg(long, short)]
+        output: Option<String>,
+        /// Diff against this commit (include commits made in the guest);
+        /// default: the guest's HEAD.
+        #[arg(long, value_name = "SHA")]
+        base_commit: Option<String>,
+        /// Apply the guest's changes to the host repository the workspace
+        /// came from: what the guest changed since the last transfer or
+        /// sync, validated like the patch (with --base-commit: the patch).
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: overwrite host files changed since the last sync
+        /// (with --base-commit: apply over uncommitted host changes).
+        #[arg(long, requires = "apply")]
+        force: bool,
+    },
+    /// Send the host's changes since the last transfer or sync (tracked
+    /// files that differ, deletions, a moved HEAD). Files the guest changed
+    /// meanwhile are left alone and listed as conflicts.
+    Sync {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// Only these paths (relative to the repository root); default:
+        /// everything.
+        paths: Vec<String>,
+        /// Overwrite the guest's copy even where the guest changed it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// What the guest changed since the last transfer or sync.
+    Changes {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Include stopped VMs.
+    #[arg(short, long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Build the default image (debian-bookworm) from Debian's packages.
+    Build {
+        /// Image name.
+        name: Option<String>,
+    },
+    /// List built images.
+    List,
+    /// Show one image's manifest as JSON.
+    Show {
+        /// Image name or id.
+        image: String,
+    },
+    /// Delete an image no VM uses.
+    Delete {
+        /// Image name or id.
+        image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DaemonCommand {
+    /// Start bangerd if it is not running.
+    Start,
+    /// Stop bangerd; running VMs keep running. Refused while it serves
+    /// other requests (commands, operations) unless --force.
+    Stop {
+        /// Stop even though other requests run (their commands are killed;
+        /// their --rm VMs are removed when it next starts).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show whether bangerd runs, and how.
+    Status,
+}
