@@ -42,7 +42,7 @@ pub enum AgentError {
     Unexpected(String),
     /// The guest speaks another protocol version.
     #[error(
-        "guest agent speaks protocol {guest}, this host speaks {host}; rebuild the image with: banger image build"
+        "guest agent speaks protocol {guest}, this host speaks {host}; stop and start the vm (every boot installs this host's agent)"
     )]
     Version {
         /// The guest's version.

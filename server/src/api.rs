@@ -26,6 +26,9 @@ pub mod code {
     pub const RUNNING: i32 = -32005;
     /// A VM id prefix matches more than one VM.
     pub const AMBIGUOUS: i32 = -32006;
+    /// The guest could not start the program (not found, not executable,
+    /// no such working directory).
+    pub const CANNOT_RUN: i32 = -32007;
 
     /// The stable name of a code, for scripts (`--json` errors carry it):
     /// these names never change once released.
@@ -37,6 +40,7 @@ pub mod code {
             NOT_RUNNING => "not_running",
             RUNNING => "running",
             AMBIGUOUS => "ambiguous",
+            CANNOT_RUN => "cannot_run",
             _ => "internal",
         }
     }

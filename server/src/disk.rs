@@ -17,6 +17,14 @@ pub enum DiskError {
     /// A host tool is missing or failed.
     #[error(transparent)]
     Run(#[from] ToolError),
+    /// The destination is already in the image.
+    #[error("{path} already exists on {image}")]
+    Exists {
+        /// The path inside the image.
+        path: String,
+        /// The image.
+        image: String,
+    },
     /// A tool reported a problem.
     #[error("{tool} failed: {detail}")]
     Tool {
@@ -253,9 +261,9 @@ pub fn exists_in_image(image: &Path, path: &str) -> bool {
 pub fn copy_tree_into(image: &Path, src: &Path, dest: &str) -> Result<(), DiskError> {
     check_before_edit(image)?;
     if exists_in_image(image, dest) {
-        return Err(DiskError::Tool {
-            tool: "debugfs".into(),
-            detail: format!("{dest} already exists on {}", image.display()),
+        return Err(DiskError::Exists {
+            path: dest.to_string(),
+            image: image.display().to_string(),
         });
     }
     let mut script = String::new();

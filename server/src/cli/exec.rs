@@ -59,7 +59,7 @@ pub(crate) async fn exec(
         tty: target.tty.then_some(size),
     };
     let mut sub = client.vm_exec(params).await.map_err(|e| match e {
-        ClientError::Call(obj) if obj.message().starts_with("cannot run") => {
+        ClientError::Call(obj) if obj.code() == crate::api::code::CANNOT_RUN => {
             Failure::new(EXIT_CANNOT_RUN, obj.message().to_string())
         }
         other => rpc_failure(other).exit(EXIT_RUN_FAILED),

@@ -105,9 +105,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub(crate) fn rpc_failure(e: ClientError) -> Failure {
     match e {
         ClientError::Call(obj) => Failure::api(obj.code(), obj.message().to_string()),
-        ClientError::RestartNeeded(_) => {
-            Failure::new(1, "lost the connection to bangerd; see its log")
-        }
+        ClientError::RestartNeeded(_) => Failure::new(
+            1,
+            format!(
+                "lost the connection to bangerd; see its log: {}",
+                crate::paths::Dirs::from_env().daemon_log().display()
+            ),
+        ),
         other => Failure::new(1, format!("talking to bangerd failed: {other}")),
     }
 }
@@ -225,7 +229,10 @@ pub(crate) async fn follow(
     }
     Err(Failure::new(
         1,
-        "bangerd closed the operation without a result; see its log",
+        format!(
+            "bangerd closed the operation without a result; see its log: {}",
+            crate::paths::Dirs::from_env().daemon_log().display()
+        ),
     ))
 }
 

@@ -125,6 +125,17 @@ fn hinted_wanted(
     Ok(Some(wanted))
 }
 
+/// How long one guest operation of live sync or a workspace transfer may
+/// take: 10 minutes (a first sync of a large repository under emulation
+/// takes well under that), `BANGER_GUEST_OP_TIMEOUT` seconds if set.
+pub(crate) fn guest_op_timeout() -> std::time::Duration {
+    std::env::var("BANGER_GUEST_OP_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(std::time::Duration::from_secs(600))
+}
+
 /// Checks a guest-reported path (pure: no host file system).
 fn acceptable(path: &str) -> bool {
     normalize_hint(path).as_deref() == Some(path) && !path.contains('\0') && path.len() < 4096
@@ -175,22 +186,41 @@ impl Daemon {
             control.close_stdin()
         });
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let status = loop {
-            match session.next().await {
-                Ok(ExecEvent::Stdout(b)) => {
-                    if out.len() + b.len() > max_out {
-                        return Err((None, format!("the guest's reply is over {max_out} bytes")));
+        let limit = guest_op_timeout();
+        // On time-out the session is dropped, which kills the guest
+        // program (and ends the writer), so the sync lock is not held
+        // forever by a guest that stopped answering.
+        let status = tokio::time::timeout(limit, async {
+            loop {
+                match session.next().await {
+                    Ok(ExecEvent::Stdout(b)) => {
+                        if out.len() + b.len() > max_out {
+                            return Err((
+                                None,
+                                format!("the guest's reply is over {max_out} bytes"),
+                            ));
+                        }
+                        out.extend(b);
                     }
-                    out.extend(b);
+                    Ok(ExecEvent::Stderr(b)) => {
+                        let room = (64usize << 10).saturating_sub(err.len());
+                        err.extend_from_slice(&b[..b.len().min(room)]);
+                    }
+                    Ok(ExecEvent::Exited(s)) => return Ok(s),
+                    Err(e) => return Err((None, e.to_string())),
                 }
-                Ok(ExecEvent::Stderr(b)) => {
-                    let room = (64usize << 10).saturating_sub(err.len());
-                    err.extend_from_slice(&b[..b.len().min(room)]);
-                }
-                Ok(ExecEvent::Exited(s)) => break s,
-                Err(e) => return Err((None, e.to_string())),
             }
-        };
+        })
+        .await
+        .map_err(|_| {
+            (
+                None,
+                format!(
+                    "the guest did not finish within {} s (BANGER_GUEST_OP_TIMEOUT); the guest program was killed",
+                    limit.as_secs()
+                ),
+            )
+        })??;
         let _ = writer.await;
         if status.code == Some(0) {
             Ok(out)
@@ -215,10 +245,19 @@ impl Daemon {
         if input.len() <= IN_AGENT_INPUT {
             // In the agent itself: no process to start in the guest.
             let (_, client) = self.running_agent(vm).await?;
-            return client
-                .workspace_sync(op, &ws.guest_path, &input, max_out)
-                .await
-                .map_err(|e| failed(e.to_string()));
+            let limit = guest_op_timeout();
+            return tokio::time::timeout(
+                limit,
+                client.workspace_sync(op, &ws.guest_path, &input, max_out),
+            )
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no answer within {} s (BANGER_GUEST_OP_TIMEOUT)",
+                    limit.as_secs()
+                ))
+            })?
+            .map_err(|e| failed(e.to_string()));
         }
         // Large inputs stream to the helper program, with backpressure.
         let argv = vec![
@@ -504,11 +543,11 @@ impl Daemon {
                 use base64::Engine as _;
                 let target =
                     String::from_utf8_lossy(&B64.decode(&f.data).unwrap_or_default()).into_owned();
-                if !export::symlink_stays_inside(&f.path, &target) {
+                if let Some(rule) = export::symlink_refusal(&f.path, &target) {
                     return Err(OpError::new(
                         code::INVALID,
                         format!(
-                            "refused the guest's files: {}: a symlink pointing outside the repository ({target:?}); nothing was written",
+                            "refused the guest's files: {}: {rule}; nothing was written",
                             f.path
                         ),
                     ));
@@ -528,7 +567,12 @@ impl Daemon {
         vm: &str,
         force: bool,
     ) -> Result<Option<Vec<String>>, OpError> {
-        let (record, ws) = self.workspace_of(vm)?;
+        let (record, _) = self.workspace_of(vm)?;
+        // No sync may write the guest's files or the manifest between
+        // reading the changes and recording them as taken.
+        let lock = self.sync_lock(&record.id);
+        let _guard = lock.lock().await;
+        let (record, ws) = self.workspace_of(&record.id)?;
         if !self.with_store(|s| s.manifest_has_prefix(&record.id, ""))? {
             return Ok(None);
         }
@@ -605,7 +649,8 @@ impl Daemon {
                 oid: f.oid.clone(),
             })
             .collect();
-        self.accept_guest_files(vm, entries).await?;
+        self.accept_guest_files_locked(&record, &ws, entries)
+            .await?;
         Ok(Some(written))
     }
 
@@ -616,14 +661,24 @@ impl Daemon {
         files: Vec<AcceptEntry>,
     ) -> Result<Vec<String>, OpError> {
         let (record, ws) = self.workspace_of(vm)?;
+        let lock = self.sync_lock(&record.id);
+        let _guard = lock.lock().await;
+        self.accept_guest_files_locked(&record, &ws, files).await
+    }
+
+    /// [`Daemon::accept_guest_files`], with the VM's sync lock held.
+    async fn accept_guest_files_locked(
+        &self,
+        record: &VmRecord,
+        ws: &WorkspaceRecord,
+        files: Vec<AcceptEntry>,
+    ) -> Result<Vec<String>, OpError> {
         if let Some(bad) = files.iter().find(|f| !acceptable(&f.path)) {
             return Err(OpError::new(
                 code::INVALID,
                 format!("invalid path {:?}", bad.path),
             ));
         }
-        let lock = self.sync_lock(&record.id);
-        let _guard = lock.lock().await;
         let entries: Vec<wsync::ManifestEntry> = files
             .iter()
             .map(|f| wsync::ManifestEntry {
@@ -634,7 +689,7 @@ impl Daemon {
             .collect();
         let input = serde_json::to_vec(&entries).expect("serializes");
         let reply = self
-            .agent_sync(&record.name, "accept", &ws, input, MAX_REPORT_BYTES)
+            .agent_sync(&record.name, "accept", ws, input, MAX_REPORT_BYTES)
             .await?;
         let accepted: BTreeSet<String> = serde_json::from_slice::<Vec<String>>(&reply)
             .map_err(|e| OpError::internal(format!("the guest's reply is not valid: {e}")))?

@@ -596,7 +596,8 @@ impl Daemon {
             });
         }
         let session = client.exec(spec).await.map_err(|e| match e {
-            AgentError::Guest(m) => OpError::new(code::INVALID, m),
+            // An exec the guest refuses is a program it cannot start.
+            AgentError::Guest(m) => OpError::new(code::CANNOT_RUN, m),
             other => OpError::internal(other.to_string()),
         })?;
         Ok((vm, session))

@@ -207,7 +207,7 @@ impl Daemon {
                 ),
             ));
         };
-        let spec = ExecSpec {
+        let mut spec = ExecSpec {
             argv: vec![
                 "sh".into(),
                 "-c".into(),
@@ -222,26 +222,46 @@ impl Daemon {
             tty: None,
         };
         let limits = export::Limits::from_env();
+        spec.argv.push(limits.per_file.to_string());
         let (_, mut session) = self.exec(vm, spec).await?;
         let (mut patch, mut stderr) = (Vec::new(), Vec::new());
-        let status = loop {
-            match session.next().await {
-                Ok(ExecEvent::Stdout(b)) => {
-                    patch.extend(b);
-                    if patch.len() as u64 > limits.total {
-                        // Dropping the session kills the guest command.
-                        return Err(OpError::new(
-                            code::INVALID,
-                            format!(
-                                "refused the guest's patch: over the {} byte limit; nothing was written",
-                                limits.total
-                            ),
-                        ));
+        let limit = super::sync::guest_op_timeout();
+        let made = tokio::time::timeout(limit, async {
+            loop {
+                match session.next().await {
+                    Ok(ExecEvent::Stdout(b)) => {
+                        patch.extend(b);
+                        if patch.len() as u64 > limits.total {
+                            return Err(OpError::new(
+                                code::INVALID,
+                                format!(
+                                    "refused the guest's patch: over the {} byte limit for a whole patch (BANGER_EXPORT_MAX_PATCH); nothing was written",
+                                    limits.total
+                                ),
+                            ));
+                        }
                     }
+                    Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
+                    Ok(ExecEvent::Exited(s)) => return Ok(s),
+                    Err(e) => return Err(OpError::internal(format!("workspace export: {e}"))),
                 }
-                Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
-                Ok(ExecEvent::Exited(s)) => break s,
-                Err(e) => return Err(OpError::internal(format!("workspace export: {e}"))),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(OpError::internal(format!(
+                "making the patch in the guest took over {} s (BANGER_GUEST_OP_TIMEOUT); it was stopped",
+                limit.as_secs()
+            )))
+        });
+        let status = match made {
+            Ok(status) => status,
+            Err(e) => {
+                // Dropping the session kills the guest command before its
+                // trap can remove its temporary index: remove it here.
+                drop(session);
+                self.remove_export_leftovers(vm, &ws.guest_path).await;
+                return Err(e);
             }
         };
         let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
@@ -314,6 +334,34 @@ impl Daemon {
         })
     }
 
+    /// Removes temporary indexes of killed exports from the guest (best
+    /// effort: the next export removes them too).
+    async fn remove_export_leftovers(&self, vm: &str, guest_path: &str) {
+        let spec = ExecSpec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                crate::workspace::export::CLEANUP_SCRIPT.into(),
+                "banger-export-cleanup".into(),
+                guest_path.into(),
+            ],
+            env: Vec::new(),
+            cwd: Some("/".into()),
+            stdin: false,
+            tty: None,
+        };
+        if let Ok((_, mut session)) = self.exec(vm, spec).await {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                while let Ok(ev) = session.next().await {
+                    if matches!(ev, ExecEvent::Exited(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
     /// What would travel (no VM involved).
     pub(crate) async fn workspace_plan(
         &self,
@@ -360,15 +408,12 @@ impl Daemon {
                 transfer::build_on_host(&build_sel, branch.as_ref(), &repo, (&name, &email))
                     .map_err(OpError::from_display)?;
             // /root in the guest is the work disk's root.
-            crate::disk::copy_tree_into(&disk, &repo, "/repo").map_err(|e| {
-                if e.to_string().contains("already exists") {
-                    OpError::new(
-                        code::CONFLICT,
-                        "the vm already has /root/repo; replace it with the default stream mode (vm workspace prepare on the running vm)",
-                    )
-                } else {
-                    OpError::from_display(e)
-                }
+            crate::disk::copy_tree_into(&disk, &repo, "/repo").map_err(|e| match e {
+                crate::disk::DiskError::Exists { .. } => OpError::new(
+                    code::CONFLICT,
+                    "the vm already has /root/repo; start it and bring it up to date with: banger vm workspace prepare VM PATH (the default stream mode)",
+                ),
+                other => OpError::from_display(other),
             })?;
             Ok(manifest)
         })

@@ -92,7 +92,8 @@ mount_disk() {
 root_overlay() {
 	wait_for_disks rootfs overlay work
 	mount_disk rootfs /mnt/lower ro
-	mount_disk overlay /mnt/upper
+	# discard: space the guest frees goes back to the host's sparse file.
+	mount_disk overlay /mnt/upper rw,discard
 	mkdir -p /mnt/upper/upper /mnt/upper/work || fail "cannot create upper/ and work/ on the overlay disk"
 	mount -t overlay overlay \
 		-o lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work /newroot ||
@@ -105,7 +106,7 @@ overlay) root_overlay ;;
 *) fail "unknown banger.root=$root_mode; this image supports: overlay" ;;
 esac
 
-mount_disk work /newroot/root
+mount_disk work /newroot/root rw,discard
 
 if [ -f /banger/banger-agent ]; then
 	cp /banger/banger-agent /newroot/usr/sbin/banger-agent.new &&

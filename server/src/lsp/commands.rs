@@ -112,7 +112,7 @@ impl GlobalState {
     /// Runs a guest command in the workspace, streaming `banger/output`.
     /// Returns the run id, the exit code and the output kept.
     async fn run(self: &Arc<Self>, argv: Vec<String>) -> Result<(String, i32, String), RpcError> {
-        let vm = self.bound().ok_or_else(|| rpc_error("no sandbox bound"))?;
+        let vm = self.bound().ok_or_else(|| rpc_error(super::NOT_BOUND))?;
         let daemon = self.daemon().await?;
         let run_id = format!("run-{}", self.runs.fetch_add(1, Ordering::Relaxed) + 1);
         let mut sub = daemon

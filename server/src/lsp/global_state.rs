@@ -360,7 +360,7 @@ impl GlobalState {
     }
 
     pub(crate) async fn refresh_guest_changes(&self) -> Result<GuestChanges, String> {
-        let vm = self.bound().ok_or("no sandbox bound")?;
+        let vm = self.bound().ok_or(super::NOT_BOUND)?;
         let daemon = self.daemon().await.map_err(|e| e.message.to_string())?;
         let changes = daemon
             .vm_workspace_changes(vm)

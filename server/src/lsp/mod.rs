@@ -35,3 +35,6 @@ pub const COMMANDS: &[&str] = &[
 
 /// The code action kind of "Apply guest changes".
 pub const APPLY_KIND: &str = "source.applyGuestChanges";
+
+/// What a request that needs the sandbox says before one is bound.
+pub(crate) const NOT_BOUND: &str = "no sandbox is bound to this repository yet: run the tests or a command in the sandbox (banger.runTests, banger.exec) to create and bind one, or name an existing VM with the banger.vm setting";

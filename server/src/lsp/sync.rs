@@ -148,7 +148,7 @@ impl GlobalState {
         job_paths: Option<Vec<String>>,
         force: bool,
     ) -> Result<SyncResult, String> {
-        let vm = self.bound().ok_or("no sandbox bound")?;
+        let vm = self.bound().ok_or(super::NOT_BOUND)?;
         let daemon = self.daemon().await.map_err(|e| e.message.to_string())?;
         daemon
             .vm_workspace_sync(SyncParams {

@@ -40,7 +40,7 @@ impl Qemu {
     /// The full argument list for a plan (pure; tested).
     pub fn args(plan: &LaunchPlan) -> Vec<String> {
         let rt = &plan.runtime_dir;
-        let p = |f: &str| rt.join(f).display().to_string();
+        let p = |f: &str| opt_value(&rt.join(f));
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&[
@@ -67,7 +67,7 @@ impl Qemu {
             "-chardev",
             &format!(
                 "file,id=console,path={},append=on",
-                plan.console_log.display()
+                opt_value(&plan.console_log)
             ),
             "-serial",
             "chardev:console",
@@ -87,7 +87,7 @@ impl Qemu {
                 "-drive",
                 &format!(
                     "file={},format=raw,if=none,id={id},cache=writeback,discard=unmap{ro}",
-                    drive.path.display()
+                    opt_value(&drive.path)
                 ),
                 "-device",
                 &format!("virtio-blk-device,drive={id},serial={id}"),
@@ -107,10 +107,17 @@ impl Qemu {
             &format!("unix:{},server=on,wait=off", p(QMP_SOCKET)),
             "-daemonize",
             "-pidfile",
-            &p(PID_FILE),
+            &rt.join(PID_FILE).display().to_string(),
         ]);
         a
     }
+}
+
+/// A path as a value inside a QEMU option list (`file=...,format=raw`):
+/// QEMU reads `,,` as a literal comma, so a comma in a path cannot end the
+/// value and inject an option.
+fn opt_value(path: &std::path::Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 impl Vmm for Qemu {
@@ -254,6 +261,23 @@ mod tests {
         assert!(args.contains(&"-daemonize".to_string()));
         assert!(args.contains(&"-no-reboot".to_string()));
         assert_eq!(value_after(&args, "-pidfile"), ["/run/vm/qemu.pid"]);
+    }
+
+    #[test]
+    fn a_comma_in_a_path_cannot_inject_an_option() {
+        let mut p = plan(Accel::Tcg);
+        p.drives[1].path = "/vm/a,readonly=on,file=/etc/shadow".into();
+        p.runtime_dir = "/run/x,y".into();
+        p.console_log = "/vm/c,d.log".into();
+        let args = Qemu::args(&p);
+        assert_eq!(
+            value_after(&args, "-drive")[1],
+            "file=/vm/a,,readonly=on,,file=/etc/shadow,format=raw,if=none,id=work,cache=writeback,discard=unmap"
+        );
+        assert!(value_after(&args, "-chardev")[0].contains("path=/vm/c,,d.log,append=on"));
+        assert!(value_after(&args, "-qmp")[0].starts_with("unix:/run/x,,y/"));
+        // A plain argument is not an option list: no escaping.
+        assert_eq!(value_after(&args, "-pidfile"), ["/run/x,y/qemu.pid"]);
     }
 
     #[test]

@@ -47,15 +47,39 @@ impl Limits {
     }
 }
 
+/// Removes temporary export indexes of exports that are no longer running
+/// (killed before their trap could run): `$1` the guest repository.
+pub const CLEANUP_SCRIPT: &str = r#"cd "$1" || exit 0
+for f in .git/banger-export-index.*; do
+    [ -e "$f" ] || continue
+    kill -0 "${f##*.}" 2>/dev/null || rm -f "$f"
+done
+"#;
+
 /// Makes the patch in the guest, on stdout: the working tree (untracked,
-/// not ignored files included) against `$1` (a commit, default HEAD),
-/// through a temporary index next to the repository's own (same file
-/// system: seed bug, a temporary index on tmpfs made git fail with "unable
-/// to write new index file"), so the guest's index is never changed.
+/// not ignored files included) against `$2` (a commit, default HEAD) in
+/// repository `$1`, through a temporary index next to the repository's own
+/// (same file system: seed bug, a temporary index on tmpfs made git fail
+/// with "unable to write new index file"), so the guest's index is never
+/// changed. A changed file over `$3` bytes (when set) is refused (exit 3)
+/// before git reads any of it.
 pub const GUEST_SCRIPT: &str = r#"set -eu
 cd "$1"
 base=${2:-HEAD}
+max=${3:-0}
 git rev-parse --verify -q "$base^{commit}" >/dev/null || { echo "no commit $base in the guest repository" >&2; exit 3; }
+for f in .git/banger-export-index.*; do
+    [ -e "$f" ] || continue
+    kill -0 "${f##*.}" 2>/dev/null || rm -f "$f"
+done
+if [ "$max" -gt 0 ]; then
+    big=$(git ls-files -z -m -o --exclude-standard | xargs -0 -r stat -c '%s %n' -- 2>/dev/null |
+        awk -v max="$max" '$1 > max { print; exit }')
+    if [ -n "$big" ]; then
+        echo "refused the guest's patch: ${big#* } is ${big%% *} bytes, over the $max byte limit per file (BANGER_EXPORT_MAX_FILE); nothing was written" >&2
+        exit 3
+    fi
+fi
 tmp="$(git rev-parse --absolute-git-dir)/banger-export-index.$$"
 trap 'rm -f "$tmp"' EXIT
 GIT_INDEX_FILE="$tmp" git read-tree "$base"
@@ -366,27 +390,42 @@ pub(crate) fn check_path(root: &Path, path: &str) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Where a symlink at `link` pointing at `target` resolves, lexically, or
-/// None when it leaves the repository.
-pub(crate) fn symlink_stays_inside(link: &str, target: &str) -> bool {
+/// Why a symlink at `link` (a repository path) pointing at `target` may
+/// not be written, resolving the target lexically: it leaves the
+/// repository, or it leads into a `.git` directory (like a path under
+/// `.git/`, which would let a later write land in the host's hooks or
+/// config). `None`: it may.
+pub(crate) fn symlink_refusal(link: &str, target: &str) -> Option<String> {
+    let outside = || {
+        Some(format!(
+            "symlink to {target:?} points outside the repository"
+        ))
+    };
     if target.starts_with('/') {
-        return false;
+        return outside();
     }
-    let mut depth: i64 = Path::new(link).components().count() as i64 - 1;
+    let mut resolved: Vec<&std::ffi::OsStr> = Path::new(link)
+        .parent()
+        .map(|p| p.components().map(|c| c.as_os_str()).collect())
+        .unwrap_or_default();
     for c in Path::new(target).components() {
         match c {
             Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
+                if resolved.pop().is_none() {
+                    return outside();
                 }
             }
-            Component::Normal(_) => depth += 1,
+            Component::Normal(name) => resolved.push(name),
             Component::CurDir => {}
-            _ => return false,
+            _ => return outside(),
         }
     }
-    true
+    if resolved.iter().any(|c| c.eq_ignore_ascii_case(".git")) {
+        return Some(format!(
+            "symlink to {target:?} points into .git/; nothing may be written there"
+        ));
+    }
+    None
 }
 
 /// Applies a validated patch to the host working tree with `git apply`,
@@ -529,11 +568,8 @@ pub fn validate(root: &Path, patch: &[u8], limits: Limits) -> Result<Vec<PatchFi
                 .map_err(|_| refuse(path, "cannot read the symlink it renames"))?,
             (None, None) => return Err(refuse(path, "a symlink without a target")),
         };
-        if !symlink_stays_inside(path, &target) {
-            return Err(refuse(
-                path,
-                format!("symlink to {target:?} points outside the repository"),
-            ));
+        if let Some(rule) = symlink_refusal(path, &target) {
+            return Err(refuse(path, rule));
         }
     }
     cross_check_with_git(root, patch, &files)?;
@@ -646,6 +682,26 @@ mod tests {
             validate(root.path(), quoted.as_bytes(), Limits::default()).is_err(),
             "quoted ../ must be caught"
         );
+    }
+
+    #[test]
+    fn symlinks_into_git_are_refused_like_paths_under_git() {
+        let root = tempfile::tempdir().unwrap();
+        for (link, target) in [
+            ("gitdir", ".git"),
+            ("hooklink", ".git/hooks"),
+            ("sub/up", "../.git/config"),
+            ("x", "./.GIT/hooks"),
+        ] {
+            let patch = format!(
+                "diff --git a/{link} b/{link}\nnew file mode 120000\nindex 0..1\n--- /dev/null\n+++ b/{link}\n@@ -0,0 +1 @@\n+{target}\n\\ No newline at end of file\n"
+            );
+            let err = validate(root.path(), patch.as_bytes(), Limits::default()).unwrap_err();
+            assert!(err.rule.contains("points into .git/"), "{link}: {err}");
+        }
+        assert_eq!(symlink_refusal("docs/l", "../README"), None);
+        assert_eq!(symlink_refusal("a/b", "../.gitignore"), None);
+        assert!(symlink_refusal("a", "../x").unwrap().contains("outside"));
     }
 
     #[test]

@@ -105,6 +105,21 @@ fn git_err(path: &Path, e: impl std::fmt::Display) -> WorkspaceError {
     }
 }
 
+/// A repository path as text. A name that is not UTF-8 refuses the whole
+/// repository, before anything is created: shipping it under another name
+/// would make the guest see a file missing, and an export would then
+/// delete the real one on the host.
+fn utf8_path(root: &Path, path: &gix::bstr::BStr) -> Result<String, WorkspaceError> {
+    match std::str::from_utf8(path) {
+        Ok(p) => Ok(p.to_string()),
+        Err(_) => Err(WorkspaceError::Invalid(format!(
+            "{}: the file name {:?} is not UTF-8, which banger cannot ship yet; rename it (git mv) and try again",
+            root.display(),
+            path
+        ))),
+    }
+}
+
 /// Decides which files of the repository at or above `path` travel.
 pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, WorkspaceError> {
     let repo = gix::discover(path).map_err(|_| WorkspaceError::NotARepo {
@@ -125,7 +140,7 @@ pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, Workspa
         if entry.stage_raw() != 0 {
             continue;
         }
-        let rela = entry.path(&index).to_string();
+        let rela = utf8_path(&root, entry.path(&index))?;
         use gix::index::entry::Mode;
         let kind = if entry.mode.contains(Mode::COMMIT) {
             submodules.push(rela);
@@ -177,8 +192,15 @@ pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, Workspa
             // Nested repositories and other oddities never travel.
             _ => continue,
         };
+        // Left out, an untracked file may have any name (it is only
+        // counted); shipped, its name must be UTF-8.
+        let path = match utf8_path(&root, entry.rela_path.as_ref()) {
+            Ok(path) => path,
+            Err(e) if include_untracked => return Err(e),
+            Err(_) => entry.rela_path.to_string(),
+        };
         untracked.push(WorkspaceFile {
-            path: entry.rela_path.to_string(),
+            path,
             kind,
             tracked: false,
         });
@@ -289,6 +311,22 @@ mod tests {
         );
         assert_eq!(s.untracked_left_out, 0);
         assert_eq!(s.mode_line(), "mode: tracked + untracked");
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_refuses_the_repository() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = repo();
+        let name = std::ffi::OsStr::from_bytes(b"bad\xff\xfename");
+        std::fs::write(dir.path().join(name), "x").unwrap();
+        // Untracked: refused only when untracked files travel.
+        assert!(select(dir.path(), false).is_ok());
+        let err = select(dir.path(), true).unwrap_err();
+        assert!(err.to_string().contains("is not UTF-8"), "{err}");
+        git(dir.path(), &["add", "-A"]);
+        let err = select(dir.path(), false).unwrap_err();
+        assert!(matches!(err, WorkspaceError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("rename it"), "{err}");
     }
 
     #[test]

@@ -330,6 +330,9 @@ else
     git update-ref --no-deref HEAD "$new"
 fi
 git read-tree HEAD
+git ls-files -s | while read -r mode _ _ path; do
+    if [ "$mode" = 160000 ]; then mkdir -p "$path"; fi
+done
 git update-index -q --refresh >/dev/null 2>&1 || true
 "#;
 

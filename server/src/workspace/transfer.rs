@@ -56,6 +56,11 @@ if [ -f "$meta/head" ]; then
         git update-ref --no-deref HEAD "$head"
     fi
     git read-tree HEAD
+    # Submodules are not shipped: an empty directory keeps each gitlink in
+    # the index as an uninitialised submodule, neither changed nor deleted.
+    git ls-files -s | while read -r mode _ _ path; do
+        if [ "$mode" = 160000 ]; then mkdir -p "$path"; fi
+    done
 fi
 git update-index -q --refresh >/dev/null 2>&1 || true
 if [ -s "$meta/new-branch" ]; then
@@ -504,6 +509,56 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dest.join("a.txt")).unwrap(),
             "host\n"
+        );
+    }
+
+    /// A submodule is neither shipped nor lost: the guest keeps its gitlink
+    /// (status clean) and a patch made there does not delete it.
+    #[test]
+    fn a_submodule_stays_a_gitlink_in_the_guest() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "main"]);
+        std::fs::write(h.join("a.txt"), "one\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "first"]);
+        let head = git(h, &["rev-parse", "HEAD"]).trim().to_string();
+        git(
+            h,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{head},vendor/lib"),
+            ],
+        );
+        git(h, &["commit", "-qm", "a submodule"]);
+        let sel = super::super::select(h, false).unwrap();
+        assert_eq!(sel.submodules, vec!["vendor/lib".to_string()]);
+        let mut archive = Vec::new();
+        write_archive(&sel, None, &mut archive).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("repo");
+        unpack(&archive, &dest);
+        assert_eq!(
+            git(&dest, &["status", "--porcelain"]),
+            "",
+            "status not clean"
+        );
+        let out = crate::tool::for_test(crate::tool::Tool::Sh)
+            .args(["-c", crate::workspace::export::GUEST_SCRIPT, "sh"])
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 
