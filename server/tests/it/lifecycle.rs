@@ -422,3 +422,105 @@ fn completion_scripts_for_each_shell() {
     let tcsh = host.banger(&["completions", "tcsh"]);
     assert_eq!(tcsh.code, Some(2));
 }
+
+impl Host {
+    /// Runs banger on a pseudo-terminal (`script`), as a person at a
+    /// terminal does, feeding `input`.
+    fn on_terminal(&self, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
+        use std::io::Write;
+        let line = std::iter::once(env!("CARGO_BIN_EXE_banger"))
+            .chain(args.iter().copied())
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The environment of this host's banger, passed through script.
+        let cmd = self.cmd(&[]);
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap().into()
+    }
+}
+
+#[test]
+fn on_a_terminal_prune_asks_and_progress_can_be_plain() {
+    let host = Host::new();
+    // Progress rewrites one line on a terminal; BANGER_NO_PROGRESS=1 makes
+    // plain lines.
+    let rewriting = host.on_terminal(&["vm", "create", "--no-start", "--name", "p1"], &[], "");
+    assert_eq!(rewriting.code, Some(0), "{}", rewriting.stdout);
+    assert!(
+        rewriting.stdout.contains("\r\x1b[2K"),
+        "{:?}",
+        rewriting.stdout
+    );
+    assert!(
+        !rewriting.stdout.contains("banger: creating disks"),
+        "{:?}",
+        rewriting.stdout
+    );
+    let plain = host.on_terminal(
+        &["vm", "create", "--no-start", "--name", "p2"],
+        &[("BANGER_NO_PROGRESS", "1")],
+        "",
+    );
+    assert_eq!(plain.code, Some(0), "{}", plain.stdout);
+    assert!(
+        plain.stdout.contains("banger: creating disks"),
+        "{:?}",
+        plain.stdout
+    );
+    assert!(!plain.stdout.contains("\x1b[2K"), "{:?}", plain.stdout);
+
+    // Prune asks; anything but yes deletes nothing.
+    let no = host.on_terminal(&["vm", "prune"], &[], "n\n");
+    assert_eq!(no.code, Some(1), "{}", no.stdout);
+    assert!(
+        no.stdout.contains("delete 2 vms") && no.stdout.contains("p1 (stopped)"),
+        "{}",
+        no.stdout
+    );
+    assert_eq!(host.names(), ["p1", "p2"]);
+    let yes = host.on_terminal(&["vm", "prune"], &[], "y\n");
+    assert_eq!(yes.code, Some(0), "{}", yes.stdout);
+    assert!(host.names().is_empty());
+}
+
+#[test]
+fn logs_follow_ends_when_the_vm_is_deleted() {
+    let host = Host::new();
+    host.banger(&["vm", "create", "--no-start", "--name", "f"])
+        .ok();
+    let mut follow = host
+        .cmd(&["vm", "logs", "f", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(follow.try_wait().unwrap().is_none(), "-f returned at once");
+    host.banger(&["vm", "delete", "f"]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while follow.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "-f outlived the vm");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = follow.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("created vm=f"), "{stdout}");
+    assert!(stderr.contains("vm f was deleted"), "{stderr}");
+}
