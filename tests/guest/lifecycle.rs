@@ -1,5 +1,5 @@
 //! The lifecycle verbs on a real guest: restart, prune, stats, logs, set
-//! and kill. One VM goes through all of them (three boots in all), since
+//! and kill. One VM goes through all of them (four boots in all), since
 //! every boot costs seconds of emulated CPU; the verbs that need no guest
 //! are host tests (`server/tests/it/lifecycle.rs`).
 
@@ -132,6 +132,25 @@ fn restart_prune_stats_logs_set_and_kill_on_one_guest() {
             .join("work.ext4")
             .exists()
     );
+
+    // Another signal: the VMM gets it (QEMU exits on TERM), same outcome.
+    env.banger(&["vm", "start", "lc"]).ok();
+    assert!(runtime.exists());
+    env.banger(&["vm", "kill", "--signal", "TERM", "lc"]).ok();
+    assert_eq!(env.show("lc")["state"], "stopped");
+    assert!(!runtime.exists(), "kill -s TERM left {}", runtime.display());
+    let logs = env.banger(&["vm", "logs", "lc"]);
+    assert!(
+        logs.stdout.contains("killing the vmm with SIGTERM"),
+        "{}",
+        logs.stdout
+    );
+    assert!(
+        !logs.stdout.contains("outlived"),
+        "the VMM ignored TERM: {}",
+        logs.stdout
+    );
+    assert_eq!(env.vmm_processes(), Vec::<i32>::new());
 
     env.banger(&["vm", "delete", "lc"]).ok();
     env.assert_nothing_left();
