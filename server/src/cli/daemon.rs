@@ -58,7 +58,11 @@ pub(crate) async fn run(cmd: DaemonCommand, dirs: &Dirs, printer: &Printer) -> R
                 printer.note(&format!("log: {}", dirs.daemon_log().display()));
             }
             None => {
-                printer.line("bangerd is not running");
+                if printer.json() {
+                    printer.json_value(&serde_json::json!({"running": false}));
+                } else {
+                    printer.line("bangerd is not running");
+                }
                 return Ok(3);
             }
         },

@@ -390,7 +390,7 @@ impl Daemon {
         let record = self.refresh(self.find(vm)?)?;
         if record.state.may_have_process() {
             return Err(OpError::new(
-                code::CONFLICT,
+                code::RUNNING,
                 format!(
                     "vm {:?} is {}; full_copy writes its disk before boot: stop it first, or use the default stream mode",
                     record.name, record.state

@@ -1,6 +1,9 @@
 //! Host tests of the `banger` binary that need no guest: installing
-//! Firecracker from a (local) release server, and `banger doctor`.
+//! Firecracker from a (local) release server, `banger doctor`, and the
+//! lifecycle verbs that need no guest (`lifecycle.rs`).
 #![allow(clippy::disallowed_methods)] // tests drive banger by spawning it
+
+mod lifecycle;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
