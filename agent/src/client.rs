@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::protocol::{
-    Body, DATA_CHUNK, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo, PROTOCOL_VERSION,
-    Request, Response,
+    Body, DATA_CHUNK, EXEC_WINDOW, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo,
+    PROTOCOL_VERSION, Request, Response,
 };
 
 /// A request to the guest failed.
@@ -75,13 +75,12 @@ enum StreamEvent {
 /// without bound; past this the command is killed.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
-/// Most bytes [`ExecControl::write_stdin_blocking`] lets wait for the
-/// guest before it holds the writer back.
-pub const MAX_UNSENT_BYTES: usize = 8 << 20;
-
 struct Slot {
     tx: mpsc::UnboundedSender<StreamEvent>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// An exec's stdin window: bytes the host may still send; the guest's
+    /// `Credit` replies add to it. Closed with the stream.
+    stdin_window: Option<Arc<Semaphore>>,
 }
 
 /// The receiving end of one request's events, keeping the queue count.
@@ -135,7 +134,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn open_stream(&self) -> (u32, StreamRx) {
+    fn open_stream(&self, stdin_window: Option<Arc<Semaphore>>) -> (u32, StreamRx) {
         let id = self.next_stream.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -145,6 +144,7 @@ impl Inner {
                 Slot {
                     tx,
                     queued: queued.clone(),
+                    stdin_window,
                 },
             );
         }
@@ -158,6 +158,9 @@ impl Inner {
         if let Ok(mut map) = self.streams.lock()
             && let Some(slot) = map.remove(&id)
         {
+            if let Some(w) = &slot.stdin_window {
+                w.close();
+            }
             let _ = slot.tx.send(StreamEvent::Closed);
         }
     }
@@ -184,6 +187,15 @@ impl Inner {
         let Some(slot) = map.get(&frame.stream) else {
             return;
         };
+        // The guest's program took stdin: the writer may send more. Handled
+        // here, not queued, so it arrives while the events go unread.
+        if let StreamEvent::Response(Response::Credit { bytes }) = &event {
+            if let Some(w) = &slot.stdin_window {
+                let room = Semaphore::MAX_PERMITS.saturating_sub(w.available_permits());
+                w.add_permits((*bytes as usize).min(room).min(EXEC_WINDOW as usize));
+            }
+            return;
+        }
         if let StreamEvent::Data(_, bytes) = &event {
             let queued = slot.queued.fetch_add(bytes.len(), Ordering::AcqRel) + bytes.len();
             if queued > MAX_QUEUED_BYTES {
@@ -208,6 +220,9 @@ impl Inner {
         self.closed.store(true, Ordering::Release);
         if let Ok(mut map) = self.streams.lock() {
             for (_, slot) in map.drain() {
+                if let Some(w) = &slot.stdin_window {
+                    w.close();
+                }
                 let _ = slot.tx.send(StreamEvent::Closed);
             }
         }
@@ -344,7 +359,7 @@ impl AgentClient {
     }
 
     async fn simple(&self, request: Request) -> Result<Response, AgentError> {
-        let (id, mut rx) = self.inner.open_stream();
+        let (id, mut rx) = self.inner.open_stream(None);
         let result = async {
             self.inner.send(Frame::request(id, request))?;
             match rx.recv().await {
@@ -404,7 +419,7 @@ impl AgentClient {
 
     /// Writes a whole file in the guest (atomically, via rename).
     pub async fn write_file(&self, path: &str, mode: u32, data: &[u8]) -> Result<(), AgentError> {
-        let (id, mut rx) = self.inner.open_stream();
+        let (id, mut rx) = self.inner.open_stream(None);
         let result = async {
             self.inner.send(Frame::request(
                 id,
@@ -438,7 +453,7 @@ impl AgentClient {
         input: &[u8],
         max_out: usize,
     ) -> Result<Vec<u8>, AgentError> {
-        let (id, mut rx) = self.inner.open_stream();
+        let (id, mut rx) = self.inner.open_stream(None);
         let result = async {
             self.inner.send(Frame::request(
                 id,
@@ -457,7 +472,7 @@ impl AgentClient {
 
     /// Reads a whole file from the guest.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
-        let (id, mut rx) = self.inner.open_stream();
+        let (id, mut rx) = self.inner.open_stream(None);
         let result = async {
             self.inner.send(Frame::request(
                 id,
@@ -474,8 +489,9 @@ impl AgentClient {
 
     /// Starts a program in the guest; returns once it is running.
     pub async fn exec(&self, spec: ExecSpec) -> Result<ExecSession, AgentError> {
-        let (id, mut rx) = self.inner.open_stream();
         let wants_stdin = spec.stdin;
+        let stdin_window = Arc::new(Semaphore::new(EXEC_WINDOW as usize));
+        let (id, mut rx) = self.inner.open_stream(Some(stdin_window.clone()));
         if let Err(e) = self.inner.send(Frame::request(id, Request::Exec(spec))) {
             self.inner.close_stream(id);
             return Err(e);
@@ -501,6 +517,8 @@ impl AgentClient {
             pid,
             events: rx,
             stdin_open: wants_stdin,
+            stdin_window,
+            uncredited: 0,
             open_outputs: 2,
             finished: false,
         })
@@ -538,6 +556,9 @@ pub struct ExecSession {
     pid: u32,
     events: StreamRx,
     stdin_open: bool,
+    stdin_window: Arc<Semaphore>,
+    /// Output bytes handed to the consumer and not yet credited back.
+    uncredited: u64,
     open_outputs: u8,
     finished: bool,
 }
@@ -554,15 +575,29 @@ impl ExecSession {
         ExecControl {
             inner: self.inner.clone(),
             stream: self.stream,
+            stdin_window: Some(self.stdin_window.clone()),
+        }
+    }
+
+    /// Counts output handed to the consumer; grants the guest more once a
+    /// quarter of the window was consumed (so it never waits on a full
+    /// window while the consumer keeps up).
+    fn consumed(&mut self, n: usize) {
+        self.uncredited += n as u64;
+        if self.uncredited >= EXEC_WINDOW / 4 {
+            let bytes = std::mem::take(&mut self.uncredited);
+            let _ = self
+                .inner
+                .send(Frame::request(self.stream, Request::Credit { bytes }));
         }
     }
 
     /// Sends bytes to the program's stdin.
-    pub fn write_stdin(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
+    pub async fn write_stdin(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
         if !self.stdin_open {
             return Ok(());
         }
-        self.control().write_stdin(bytes)
+        self.control().write_stdin(bytes).await
     }
 
     /// Ends the program's stdin.
@@ -581,8 +616,14 @@ impl ExecSession {
         loop {
             let event = self.events.recv().await;
             match event {
-                Some(StreamEvent::Data(Fd::Stdout, bytes)) => return Ok(ExecEvent::Stdout(bytes)),
-                Some(StreamEvent::Data(Fd::Stderr, bytes)) => return Ok(ExecEvent::Stderr(bytes)),
+                Some(StreamEvent::Data(Fd::Stdout, bytes)) => {
+                    self.consumed(bytes.len());
+                    return Ok(ExecEvent::Stdout(bytes));
+                }
+                Some(StreamEvent::Data(Fd::Stderr, bytes)) => {
+                    self.consumed(bytes.len());
+                    return Ok(ExecEvent::Stderr(bytes));
+                }
                 Some(StreamEvent::Eof(_)) => {
                     self.open_outputs = self.open_outputs.saturating_sub(1);
                 }
@@ -632,12 +673,24 @@ impl Drop for ExecSession {
 pub struct ExecControl {
     inner: Arc<Inner>,
     stream: u32,
+    /// The exec's stdin window (see [`EXEC_WINDOW`]).
+    stdin_window: Option<Arc<Semaphore>>,
 }
 
 impl ExecControl {
-    /// Sends bytes to the program's stdin.
-    pub fn write_stdin(&self, bytes: &[u8]) -> Result<(), AgentError> {
+    /// Sends bytes to the program's stdin, waiting while the guest program
+    /// has not taken what was sent before (its stdin window is spent): a
+    /// program that never reads its input holds the writer back instead of
+    /// growing a queue on either side.
+    pub async fn write_stdin(&self, bytes: &[u8]) -> Result<(), AgentError> {
         for chunk in bytes.chunks(DATA_CHUNK) {
+            if let Some(window) = &self.stdin_window {
+                match window.acquire_many(chunk.len() as u32).await {
+                    Ok(permits) => permits.forget(),
+                    // The exec ended: nobody will read it.
+                    Err(_) => return Err(AgentError::Closed),
+                }
+            }
             self.inner.send(Frame {
                 stream: self.stream,
                 body: Body::Data(Fd::Stdin, chunk.to_vec()),
@@ -654,18 +707,10 @@ impl ExecControl {
         })
     }
 
-    /// Like [`ExecControl::write_stdin`], but first waits (blocking the
-    /// calling thread; call it from a blocking context) until no more than
-    /// [`MAX_UNSENT_BYTES`] wait to be written to the guest, so a large
-    /// stream is held to what the channel can take instead of queued whole.
+    /// [`ExecControl::write_stdin`] from a blocking thread (one that runs
+    /// inside a Tokio runtime's blocking pool, as `spawn_blocking` gives).
     pub fn write_stdin_blocking(&self, bytes: &[u8]) -> Result<(), AgentError> {
-        while self.inner.out_queued.load(Ordering::Acquire) > MAX_UNSENT_BYTES {
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Err(AgentError::Closed);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.write_stdin(bytes)
+        tokio::runtime::Handle::current().block_on(self.write_stdin(bytes))
     }
 
     /// Resizes the program's terminal (tty execs).

@@ -16,7 +16,14 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Bytes of output an exec may send before the host grants more with
+/// [`Request::Credit`], and bytes of stdin the host may send before the
+/// guest grants more with [`Response::Credit`]: end-to-end flow control,
+/// so a reader that stops (on either side) stops the writer instead of
+/// growing a queue.
+pub const EXEC_WINDOW: u64 = 2 << 20;
 
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";
@@ -117,6 +124,12 @@ pub enum Request {
     },
     /// Resize the terminal of the exec on this stream (`tty` execs).
     Resize(TtySize),
+    /// The host consumed this many more bytes of the exec's output: it may
+    /// send that much more (see [`EXEC_WINDOW`]).
+    Credit {
+        /// Bytes.
+        bytes: u64,
+    },
     /// Write a file: the contents follow as `Data(Stdin)` frames ended by
     /// `Eof(Stdin)`; replies `Done` once the file is complete.
     WriteFile {
@@ -195,6 +208,12 @@ pub enum Response {
     Error {
         /// What went wrong, for a person.
         message: String,
+    },
+    /// The exec's program took this many more bytes of stdin: the host may
+    /// send that much more (see [`EXEC_WINDOW`]).
+    Credit {
+        /// Bytes.
+        bytes: u64,
     },
 }
 

@@ -11,11 +11,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use crate::protocol::{
-    Body, DATA_CHUNK, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo, PROTOCOL_VERSION,
-    Request, Response, TtySize,
+    Body, DATA_CHUNK, EXEC_WINDOW, ExecSpec, ExitStatus, Fd, Frame, FrameDecoder, HelloInfo,
+    PROTOCOL_VERSION, Request, Response, TtySize,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 /// What a transport hands to the session.
 #[derive(Debug)]
@@ -34,6 +34,27 @@ struct Inflight {
     pgid: Option<i32>,
     /// The pseudo-terminal of a tty exec, for resizes.
     pty: Option<Arc<OwnedFd>>,
+    /// Output bytes an exec may still send (permits); the host's `Credit`
+    /// adds to it. Closed when the exec is abandoned, so a waiting pump
+    /// stops.
+    window: Option<Arc<Semaphore>>,
+}
+
+/// An exec's output window, as [`EXEC_WINDOW`] permits.
+fn output_window() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(EXEC_WINDOW as usize))
+}
+
+/// Waits until `n` more bytes may go to the host; false when the exec was
+/// abandoned (the window closed).
+async fn take_window(window: &Semaphore, n: usize) -> bool {
+    match window.acquire_many(n as u32).await {
+        Ok(permits) => {
+            permits.forget();
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 type Streams = Arc<Mutex<HashMap<u32, Inflight>>>;
@@ -89,6 +110,9 @@ fn end_all(streams: &Streams) {
         Err(_) => return,
     };
     for inflight in drained {
+        if let Some(window) = &inflight.window {
+            window.close();
+        }
         if let Some(pgid) = inflight.pgid {
             signal_group(pgid, libc::SIGKILL);
         }
@@ -135,11 +159,43 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
         Request::Exec(spec) => {
             let (tx, rx) = mpsc::unbounded_channel();
             let sink = spec.stdin.then_some(tx);
+            let window = output_window();
             register(streams, stream, sink);
+            if let Ok(mut map) = streams.lock()
+                && let Some(inflight) = map.get_mut(&stream)
+            {
+                inflight.window = Some(window.clone());
+            }
             if spec.tty.is_some() {
-                tokio::spawn(run_exec_tty(stream, spec, rx, streams.clone(), out.clone()));
+                tokio::spawn(run_exec_tty(
+                    stream,
+                    spec,
+                    rx,
+                    window,
+                    streams.clone(),
+                    out.clone(),
+                ));
             } else {
-                tokio::spawn(run_exec(stream, spec, rx, streams.clone(), out.clone()));
+                tokio::spawn(run_exec(
+                    stream,
+                    spec,
+                    rx,
+                    window,
+                    streams.clone(),
+                    out.clone(),
+                ));
+            }
+        }
+        Request::Credit { bytes } => {
+            let window = streams
+                .lock()
+                .ok()
+                .and_then(|map| map.get(&stream).and_then(|i| i.window.clone()));
+            if let Some(window) = window {
+                // Never past what a semaphore holds; a host granting more
+                // than it could have consumed gains nothing.
+                let room = Semaphore::MAX_PERMITS.saturating_sub(window.available_permits());
+                window.add_permits((bytes as usize).min(room).min(EXEC_WINDOW as usize * 4));
             }
         }
         Request::Resize(size) => {
@@ -152,10 +208,18 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
             }
         }
         Request::Signal { signal } => {
-            let pgid = streams
+            let (pgid, window) = streams
                 .lock()
                 .ok()
-                .and_then(|map| map.get(&stream).and_then(|i| i.pgid));
+                .and_then(|map| map.get(&stream).map(|i| (i.pgid, i.window.clone())))
+                .unwrap_or((None, None));
+            // SIGKILL is how the host abandons an exec: nobody reads its
+            // output any more, so its pumps must not wait for credit.
+            if signal == libc::SIGKILL
+                && let Some(window) = window
+            {
+                window.close();
+            }
             match pgid {
                 Some(pgid) => signal_group(pgid, signal),
                 None => eprintln!("banger-agent: signal for stream {stream} with no process"),
@@ -223,6 +287,7 @@ fn register(streams: &Streams, stream: u32, sink: Option<mpsc::UnboundedSender<O
                 sink,
                 pgid: None,
                 pty: None,
+                window: None,
             },
         );
     }
@@ -276,6 +341,7 @@ async fn run_exec(
     stream: u32,
     spec: ExecSpec,
     mut stdin_rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    window: Arc<Semaphore>,
     streams: Streams,
     out: Out,
 ) {
@@ -319,19 +385,34 @@ async fn run_exec(
     out.reply(stream, Response::Started { pid }).await;
 
     if let Some(mut stdin) = child.stdin.take() {
+        let out = out.clone();
         tokio::spawn(async move {
             while let Some(Some(chunk)) = stdin_rx.recv().await {
                 if stdin.write_all(&chunk).await.is_err() {
                     break;
                 }
+                // The program took it: the host may send as much again.
+                out.reply(
+                    stream,
+                    Response::Credit {
+                        bytes: chunk.len() as u64,
+                    },
+                )
+                .await;
             }
             // Dropping stdin closes it: the program sees end of input.
         });
     }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let pump_out = tokio::spawn(pump(stdout, stream, Fd::Stdout, out.clone()));
-    let pump_err = tokio::spawn(pump(stderr, stream, Fd::Stderr, out.clone()));
+    let pump_out = tokio::spawn(pump(
+        stdout,
+        stream,
+        Fd::Stdout,
+        window.clone(),
+        out.clone(),
+    ));
+    let pump_err = tokio::spawn(pump(stderr, stream, Fd::Stderr, window, out.clone()));
     let status = child.wait().await;
     // All output must precede the exit status on the wire.
     let _ = pump_out.await;
@@ -397,6 +478,7 @@ async fn run_exec_tty(
     stream: u32,
     spec: ExecSpec,
     mut stdin_rx: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    window: Arc<Semaphore>,
     streams: Streams,
     out: Out,
 ) {
@@ -465,23 +547,31 @@ async fn run_exec_tty(
         let _ = child.kill().await;
         return fail("cannot duplicate the pseudo-terminal".into()).await;
     };
+    let handle = tokio::runtime::Handle::current();
+    let writer_out = out.clone();
+    let writer_handle = handle.clone();
     std::thread::spawn(move || {
         let mut w = std::fs::File::from(write_fd);
         while let Some(Some(chunk)) = stdin_rx.blocking_recv() {
             if w.write_all(&chunk).is_err() {
                 break;
             }
+            writer_handle.block_on(writer_out.reply(
+                stream,
+                Response::Credit {
+                    bytes: chunk.len() as u64,
+                },
+            ));
         }
     });
     let reader_out = out.clone();
-    let handle = tokio::runtime::Handle::current();
     let reader = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut r = std::fs::File::from(read_fd);
         let mut buf = vec![0u8; DATA_CHUNK];
         // EIO once every holder of the terminal is gone.
         while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || !handle.block_on(take_window(&window, n)) {
                 break;
             }
             let frame = Frame {
@@ -533,13 +623,26 @@ async fn report_exit(stream: u32, status: std::io::Result<std::process::ExitStat
     }
 }
 
-async fn pump(reader: Option<impl AsyncRead + Unpin>, stream: u32, fd: Fd, out: Out) {
+/// Sends a pipe's bytes to the host, no more than its window allows: when
+/// the host stops consuming, this stops reading, the pipe fills, and the
+/// program blocks on its next write (end-to-end flow control).
+async fn pump(
+    reader: Option<impl AsyncRead + Unpin>,
+    stream: u32,
+    fd: Fd,
+    window: Arc<Semaphore>,
+    out: Out,
+) {
     if let Some(mut reader) = reader {
         let mut buf = vec![0u8; DATA_CHUNK];
         loop {
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if !take_window(&window, n).await {
+                        // Abandoned by the host: nothing more is read.
+                        break;
+                    }
                     out.send(Frame {
                         stream,
                         body: Body::Data(fd, buf[..n].to_vec()),

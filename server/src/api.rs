@@ -97,6 +97,10 @@ pub struct VmView {
     pub disk_usage_bytes: u64,
     /// The guest console log.
     pub console_log: String,
+    /// The daemon's log, which holds its lines about this VM (`vm logs`
+    /// shows both).
+    #[serde(default)]
+    pub daemon_log: String,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -191,7 +195,17 @@ pub struct ExecParams {
     /// Run on a pseudo-terminal of this size (interactive programs).
     #[serde(default)]
     pub tty: Option<Terminal>,
+    /// The client acknowledges the output it consumed (`exec_ack`): the
+    /// daemon then sends at most [`EXEC_CLIENT_WINDOW`] bytes ahead, and a
+    /// client that stops reading stops the guest program (end-to-end flow
+    /// control) instead of losing its output.
+    #[serde(default)]
+    pub flow: bool,
 }
+
+/// Output bytes the daemon sends ahead of a `flow` client's
+/// acknowledgements.
+pub const EXEC_CLIENT_WINDOW: u64 = 1 << 20;
 
 /// A terminal size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -663,6 +677,10 @@ pub trait BangerApi {
         data: Option<String>,
         eof: bool,
     ) -> Result<(), ErrorObjectOwned>;
+
+    /// A `flow` exec's client consumed this many more bytes of output.
+    #[method(name = "exec_ack")]
+    async fn exec_ack(&self, exec_id: u64, bytes: u64) -> Result<(), ErrorObjectOwned>;
 
     /// Resizes a running command's terminal.
     #[method(name = "exec_resize")]

@@ -230,6 +230,42 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     assert_eq!(run.stdout.trim(), new_head);
     assert!(!run.stderr.contains("stale"), "{}", run.stderr);
 
+    // A reader that stops for a while pushes back on the guest program
+    // (end-to-end flow control): nothing is lost and nothing is killed.
+    let mut slow = env
+        .cmd(&[
+            "vm",
+            "exec",
+            "keeper",
+            "--",
+            "sh",
+            "-c",
+            "head -c 100000000 /dev/zero | tr '\\0' a",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let mut stdout = slow.stdout.take().unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|b| *b == b'a'));
+        total += n;
+    }
+    let out = slow.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), total),
+        (Some(0), 100_000_000),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The guest's own work is never lost to a re-sync: the guest edits a
     // tracked file and commits it on its own branch, and edits another
     // without committing; the host commits changes to both and a new file.
@@ -365,6 +401,32 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     ]);
     run.ok();
     assert_eq!(run.stdout, "/root/repo\nuntracked\n");
+
+    // What the guest synced survives its VMM being killed: the disks'
+    // write cache passes the guest's flushes through.
+    env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/urandom > /root/blob && sha256sum /root/blob > /root/blob.sum && sync",
+    ])
+    .ok();
+    env.banger(&["vm", "kill", "keeper"]).ok();
+    assert_eq!(env.show("keeper")["state"], "stopped");
+    env.banger(&["vm", "start", "keeper"]).ok();
+    env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sha256sum",
+        "-c",
+        "/root/blob.sum",
+    ])
+    .ok();
 
     env.banger(&["vm", "delete", "keeper"]).ok();
     env.assert_nothing_left();

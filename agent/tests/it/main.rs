@@ -1,8 +1,8 @@
 //! The host client against the real guest session, in one process, with
 //! real child processes: everything the guest does except the transport.
 
-use banger_agent::client::{AgentClient, ExecEvent};
-use banger_agent::protocol::{ExecSpec, PROTOCOL_VERSION};
+use banger_agent::client::{AgentClient, AgentError, ExecEvent};
+use banger_agent::protocol::{EXEC_WINDOW, ExecSpec, PROTOCOL_VERSION};
 use banger_agent::session::{self, Input};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -96,7 +96,7 @@ async fn stdin_is_streamed() {
     spec.stdin = true;
     let mut session = client.exec(spec).await.unwrap();
     let payload = vec![7u8; 300_000];
-    session.write_stdin(&payload).unwrap();
+    session.write_stdin(&payload).await.unwrap();
     session.close_stdin().unwrap();
     let mut out = Vec::new();
     loop {
@@ -274,7 +274,7 @@ async fn tty_execs_get_a_terminal_that_resizes_and_takes_ctrl_c() {
             cols: 100,
         })
         .unwrap();
-    control.write_stdin(b"go\n").unwrap();
+    control.write_stdin(b"go\n").await.unwrap();
     let code = loop {
         match session.next().await.unwrap() {
             ExecEvent::Stdout(b) => out.extend(b),
@@ -299,7 +299,7 @@ async fn tty_execs_get_a_terminal_that_resizes_and_takes_ctrl_c() {
             ExecEvent::Stdout(b) => {
                 out.extend(b);
                 if String::from_utf8_lossy(&out).contains("ready") {
-                    control.write_stdin(&[3]).unwrap();
+                    control.write_stdin(&[3]).await.unwrap();
                 }
             }
             ExecEvent::Stderr(_) => {}
@@ -309,13 +309,92 @@ async fn tty_execs_get_a_terminal_that_resizes_and_takes_ctrl_c() {
     assert_eq!(status.shell_code(), 130, "{status:?}");
 }
 
+/// Output nobody reads pushes back on the program: the host holds at most
+/// one window of it, and the program resumes when the host reads again.
 #[tokio::test]
-async fn unread_output_is_bounded_and_the_command_is_killed() {
-    use banger_agent::client::AgentError;
+async fn unread_output_pushes_back_on_the_program() {
     let client = connect();
-    let mut session = client.exec(argv(&["cat", "/dev/zero"])).await.unwrap();
-    // Read nothing for a while: the queue fills past its bound.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let progress = dir.path().join("progress");
+    // 300 chunks of 64 KiB (about 20 MB); the program notes each one.
+    let script = format!(
+        "i=0; while [ $i -lt 300 ]; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > {}; done; echo done >&2",
+        progress.display()
+    );
+    let mut session = client.exec(argv(&["sh", "-c", &script])).await.unwrap();
+    // Read nothing for a while: without flow control the program would
+    // have written all of it by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let chunks: usize = std::fs::read_to_string(&progress)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    // One window, plus what the pipe and the agent's buffer hold.
+    let most = (EXEC_WINDOW as usize + (256 << 10)) / 65536;
+    assert!(
+        chunks <= most,
+        "the program wrote {chunks} chunks of 64 KiB for a reader that read nothing"
+    );
+    assert!(chunks > 0, "the program never started");
+    let early = 0usize;
+    // Reading again lets the program finish, nothing lost.
+    let mut total = early;
+    let mut err = Vec::new();
+    let status = loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => total += b.len(),
+            ExecEvent::Stderr(b) => err.extend(b),
+            ExecEvent::Exited(s) => break s,
+        }
+    };
+    assert_eq!(status.code, Some(0));
+    assert_eq!(total, 300 * 65536);
+    assert_eq!(err, b"done\n");
+}
+
+/// A guest that ignores the window (the guest is untrusted) is cut off
+/// past the host's bound instead of growing the host.
+#[tokio::test]
+async fn a_guest_that_ignores_credit_is_cut_off() {
+    use banger_agent::protocol::{Body, Fd, Frame, FrameDecoder, Request, Response};
+    let (host, guest) = tokio::io::duplex(1 << 16);
+    let (mut guest_rd, mut guest_wr) = tokio::io::split(guest);
+    // A hostile guest: answers the exec, then floods output it was never
+    // granted.
+    tokio::spawn(async move {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = vec![0u8; 4096];
+        let stream = loop {
+            let n = guest_rd.read(&mut buf).await.unwrap();
+            decoder.push(&buf[..n]);
+            if let Ok(Some(Frame {
+                stream,
+                body: Body::Request(Request::Exec(_)),
+            })) = decoder.next_frame()
+            {
+                break stream;
+            }
+        };
+        let started = Frame::response(stream, Response::Started { pid: 1 }).encode();
+        guest_wr.write_all(&started).await.unwrap();
+        let chunk = Frame {
+            stream,
+            body: Body::Data(Fd::Stdout, vec![b'x'; 64 << 10]),
+        }
+        .encode();
+        // Keep reading what the host sends, so its writes never block.
+        tokio::spawn(async move { while guest_rd.read(&mut buf).await.is_ok_and(|n| n > 0) {} });
+        for _ in 0..2000 {
+            if guest_wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (rd, wr) = tokio::io::split(host);
+    let client = AgentClient::new(rd, wr);
+    let mut session = client.exec(argv(&["true"])).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mut read = 0usize;
     let err = loop {
         match session.next().await {
@@ -329,6 +408,42 @@ async fn unread_output_is_bounded_and_the_command_is_killed() {
         read <= banger_agent::client::MAX_QUEUED_BYTES + (1 << 20),
         "{read}"
     );
+}
+
+/// A program that never reads its stdin holds the writer back: no more
+/// than one window of input is ever sent ahead.
+#[tokio::test]
+async fn stdin_nobody_reads_holds_the_writer_back() {
+    let client = connect();
+    let mut spec = argv(&["sleep", "30"]);
+    spec.stdin = true;
+    let session = client.exec(spec).await.unwrap();
+    let control = session.control();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![1u8; 64 * 1024];
+        loop {
+            if control.write_stdin(&chunk).await.is_err() {
+                return;
+            }
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let written = sent.load(std::sync::atomic::Ordering::SeqCst);
+    // sleep's stdin is a pipe (64 KiB) the program never reads.
+    assert!(
+        written <= EXEC_WINDOW as usize + (128 << 10),
+        "{written} bytes sent to a program that reads nothing"
+    );
+    assert!(written >= 64 << 10, "nothing was sent: {written}");
+    // Ending the exec releases the writer.
+    drop(session);
+    tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("the writer was released")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -363,7 +478,7 @@ async fn blocking_stdin_streams_a_large_input_without_queueing_it_whole() {
     }
     let most = writer.await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out).trim(), total.to_string());
-    // Held to the bound (plus one chunk in flight), never the whole input.
-    let bound = banger_agent::client::MAX_UNSENT_BYTES + (128 << 10);
+    // Held to the window (plus one chunk in flight), never the whole input.
+    let bound = EXEC_WINDOW as usize + (128 << 10);
     assert!(most <= bound, "{most} bytes were waiting");
 }

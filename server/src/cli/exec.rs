@@ -57,6 +57,7 @@ pub(crate) async fn exec(
         delete_after: target.delete_after,
         auto_prepare: target.auto_prepare,
         tty: target.tty.then_some(size),
+        flow: true,
     };
     let mut sub = client.vm_exec(params).await.map_err(|e| match e {
         ClientError::Call(obj) if obj.code() == crate::api::code::CANNOT_RUN => {
@@ -66,6 +67,7 @@ pub(crate) async fn exec(
     })?;
     let mut interrupts = 0u32;
     let mut running: Option<u64> = None;
+    let mut acks = Acks::default();
     // Raw mode for the whole session; restored on every way out.
     let _raw = if target.tty {
         printer.clear_progress();
@@ -103,8 +105,18 @@ pub(crate) async fn exec(
                     start_stdin_forwarder(client.clone(), exec_id);
                 }
             }
-            Some(Ok(ExecEvent::Stdout { data })) => printer.stdout_bytes(&decode(&data)?),
-            Some(Ok(ExecEvent::Stderr { data })) => printer.stderr_bytes(&decode(&data)?),
+            Some(Ok(ExecEvent::Stdout { data })) => {
+                let bytes = decode(&data)?;
+                // Written (or blocked on a slow reader) before it is
+                // acknowledged: the guest program waits for this reader.
+                printer.stdout_bytes(&bytes);
+                acks.consumed(client, running, bytes.len());
+            }
+            Some(Ok(ExecEvent::Stderr { data })) => {
+                let bytes = decode(&data)?;
+                printer.stderr_bytes(&bytes);
+                acks.consumed(client, running, bytes.len());
+            }
             Some(Ok(ExecEvent::Exited {
                 code,
                 signal,
@@ -131,6 +143,26 @@ pub(crate) async fn exec(
                     "the connection to bangerd closed before the command ended",
                 ));
             }
+        }
+    }
+}
+
+/// Acknowledges consumed output to the daemon in batches (`flow` execs).
+#[derive(Default)]
+pub(crate) struct Acks {
+    pending: u64,
+}
+
+impl Acks {
+    pub(crate) fn consumed(&mut self, client: &Arc<Client>, exec_id: Option<u64>, n: usize) {
+        self.pending += n as u64;
+        let Some(id) = exec_id else { return };
+        if self.pending >= crate::api::EXEC_CLIENT_WINDOW / 4 {
+            let bytes = std::mem::take(&mut self.pending);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let _ = client.exec_ack(id, bytes).await;
+            });
         }
     }
 }

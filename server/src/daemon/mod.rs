@@ -73,6 +73,11 @@ impl From<StoreError> for OpError {
 
 impl From<OpError> for jsonrpsee::types::ErrorObjectOwned {
     fn from(e: OpError) -> Self {
+        // The daemon's own failures go to its log with their cause; a
+        // client's bad input or a wrong state is the client's business.
+        if e.code == crate::api::code::INTERNAL {
+            tracing::error!("request failed: {}", e.message);
+        }
         crate::api::error(e.code, e.message)
     }
 }
@@ -164,6 +169,17 @@ fn lock_exclusive(
     }
 }
 
+/// Runs blocking work (large SQLite writes, removing a VM's files) off the
+/// async workers: on the daemon's multi-threaded runtime the worker hands
+/// its other tasks to another thread meanwhile; elsewhere (a test's
+/// current-thread runtime) it just runs.
+pub(crate) fn offload<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// A std mutex, whatever a panicking holder left in it (the data here are
 /// plain sets and maps that stay consistent).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -226,6 +242,10 @@ pub struct Daemon {
     build_lock: tokio::sync::Mutex<()>,
     pub(crate) execs: rpc::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
+    /// Held (shared) by a create from choosing its image and kernel until
+    /// its row names them; held alone by image and kernel deletes, so a
+    /// delete never removes what a create is about to use.
+    pub(crate) catalog: tokio::sync::RwLock<()>,
     /// Requests being served (a subscription counts until it ends).
     pub(crate) in_flight: std::sync::atomic::AtomicUsize,
     /// Leases held by connected clients (`lease_hold`).
@@ -263,6 +283,7 @@ impl Daemon {
             build_lock: tokio::sync::Mutex::new(()),
             execs: rpc::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),
+            catalog: tokio::sync::RwLock::new(()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             leases: Mutex::default(),
             cancelled: Mutex::default(),

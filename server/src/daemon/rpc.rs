@@ -27,17 +27,21 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[derive(Default)]
 pub(crate) struct ExecTable {
     next: AtomicU64,
-    controls: Mutex<HashMap<u64, ExecControl>>,
+    controls: Mutex<HashMap<u64, (ExecControl, Arc<tokio::sync::Semaphore>)>>,
 }
 
 impl ExecTable {
-    fn insert(&self, control: ExecControl) -> u64 {
+    /// Registers a running exec; its client window starts full.
+    fn insert(&self, control: ExecControl) -> (u64, Arc<tokio::sync::Semaphore>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let window = Arc::new(tokio::sync::Semaphore::new(
+            crate::api::EXEC_CLIENT_WINDOW as usize,
+        ));
         self.controls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, control);
-        id
+            .insert(id, (control, window.clone()));
+        (id, window)
     }
 
     fn get(&self, id: u64) -> Option<ExecControl> {
@@ -45,7 +49,15 @@ impl ExecTable {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .cloned()
+            .map(|(c, _)| c.clone())
+    }
+
+    fn window(&self, id: u64) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|(_, w)| w.clone())
     }
 
     fn remove(&self, id: u64) {
@@ -138,6 +150,7 @@ impl Daemon {
             last_error: vm.last_error.clone(),
             disk_usage_bytes,
             console_log: dir.join("console.log").display().to_string(),
+            daemon_log: self.dirs.daemon_log().display().to_string(),
             created_at: vm.created_at,
         }
     }
@@ -492,7 +505,7 @@ impl BangerApiServer for Rpc {
                 return Err(e.into());
             }
         };
-        let exec_id = daemon.execs.insert(session.control());
+        let (exec_id, window) = daemon.execs.insert(session.control());
         let mut client_gone = !send(&sink, &ExecEvent::Started { exec_id, warning }).await;
         let mut last = None;
         while !client_gone {
@@ -500,6 +513,25 @@ impl BangerApiServer for Rpc {
                 ev = session.next() => ev,
                 _ = sink.closed() => { client_gone = true; break; }
             };
+            // A `flow` client gets no more than its window ahead of what it
+            // acknowledged; while it does not read, this does not read the
+            // guest either, and the guest program waits.
+            if params.flow
+                && let Ok(AgentExecEvent::Stdout(b) | AgentExecEvent::Stderr(b)) = &event
+            {
+                let n = (b.len() as u32).max(1);
+                let acquired = tokio::select! {
+                    permits = window.acquire_many(n) => permits.ok(),
+                    _ = sink.closed() => None,
+                };
+                match acquired {
+                    Some(permits) => permits.forget(),
+                    None => {
+                        client_gone = true;
+                        break;
+                    }
+                }
+            }
             let wire = match event {
                 Ok(AgentExecEvent::Stdout(b)) => ExecEvent::Stdout {
                     data: B64.encode(b),
@@ -562,8 +594,12 @@ impl BangerApiServer for Rpc {
             let bytes = B64.decode(data).map_err(|e| {
                 crate::api::error(code::INVALID, format!("stdin is not base64: {e}"))
             })?;
+            // Answered once the guest has room for it: a client that waits
+            // for each answer is held back by a program that does not read
+            // (end-to-end flow control, no queue grows).
             control
                 .write_stdin(&bytes)
+                .await
                 .map_err(|e| OpError::internal(e.to_string()))?;
         }
         if eof {
@@ -571,6 +607,18 @@ impl BangerApiServer for Rpc {
                 .close_stdin()
                 .map_err(|e| OpError::internal(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    async fn exec_ack(&self, exec_id: u64, bytes: u64) -> Result<(), ErrorObjectOwned> {
+        let window = self.0.execs.window(exec_id).ok_or_else(|| {
+            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
+        })?;
+        // Never more than a window: a client cannot acknowledge what it was
+        // not sent.
+        let room =
+            (crate::api::EXEC_CLIENT_WINDOW as usize).saturating_sub(window.available_permits());
+        window.add_permits((bytes as usize).min(room));
         Ok(())
     }
 
@@ -835,6 +883,7 @@ impl BangerApiServer for Rpc {
 
     async fn kernel_delete(&self, kernel: String) -> Result<(), ErrorObjectOwned> {
         let d = &self.0;
+        let _alone = d.catalog.write().await;
         let entry = d.find_kernel(&kernel)?;
         let users: Vec<String> = d
             .with_store(|s| s.list_vms())?
@@ -852,7 +901,7 @@ impl BangerApiServer for Rpc {
                 ),
             ));
         }
-        d.kernels().delete(&entry.id).map_err(kernel_error)?;
+        super::offload(|| d.kernels().delete(&entry.id)).map_err(kernel_error)?;
         Ok(())
     }
 
@@ -873,6 +922,7 @@ impl BangerApiServer for Rpc {
 
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
         let d = &self.0;
+        let _alone = d.catalog.write().await;
         let Some(img) = d.images.find(&image).map_err(OpError::from_display)? else {
             return Err(crate::api::error(
                 code::NOT_FOUND,
@@ -895,7 +945,7 @@ impl BangerApiServer for Rpc {
                 ),
             ));
         }
-        d.images.delete(&img.id).map_err(OpError::from_display)?;
+        super::offload(|| d.images.delete(&img.id)).map_err(OpError::from_display)?;
         Ok(())
     }
 }

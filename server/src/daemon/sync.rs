@@ -273,7 +273,7 @@ impl Daemon {
 
     /// Records the manifest of a full transfer.
     pub(crate) fn record_manifest(&self, id: &str, files: &[SyncedFile]) -> Result<(), OpError> {
-        self.with_store(|s| s.replace_manifest(id, files))
+        super::offload(|| self.with_store(|s| s.replace_manifest(id, files)))
     }
 
     /// Makes the guest's HEAD follow the host's. `Ok(Some(warning))` when
@@ -439,7 +439,9 @@ impl Daemon {
             .count();
         if moving == 0 {
             if !restats.is_empty() {
-                self.with_store(|s| s.update_manifest(&record.id, &restats, &[]))?;
+                super::offload(|| {
+                    self.with_store(|s| s.update_manifest(&record.id, &restats, &[]))
+                })?;
             }
             result.guest_ms = ms(guest);
             result.host_ms = ms(started.elapsed().saturating_sub(guest));
@@ -477,7 +479,7 @@ impl Daemon {
                 Step::Restat(_) => {}
             }
         }
-        self.with_store(|s| s.update_manifest(&record.id, &upserts, &removed))?;
+        super::offload(|| self.with_store(|s| s.update_manifest(&record.id, &upserts, &removed)))?;
         // Only paths this sync sent can be conflicts (the guest is not
         // trusted to name others).
         result.conflicts = conflicts.into_iter().collect();
@@ -713,7 +715,7 @@ impl Daemon {
                 });
             }
         }
-        self.with_store(|s| s.update_manifest(&record.id, &upserts, &removed))?;
+        super::offload(|| self.with_store(|s| s.update_manifest(&record.id, &upserts, &removed)))?;
         Ok(files
             .into_iter()
             .map(|f| f.path)

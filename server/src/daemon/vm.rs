@@ -164,6 +164,8 @@ impl Daemon {
         params: CreateParams,
         progress: &Progress,
     ) -> Result<VmRecord, OpError> {
+        // No image or kernel delete from here until the row names them.
+        let catalog = self.catalog.read().await;
         let CreatePlan {
             name,
             spec,
@@ -202,6 +204,7 @@ impl Daemon {
             let _ = self.with_store(|s| s.delete_vm(&record.id));
             return Err(e);
         }
+        drop(catalog);
         tracing::info!(vm = %record.name, id = %record.id, "created");
         let dir = self.dirs.vm_state(&record.id);
         let made = {
@@ -391,6 +394,7 @@ impl Daemon {
                 Ok(vm)
             }
             Err(message) => {
+                let vmm_exited = !identity.is_alive();
                 let _ = tokio::task::spawn_blocking(move || {
                     identity.kill_and_wait(Duration::from_secs(5))
                 })
@@ -398,9 +402,14 @@ impl Daemon {
                 let _ = std::fs::remove_dir_all(&runtime_dir);
                 let console = state_dir.join("console.log");
                 let tail = console_tail(&console, 8);
-                let message = match driver.failure_hint(&state_dir) {
-                    Some(hint) => format!("{message} ({hint})"),
-                    None => message,
+                // The VMM's own word on why it ended comes first: the
+                // console's last lines are often harmless boot noise.
+                let message = match (driver.failure_hint(&state_dir), vmm_exited) {
+                    (Some(hint), _) => format!("{message} ({hint})"),
+                    (None, true) => format!(
+                        "{message} (it left no message: killed with SIGKILL, by a user or the kernel's out-of-memory killer)"
+                    ),
+                    (None, false) => message,
                 };
                 let message = format!(
                     "{message}; console log: {}{}",
@@ -408,7 +417,7 @@ impl Daemon {
                     if tail.is_empty() {
                         String::new()
                     } else {
-                        format!("\n{tail}")
+                        format!("\nthe console's last lines:\n{tail}")
                     }
                 );
                 tracing::warn!(vm = %vm.name, "start failed: {message}");
@@ -444,7 +453,7 @@ impl Daemon {
         loop {
             if !identity.is_alive() {
                 return Err(format!(
-                    "guest did not become ready: the VM stopped after {:.1} s",
+                    "guest did not become ready: the VMM exited after {:.1} s",
                     started.elapsed().as_secs_f64()
                 ));
             }
@@ -567,7 +576,7 @@ impl Daemon {
     pub(super) async fn delete_locked(&self, mut vm: VmRecord) -> Result<(), OpError> {
         self.end_process(&mut vm).await?;
         let dir = self.dirs.vm_state(&vm.id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
+        if let Err(e) = super::offload(|| std::fs::remove_dir_all(&dir))
             && e.kind() != std::io::ErrorKind::NotFound
         {
             return Err(OpError::internal(format!(

@@ -206,7 +206,13 @@ impl GlobalState {
         let duration_ms = started.elapsed().as_millis() as u64;
         let summary = matchers::summary(&output);
         let problems = matchers::problems(&output);
-        let index = tracked_files(&root);
+        let index = {
+            // A walk of the index: off the async workers.
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || tracked_files(&root))
+                .await
+                .unwrap_or_default()
+        };
         let mut by_uri: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
         for p in problems {
             let Some(host) = host_path(&root, &p.file, &index) else {

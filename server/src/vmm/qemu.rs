@@ -18,6 +18,8 @@ use crate::process::ProcessIdentity;
 /// Driver name.
 pub const NAME: &str = "qemu";
 
+/// QEMU's own log (`-D`), in the VM's state directory.
+pub const LOG_FILE: &str = "qemu.log";
 const AGENT_SOCKET: &str = "agent.sock";
 const QMP_SOCKET: &str = "qmp.sock";
 const PID_FILE: &str = "qemu.pid";
@@ -105,6 +107,14 @@ impl Qemu {
             &format!("virtserialport,bus=vser0.0,chardev=agent,name={SERIAL_PORT_NAME}"),
             "-qmp",
             &format!("unix:{},server=on,wait=off", p(QMP_SOCKET)),
+            // QEMU's own messages after it daemonized (why it stopped, e.g.
+            // "terminating on signal 15 from pid N"), kept with the state.
+            "-D",
+            &plan
+                .console_log
+                .with_file_name(LOG_FILE)
+                .display()
+                .to_string(),
             "-daemonize",
             "-pidfile",
             &rt.join(PID_FILE).display().to_string(),
@@ -173,6 +183,12 @@ impl Vmm for Qemu {
 
     fn agent_endpoint(&self, runtime_dir: &Path) -> AgentEndpoint {
         AgentEndpoint::Stream(runtime_dir.join(AGENT_SOCKET))
+    }
+
+    fn failure_hint(&self, log_dir: &Path) -> Option<String> {
+        let log = std::fs::read_to_string(log_dir.join(LOG_FILE)).ok()?;
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(2)..].join("; "))
     }
 
     fn version(&self) -> Result<String, String> {
