@@ -1,6 +1,11 @@
 //! Host tests of the `banger` binary that need no guest: installing
-//! Firecracker from a (local) release server, and `banger doctor`.
+//! Firecracker from a (local) release server, `banger doctor`, what is
+//! decided before a guest exists (`before_boot`), and the daemon's VM
+//! lifecycle through the host-process VMM test double (`lifecycle`).
 #![allow(clippy::disallowed_methods)] // tests drive banger by spawning it
+
+mod before_boot;
+mod env;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
