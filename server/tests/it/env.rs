@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -106,6 +107,11 @@ impl Env {
         self.root().join("run/banger")
     }
 
+    /// `$XDG_CACHE_HOME/banger/images`.
+    pub(crate) fn image_dir(&self) -> PathBuf {
+        self.root().join("cache/banger/images")
+    }
+
     /// A `banger` command in this environment.
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin_dir().join("banger"));
@@ -135,6 +141,13 @@ impl Env {
         let run = self.banger(&["vm", "list", "--all", "--json"]);
         run.ok();
         serde_json::from_str(&run.stdout).expect("vm list json")
+    }
+
+    /// `banger vm show VM`, parsed.
+    pub(crate) fn show(&self, vm: &str) -> serde_json::Value {
+        let run = self.banger(&["vm", "show", vm]);
+        run.ok();
+        serde_json::from_str(&run.stdout).expect("vm show json")
     }
 
     /// Pid of this environment's daemon, if one runs.
@@ -181,6 +194,59 @@ impl Env {
         }
         assert_eq!(self.vm_processes(), Vec::<i32>::new(), "VM processes left");
     }
+
+    /// Puts a stand-in `debian-bookworm` image in this environment's store
+    /// (files of a few bytes with a valid manifest): enough for the daemon
+    /// to create disks and start the fake VMM, which boots none of it.
+    pub(crate) fn fake_image(&self) {
+        use banger::image::{FileEntry, Manifest, PackageRef};
+        use sha2::Digest;
+        let mut files = std::collections::BTreeMap::new();
+        let roles = [
+            ("rootfs", "rootfs.ext4"),
+            ("kernel", "vmlinuz"),
+            ("vmlinux", "vmlinux"),
+            ("initrd", "initrd.img"),
+        ];
+        for (role, file) in roles {
+            files.insert(
+                role.to_string(),
+                FileEntry {
+                    path: PathBuf::from(file),
+                    sha256: format!("{:x}", sha2::Sha256::digest(file.as_bytes())),
+                    size: file.len() as u64,
+                },
+            );
+        }
+        let package = |name: &str| PackageRef {
+            name: name.into(),
+            version: "0".into(),
+        };
+        let mut manifest = Manifest {
+            format: 1,
+            name: banger::image::DEFAULT_IMAGE.into(),
+            id: String::new(),
+            created_at: 1,
+            suite: "bookworm".into(),
+            kernel_version: "0.0.0-fake".into(),
+            kernel_package: package("linux-image-fake"),
+            busybox_package: package("busybox-static"),
+            agent_sha256: "00".repeat(32),
+            root_modes: vec!["overlay".into()],
+            files,
+        };
+        manifest.id = manifest.compute_id();
+        let dir = self.image_dir().join(&manifest.id);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (_, file) in roles {
+            std::fs::write(dir.join(file), file).unwrap();
+        }
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+    }
 }
 
 impl Drop for Env {
@@ -198,6 +264,28 @@ impl Drop for Env {
 /// Sends `sig` to `pid`; a process already gone is fine.
 pub(crate) fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub(crate) fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    state != Some('Z')
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after
+/// `limit` (a bound on a wait, not a timing assertion).
+#[track_caller]
+pub(crate) fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn all_processes() -> Vec<(i32, Vec<String>)> {

@@ -6,6 +6,7 @@
 
 mod before_boot;
 mod env;
+mod lifecycle;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
