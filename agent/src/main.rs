@@ -17,6 +17,12 @@ fn main() {
     if args.first().map(String::as_str) == Some("sync") {
         std::process::exit(banger_agent::sync::main(&args[1..]));
     }
+    // `banger-agent serve-unix SOCKET [READY_AFTER_MS]`: the daemon's
+    // host-process VMM test double (debug builds only, never in a guest).
+    #[cfg(debug_assertions)]
+    if args.first().map(String::as_str) == Some("serve-unix") {
+        std::process::exit(serve_unix(&args[1..]));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,4 +34,40 @@ fn main() {
         }
     };
     runtime.block_on(transport::serve(SERIAL_PORT_NAME, VSOCK_PORT));
+}
+
+#[cfg(debug_assertions)]
+fn serve_unix(args: &[String]) -> i32 {
+    let Some(path) = args.first() else {
+        eprintln!("usage: banger-agent serve-unix SOCKET [READY_AFTER_MS]");
+        return 2;
+    };
+    let ready_after = match args.get(1).map(|ms| ms.parse::<u64>()) {
+        None => std::time::Duration::ZERO,
+        Some(Ok(ms)) => std::time::Duration::from_millis(ms),
+        Some(Err(e)) => {
+            eprintln!("banger-agent: bad READY_AFTER_MS {:?}: {e}", args[1]);
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("banger-agent: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(transport::serve_unix(
+        std::path::Path::new(path),
+        ready_after,
+    )) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("banger-agent: cannot serve on {path}: {e}");
+            1
+        }
+    }
 }

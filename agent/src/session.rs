@@ -59,6 +59,17 @@ async fn take_window(window: &Semaphore, n: usize) -> bool {
 
 type Streams = Arc<Mutex<HashMap<u32, Inflight>>>;
 
+/// Set when the agent serves a test double of a VM on the host (`banger-agent
+/// serve-unix`): powering off then ends this process, as a guest's power-off
+/// ends its VMM, instead of powering off the machine.
+static POWER_OFF_EXITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`Request::PowerOff`] end this process instead of the machine
+/// (the host-process test double; never in a guest).
+pub fn power_off_ends_this_process() {
+    POWER_OFF_EXITS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 #[derive(Clone)]
 struct Out(mpsc::Sender<Vec<u8>>);
 
@@ -269,6 +280,9 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.reply(stream, Response::Done).await;
                 // Give the reply a moment to leave before the guest stops.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if POWER_OFF_EXITS.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::process::exit(0);
+                }
                 // SAFETY: reboot(2) with RB_POWER_OFF takes no pointers; the
                 // file systems were synced above.
                 unsafe {

@@ -126,39 +126,73 @@ async fn serve_vsock(listener: tokio_vsock::VsockListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _addr)) => {
-                let (mut rd, mut wr) = stream.into_split();
-                let (in_tx, in_rx) = mpsc::channel::<Input>(64);
-                let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match rd.read(&mut buf).await {
-                            Ok(0) | Err(_) => {
-                                let _ = in_tx.send(Input::Disconnected).await;
-                                return;
-                            }
-                            Ok(n) => {
-                                if in_tx.send(Input::Bytes(buf[..n].to_vec())).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    while let Some(bytes) = out_rx.recv().await {
-                        if wr.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                tokio::spawn(session::run(in_rx, out_tx));
+                let (rd, wr) = stream.into_split();
+                serve_connection(rd, wr);
             }
             Err(e) => {
                 eprintln!("banger-agent: vsock accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// One host connection: its own session, ended when the host goes away.
+fn serve_connection<R, W>(mut rd: R, mut wr: W)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (in_tx, in_rx) = mpsc::channel::<Input>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = in_tx.send(Input::Disconnected).await;
+                    return;
+                }
+                Ok(n) => {
+                    if in_tx.send(Input::Bytes(buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(session::run(in_rx, out_tx));
+}
+
+/// The host-process test double of a VM (debug builds only): serves
+/// sessions on a unix socket, as a VMM's agent endpoint would carry them.
+/// Connections made before `ready_after` has passed wait unanswered, as a
+/// hello sent to a VMM's socket waits while its guest boots. Power-off
+/// ends this process (see [`session::power_off_ends_this_process`]).
+#[cfg(debug_assertions)]
+pub(crate) async fn serve_unix(path: &Path, ready_after: Duration) -> std::io::Result<()> {
+    session::power_off_ends_this_process();
+    let ready_at = tokio::time::Instant::now() + ready_after;
+    let listener = tokio::net::UnixListener::bind(path)?;
+    eprintln!(
+        "banger-agent: listening on {} (ready in {} ms)",
+        path.display(),
+        ready_after.as_millis()
+    );
+    loop {
+        let (stream, _addr) = listener.accept().await?;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(ready_at).await;
+            let (rd, wr) = stream.into_split();
+            serve_connection(rd, wr);
+        });
     }
 }
 

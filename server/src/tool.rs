@@ -7,7 +7,9 @@
 //! `Command::new` elsewhere). It does not spawn VMMs (`vmm/`, whose binary
 //! paths are settings), bangerd (`client.rs`) or guest programs (the
 //! agent); those programs are still listed here so that doctor and the
-//! install script know them.
+//! install script know them. banger's own binaries (`bangerd`, and
+//! `banger-agent` as the debug builds' `fake` VMM) are not host tools and
+//! are not listed.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -142,23 +142,3 @@ fn firecracker_vm_run_passes_exit_code_or_fails_clearly_leaving_nothing() {
     }
     env.assert_nothing_left();
 }
-
-#[test]
-fn firecracker_auto_choice_is_explained() {
-    let _ = firecracker_binary();
-    let env = Env::new();
-    let status = env.banger(&["daemon", "start"]);
-    status.ok();
-    let info = env.banger(&["daemon", "status"]);
-    info.ok();
-    let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
-    let vmm = v["vmm"].as_str().unwrap();
-    if host_runs_stock_guests() {
-        assert!(vmm.starts_with("firecracker (auto:"), "{vmm}");
-    } else {
-        assert!(
-            vmm.starts_with("qemu (auto: firecracker needs KVM"),
-            "{vmm}"
-        );
-    }
-}

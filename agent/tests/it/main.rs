@@ -115,10 +115,29 @@ async fn stdin_is_streamed() {
 #[tokio::test]
 async fn signal_reaches_the_process_group() {
     let client = connect();
+    // The shell names its child, then waits: a signal sent to the shell
+    // alone would leave the child running. The child's output goes
+    // elsewhere so that the shell's exit is reported without waiting for it.
     let mut session = client
-        .exec(argv(&["sh", "-c", "sleep 30; echo not-reached"]))
+        .exec(argv(&[
+            "sh",
+            "-c",
+            "sleep 300 >/dev/null 2>&1 & echo $!; wait; echo not-reached",
+        ]))
         .await
         .unwrap();
+    let mut out = Vec::new();
+    let child: i32 = loop {
+        match session.next().await.unwrap() {
+            ExecEvent::Stdout(b) => out.extend(b),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(s) => panic!("ended before naming its child: {s:?}"),
+        }
+        if let Some(line) = out.strip_suffix(b"\n") {
+            break std::str::from_utf8(line).unwrap().trim().parse().unwrap();
+        }
+    };
+    assert!(process_lives(child), "sleep {child} is not running");
     session.control().signal(9).unwrap();
     loop {
         match session.next().await.unwrap() {
@@ -130,6 +149,28 @@ async fn signal_reaches_the_process_group() {
             ExecEvent::Stderr(_) => {}
         }
     }
+    // The child got the signal too (bounded wait: delivery is asynchronous).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while process_lives(child) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell died but its child sleep {child} still runs: the signal missed the process group"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `pid` exists and is not a zombie (a killed orphan stays a zombie
+/// until init reaps it; it runs no more).
+fn process_lives(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which ends at the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    state != Some('Z')
 }
 
 #[tokio::test]

@@ -203,12 +203,7 @@ pub struct AgentBinary {
 impl AgentBinary {
     /// Finds `banger-agent`: `$BANGER_AGENT`, else next to this executable.
     pub fn locate() -> Result<AgentBinary, String> {
-        let path = match std::env::var_os("BANGER_AGENT") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::current_exe()
-                .map_err(|e| format!("cannot find this executable: {e}"))?
-                .with_file_name("banger-agent"),
-        };
+        let path = AgentBinary::locate_path()?;
         let bytes = std::fs::read(&path).map_err(|e| {
             format!(
                 "cannot read the guest agent {}: {e}; install banger-agent next to bangerd or set BANGER_AGENT",
@@ -221,6 +216,19 @@ impl AgentBinary {
             bytes: bytes.into(),
             sha256,
             path,
+        })
+    }
+}
+
+impl AgentBinary {
+    /// Where `banger-agent` is: `$BANGER_AGENT`, else next to this
+    /// executable (not read).
+    pub fn locate_path() -> Result<PathBuf, String> {
+        Ok(match std::env::var_os("BANGER_AGENT") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find this executable: {e}"))?
+                .with_file_name("banger-agent"),
         })
     }
 }
@@ -341,6 +349,13 @@ impl Daemon {
         requested: Option<&str>,
         pvm_kernel: bool,
     ) -> Result<VmmChoice, OpError> {
+        // The host-process test double, in debug builds only (tests).
+        #[cfg(debug_assertions)]
+        if let Some(choice) =
+            crate::vmm::fake::choice(&crate::accel::choose_for(&self.host, pvm_kernel))
+        {
+            return choice.map_err(|e| OpError::new(code::INVALID, e));
+        }
         let configured = std::env::var("BANGER_VMM").ok().or_else(|| {
             crate::config::Config::load(&self.dirs)
                 .ok()

@@ -1,5 +1,6 @@
 //! VMM drivers behind one trait. This module is the only place that spawns
-//! VMM processes.
+//! VMM processes (and, in debug builds, the host process of the `fake`
+//! test double).
 //!
 //! **Invariant:** a VMM process is never tied to the lifetime of a request
 //! or of the daemon. Drivers start it detached (its own session, not a child
@@ -7,6 +8,8 @@
 //! stop, kill or delete, or when the guest powers off.
 
 pub mod api_socket;
+#[cfg(debug_assertions)]
+pub mod fake;
 pub mod firecracker;
 #[cfg(test)]
 mod firecracker_api_check;
@@ -183,6 +186,8 @@ pub fn driver(name: &str) -> Option<Box<dyn Vmm>> {
     match name {
         qemu::NAME => Some(Box::new(qemu::Qemu::from_env())),
         firecracker::NAME => Some(Box::new(firecracker::Firecracker::from_env())),
+        #[cfg(debug_assertions)]
+        fake::NAME => Some(Box::new(fake::FakeVmm::from_env())),
         _ => None,
     }
 }

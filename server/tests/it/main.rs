@@ -1,8 +1,13 @@
 //! Host tests of the `banger` binary that need no guest: installing
-//! Firecracker from a (local) release server, `banger doctor`, and the
-//! lifecycle verbs that need no guest (`lifecycle.rs`).
+//! Firecracker from a (local) release server, `banger doctor`, what is
+//! decided before a guest exists (`before_boot`), the lifecycle verbs that
+//! need no guest (`lifecycle`), and the daemon's VM lifecycle decisions
+//! through the host-process VMM test double (`fake_vmm`).
 #![allow(clippy::disallowed_methods)] // tests drive banger by spawning it
 
+mod before_boot;
+mod env;
+mod fake_vmm;
 mod lifecycle;
 
 use std::collections::HashMap;

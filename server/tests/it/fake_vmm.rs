@@ -1,0 +1,195 @@
+//! The daemon's VM lifecycle decisions, through the host-process VMM test
+//! double (`BANGER_TEST_VMM=fake`, debug builds: the "VM" is the real
+//! `banger-agent` serving its session on the socket the daemon connects
+//! to). Cleanup order, reconcile, cancel and leases run in seconds without
+//! QEMU; the real-guest scenarios in `tests/guest/` stay the proof for
+//! guests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::env::{Env, alive, signal, wait_until};
+
+/// An environment whose VMs are host processes, with an image in place.
+fn fake_env(boot_ms: u64) -> Env {
+    let env = Env::new()
+        .with_var("BANGER_TEST_VMM", "fake")
+        .with_var("BANGER_TEST_VMM_BOOT_MS", &boot_ms.to_string());
+    env.fake_image();
+    env
+}
+
+/// A VM's id and the pid of its (fake) VMM, from `vm show`.
+fn id_and_pid(env: &Env, name: &str) -> (String, i32) {
+    let shown = env.show(name);
+    (
+        shown["id"].as_str().expect("id").to_string(),
+        shown["pid"].as_i64().expect("pid") as i32,
+    )
+}
+
+fn vm_dirs(env: &Env, id: &str) -> (PathBuf, PathBuf) {
+    (
+        env.runtime_dir().join("vms").join(id),
+        env.state_dir().join("vms").join(id),
+    )
+}
+
+fn state_of(env: &Env, name: &str) -> Option<String> {
+    env.vms()
+        .into_iter()
+        .find(|vm| vm["name"] == name)
+        .map(|vm| vm["state"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn delete_ends_the_process_then_removes_runtime_dir_disks_and_row() {
+    let env = fake_env(0);
+    env.banger(&["vm", "create", "--name", "d1"]).ok();
+    assert_eq!(state_of(&env, "d1").as_deref(), Some("running"));
+    // The agent session works through the daemon: exit codes come back.
+    env.banger(&["vm", "exec", "d1", "--", "sh", "-c", "exit 7"])
+        .expect_code(7);
+    let (id, pid) = id_and_pid(&env, "d1");
+    let (runtime, state) = vm_dirs(&env, &id);
+    assert!(alive(pid), "vmm {pid} is not running");
+    assert!(runtime.join("agent.sock").exists(), "no agent socket");
+    assert!(state.join("work.ext4").exists(), "no work disk");
+    let db = rusqlite::Connection::open_with_flags(
+        env.state_dir().join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let row = || {
+        db.query_row("SELECT count(*) FROM vms WHERE id = ?1", [&id], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    };
+    assert!(row());
+
+    // Sample what exists while the delete runs: each thing may go only
+    // after the one before it (process, runtime dir, disks, row), so no
+    // sample may show a later one gone while an earlier one is there.
+    let delete = env.cmd(&["vm", "delete", "d1"]).spawn().unwrap();
+    let mut samples = Vec::new();
+    loop {
+        let sample = [!alive(pid), !runtime.exists(), !state.exists(), !row()];
+        samples.push(sample);
+        if sample.iter().all(|gone| *gone) {
+            break;
+        }
+        assert!(samples.len() < 200_000, "delete never finished: {sample:?}");
+    }
+    let status = delete.wait_with_output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    for sample in &samples {
+        let first_kept = sample.iter().position(|gone| !gone).unwrap_or(4);
+        assert!(
+            sample[first_kept..].iter().all(|gone| !gone),
+            "out of order (gone: process, runtime dir, disks, row): {sample:?}"
+        );
+    }
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_vm_whose_process_died_is_stopped_never_running() {
+    let env = fake_env(0);
+    env.banger(&["vm", "create", "--name", "r1"]).ok();
+    let (id, pid) = id_and_pid(&env, "r1");
+    let (runtime, _) = vm_dirs(&env, &id);
+
+    // The VMM dies under a running daemon.
+    signal(pid, Signal::SIGKILL);
+    wait_until(Duration::from_secs(10), "vmm gone", || !alive(pid));
+    assert_eq!(state_of(&env, "r1").as_deref(), Some("stopped"));
+    assert!(env.show("r1")["pid"].is_null());
+    assert!(!runtime.exists(), "runtime dir of a stopped vm left");
+    let exec = env.banger(&["vm", "exec", "r1", "--", "true"]);
+    // banger's own failure to run a guest command: 125, not a guest code.
+    exec.expect_code(125);
+    assert!(exec.stderr.contains("is not running"), "{}", exec.stderr);
+
+    // A VMM outlives its daemon: a new daemon finds it running and reaches
+    // its agent again.
+    env.banger(&["vm", "start", "r1"]).ok();
+    let (_, pid) = id_and_pid(&env, "r1");
+    let daemon = env.daemon_pid().expect("daemon pid");
+    signal(daemon, Signal::SIGKILL);
+    wait_until(Duration::from_secs(10), "daemon gone", || !alive(daemon));
+    assert!(alive(pid), "the vmm died with its daemon");
+    assert_eq!(state_of(&env, "r1").as_deref(), Some("running"));
+    env.banger(&["vm", "exec", "r1", "--", "true"]).ok();
+
+    // The VMM dies while no daemon runs: the next daemon reconciles it.
+    let daemon = env.daemon_pid().expect("daemon pid");
+    signal(daemon, Signal::SIGKILL);
+    signal(pid, Signal::SIGKILL);
+    wait_until(Duration::from_secs(10), "both gone", || {
+        !alive(daemon) && !alive(pid)
+    });
+    assert_eq!(state_of(&env, "r1").as_deref(), Some("stopped"));
+    assert!(!runtime.exists(), "runtime dir of a stopped vm left");
+    env.banger(&["vm", "delete", "r1"]).ok();
+    env.assert_nothing_left();
+}
+
+/// The boot never finishes within the test (the agent answers after ten
+/// minutes), so only a cancel can end it.
+const NEVER_BOOTS: u64 = 600_000;
+
+#[test]
+fn a_create_whose_client_dies_while_booting_is_cancelled_and_leaves_nothing() {
+    let env = fake_env(NEVER_BOOTS);
+    env.banger(&["daemon", "start"]).ok();
+    let mut create = env
+        .cmd(&["vm", "create", "--name", "c1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "vm c1 starting", || {
+        state_of(&env, "c1").as_deref() == Some("starting")
+    });
+    let (_, pid) = id_and_pid(&env, "c1");
+    assert!(alive(pid));
+    // The client crashes: it can clean nothing up itself.
+    signal(create.id() as i32, Signal::SIGKILL);
+    create.wait().unwrap();
+    wait_until(Duration::from_secs(30), "vm c1 removed", || {
+        state_of(&env, "c1").is_none()
+    });
+    assert!(!alive(pid), "the vmm of a cancelled create still runs");
+    env.assert_nothing_left();
+    let log = std::fs::read_to_string(env.state_dir().join("bangerd.log")).unwrap();
+    assert!(log.contains("the boot was cancelled"), "{log}");
+}
+
+#[test]
+fn a_starting_daemon_removes_vms_a_previous_daemon_left_bound_to_a_lease() {
+    let env = fake_env(NEVER_BOOTS);
+    env.banger(&["daemon", "start"]).ok();
+    let mut create = env
+        .cmd(&["vm", "create", "--name", "l1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "vm l1 starting", || {
+        state_of(&env, "l1").as_deref() == Some("starting")
+    });
+    let (_, pid) = id_and_pid(&env, "l1");
+    // The daemon dies while the create's lease is held; the VMM lives on.
+    let daemon = env.daemon_pid().expect("daemon pid");
+    signal(daemon, Signal::SIGKILL);
+    assert!(!create.wait().unwrap().success());
+    assert!(alive(pid), "the vmm died with its daemon");
+    // Any command starts a new daemon, which removes it.
+    wait_until(Duration::from_secs(30), "vm l1 removed", || {
+        state_of(&env, "l1").is_none()
+    });
+    wait_until(Duration::from_secs(10), "vmm gone", || !alive(pid));
+    env.assert_nothing_left();
+}
