@@ -83,6 +83,8 @@ pub enum Tool {
     Sleep,
     /// `tmux` (the Neovim tier shows a real terminal with it).
     Tmux,
+    /// `setpriv` (tests run banger as a user without privileges with it).
+    Setpriv,
     /// `node` (the VS Code tier drives its browser with it).
     Node,
 }
@@ -143,6 +145,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Kill, "kill", "procps", Need::Tests),
     p(Tool::Sleep, "sleep", "coreutils", Need::Tests),
     p(Tool::Tmux, "tmux", "tmux", Need::Tests),
+    p(Tool::Setpriv, "setpriv", "util-linux", Need::Tests),
     p(Tool::Node, "node", "nodejs", Need::Tests),
 ];
 

@@ -938,3 +938,45 @@ fn rm_runs_leave_nothing_whatever_ends_them() {
     wait_until_gone(&env, "b5");
     env.assert_nothing_left();
 }
+
+/// Whether this test process runs as root.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// A user without privileges (no /dev/kvm, no kernel log) boots a guest,
+/// and under emulation the guest gets the host's TSC frequency (without
+/// it an emulated guest can hang calibrating its clock on a busy host).
+/// As root (CI), the test drops to `nobody`; as anyone else it runs as is.
+#[test]
+fn a_user_without_privileges_boots_a_guest_with_a_clock_hint() {
+    // The shared image store has the image (built by this user).
+    Env::new().ensure_image();
+    let env = Env::new();
+    let env = if running_as_root() {
+        env.as_user(65534)
+    } else {
+        env
+    };
+    let doctor = env.banger(&["doctor"]);
+    let tcg = doctor.stdout.contains("tcg (");
+    if tcg {
+        assert!(
+            doctor
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("ok   tsc ") && l.contains(" kHz")),
+            "{}",
+            doctor.stdout
+        );
+    }
+    let run = env.banger(&["vm", "run", "--rm", "--", "cat", "/proc/cmdline"]);
+    run.ok();
+    assert_eq!(run.stdout.contains("tsc_early_khz="), tcg, "{}", run.stdout);
+    env.assert_nothing_left();
+}

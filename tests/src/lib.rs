@@ -20,6 +20,8 @@ pub struct Env {
     root: tempfile::TempDir,
     bin: PathBuf,
     vars: Vec<(String, String)>,
+    /// Run every banger command as this uid (and gid), through `setpriv`.
+    user: Option<u32>,
 }
 
 /// What a banger command did.
@@ -123,6 +125,7 @@ impl Env {
             root,
             bin,
             vars: Vec::new(),
+            user: None,
         }
     }
 
@@ -130,6 +133,22 @@ impl Env {
     /// first command starts).
     pub fn with_var(mut self, key: &str, value: &str) -> Env {
         self.vars.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs every banger command as `uid` (a root test process only): the
+    /// environment's directories become that user's, and its image cache
+    /// is the shared store's images, hard-linked (the store is immutable:
+    /// the files stay root's, readable by all).
+    pub fn as_user(mut self, uid: u32) -> Env {
+        let cache = self.root().join("cache");
+        link_tree(&Env::image_dir(), &cache.join("banger/images"));
+        chown_dirs(self.root(), uid);
+        self.vars
+            .push(("XDG_CACHE_HOME".into(), cache.display().to_string()));
+        self.vars
+            .push(("HOME".into(), self.root().display().to_string()));
+        self.user = Some(uid);
         self
     }
 
@@ -165,7 +184,17 @@ impl Env {
 
     /// A `banger` command in this environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(self.bin.join("banger"));
+        let mut cmd = match self.user {
+            None => Command::new(self.bin.join("banger")),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .args(["--clear-groups", "--"])
+                    .arg(self.bin.join("banger"));
+                c
+            }
+        };
         cmd.args(args)
             .env("XDG_RUNTIME_DIR", self.root().join("run"))
             .env("XDG_STATE_HOME", self.root().join("state"))
@@ -409,4 +438,32 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, Vec<String>)> {
         .into_iter()
         .filter(|(pid, args)| *pid != me && args.iter().any(|a| a.contains(needle)))
         .collect()
+}
+
+/// Recreates the tree at `from` under `to`: directories made, files
+/// hard-linked (same file system), symlinks copied.
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            link_tree(&src, &dst);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else {
+            std::fs::hard_link(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// Gives every directory under `dir` (and `dir`) to `uid`; files are left
+/// alone (hard links would change the originals' owner too).
+fn chown_dirs(dir: &Path, uid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            chown_dirs(&entry.path(), uid);
+        }
+    }
 }

@@ -11,6 +11,11 @@ fn invalid_spec_is_refused_before_anything_exists() {
         &["vm", "run", "--rm", "--vcpu", "0", "--", "true"][..],
         &["vm", "run", "--rm", "--name", "Bad_Name", "--", "true"],
         &["vm", "create", "--memory", "1"],
+        // More memory than any host here has: refused, not kept as `error`.
+        &["vm", "create", "--name", "bigmem", "--memory", "1048576"],
+        // Every flag is checked before anything exists (or boots).
+        &["vm", "run", "--rm", "--mode", "bogus", "--", "true"],
+        &["vm", "run", "--dry-run", "--mode", "bogus"],
         &["vm", "create", "--disk-size", "12X"],
         &["vm", "create", "--name=-dash"],
         &[
@@ -37,6 +42,19 @@ fn invalid_spec_is_refused_before_anything_exists() {
             run.stderr
         );
     }
+    // A tracked file whose name is not UTF-8 is refused before a VM
+    // exists (it used to be dropped, then deleted on the host by export).
+    let odd = env.root().join("odd");
+    make_repo(&odd);
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"bad\xff\xfename");
+        std::fs::write(odd.join(name), "x").unwrap();
+    }
+    crate::env::git(&odd, &["add", "-A"]);
+    let run = env.banger(&["vm", "run", "--rm", odd.to_str().unwrap(), "--", "true"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("is not UTF-8"), "{}", run.stderr);
     // Not a repository: refused before a VM exists.
     let not_repo = env.root().join("plain-dir");
     std::fs::create_dir_all(&not_repo).unwrap();
