@@ -499,10 +499,23 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
     .unwrap();
     let git = |args: &[&str]| banger_tests::git(&repo, args);
     git(&["add", "-A"]);
+    // A submodule (not initialised: an empty directory), never shipped.
+    let head = git(&["rev-parse", "HEAD"]);
+    std::fs::create_dir_all(repo.join("vendor/lib")).unwrap();
+    git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{head},vendor/lib"),
+    ]);
     git(&["commit", "-qm", "more"]);
     env.banger(&["vm", "create", "--name", "ws"]).ok();
     env.banger(&["vm", "workspace", "prepare", "ws", repo.to_str().unwrap()])
         .ok();
+    // The guest keeps the gitlink: its status is clean.
+    let status = env.banger(&["vm", "exec", "ws", "--", "git", "status", "--porcelain"]);
+    status.ok();
+    assert_eq!(status.stdout, "", "guest status after prepare");
 
     // Guest edits of every kind, one of them never `git add`ed.
     env.banger(&[
@@ -530,6 +543,11 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
     assert!(
         export.stdout.contains("rename from old-name.txt"),
         "{}",
+        export.stdout
+    );
+    assert!(
+        !export.stdout.contains("160000"),
+        "the submodule is in the patch: {}",
         export.stdout
     );
     // Exporting does not touch the guest's index.
@@ -573,6 +591,52 @@ fn workspace_export_round_trips_and_refuses_hostile_patches() {
     ]);
     pinned.ok();
     assert!(pinned.stdout.contains("committed.txt"), "{}", pinned.stdout);
+
+    // Symlinks the guest makes into .git are refused like paths under it.
+    env.banger(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "ln -s .git gitdir && ln -s .git/hooks hooklink",
+    ])
+    .ok();
+    let run = env.banger(&["vm", "workspace", "export", "ws", "--apply"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("points into .git/"), "{}", run.stderr);
+    assert!(!repo.join("gitdir").exists() && !repo.join("hooklink").exists());
+    // An oversize file is refused at once, named with the setting, and the
+    // guest keeps no temporary index.
+    env.banger(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "rm gitdir hooklink && head -c 200000 /dev/urandom > huge.bin",
+    ])
+    .ok();
+    let run = env.banger(&["vm", "workspace", "export", "ws"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("huge.bin is 200000 bytes")
+            && run.stderr.contains("BANGER_EXPORT_MAX_FILE"),
+        "{}",
+        run.stderr
+    );
+    let left = env.banger(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "rm huge.bin; ls .git | grep -c banger-export-index || true",
+    ]);
+    assert_eq!(left.stdout.trim(), "0");
 
     // A hostile guest: its git prints whatever patch it likes.
     git(&["add", "-A"]);
