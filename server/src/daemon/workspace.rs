@@ -498,14 +498,26 @@ impl Daemon {
             result
         });
         let mut stderr = Vec::new();
-        let status = loop {
-            match session.next().await {
-                Ok(ExecEvent::Stdout(_)) => {}
-                Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
-                Ok(ExecEvent::Exited(s)) => break s,
-                Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
+        let limit = super::sync::guest_op_timeout();
+        // On time-out the session is dropped: the guest script is killed
+        // and the writer, its window closed, stops.
+        let status = tokio::time::timeout(limit, async {
+            loop {
+                match session.next().await {
+                    Ok(ExecEvent::Stdout(_)) => {}
+                    Ok(ExecEvent::Stderr(b)) => keep_some(&mut stderr, &b),
+                    Ok(ExecEvent::Exited(s)) => return Ok(s),
+                    Err(e) => return Err(OpError::internal(format!("workspace transfer: {e}"))),
+                }
             }
-        };
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(OpError::internal(format!(
+                "shipping the workspace took over {} s (BANGER_GUEST_OP_TIMEOUT); it was stopped",
+                limit.as_secs()
+            )))
+        })?;
         // The guest's verdict first: a script that refused or failed early
         // makes the writer fail too, for a reason that says less.
         let written = writer
