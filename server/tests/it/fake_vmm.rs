@@ -193,3 +193,130 @@ fn a_starting_daemon_removes_vms_a_previous_daemon_left_bound_to_a_lease() {
     wait_until(Duration::from_secs(10), "vmm gone", || !alive(pid));
     env.assert_nothing_left();
 }
+
+/// The daemon's JSON from `daemon status`.
+fn daemon_info(env: &Env) -> serde_json::Value {
+    let run = env.banger(&["daemon", "status"]);
+    run.ok();
+    serde_json::from_str(&run.stdout).expect("daemon status json")
+}
+
+/// `daemon stop` does not kill what other clients run: refused while a
+/// command runs, with what to do; `--force` stops it anyway.
+#[test]
+fn daemon_stop_refuses_while_a_command_runs_unless_forced() {
+    let env = fake_env(0);
+    env.banger(&["vm", "create", "--name", "s1"]).ok();
+    let mut running = env
+        .cmd(&["vm", "exec", "s1", "--", "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the command runs", || {
+        daemon_info(&env)["busy"].as_u64() == Some(1)
+    });
+    let stop = env.banger(&["daemon", "stop"]);
+    assert_ne!(stop.code, 0);
+    assert!(
+        stop.stderr.contains("serving 1 other request") && stop.stderr.contains("--force"),
+        "{}",
+        stop.stderr
+    );
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "the command was ended"
+    );
+    assert!(env.daemon_pid().is_some());
+    let stop = env.banger(&["daemon", "stop", "--force"]);
+    stop.ok();
+    assert!(stop.stdout.contains("bangerd stopped"), "{}", stop.stdout);
+    assert!(env.daemon_pid().is_none());
+    let status = running.wait().unwrap();
+    assert!(!status.success());
+    env.banger(&["vm", "delete", "s1"]).ok();
+    env.assert_nothing_left();
+}
+
+/// One daemon per database: a second one, even with another runtime
+/// directory (another login), refuses to start on the same state.
+#[test]
+fn one_daemon_per_state_directory_whatever_the_runtime_directory() {
+    let env = Env::new();
+    env.banger(&["daemon", "start"]).ok();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_bangerd"))
+        .env("XDG_RUNTIME_DIR", env.root().join("other-run"))
+        .env("XDG_STATE_HOME", env.root().join("state"))
+        .env("XDG_CACHE_HOME", env.root().join("cache"))
+        .env("XDG_DATA_HOME", env.root().join("data"))
+        .env("XDG_CONFIG_HOME", env.root().join("config"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("already running") && stderr.contains("state/banger/bangerd.lock"),
+        "{stderr}"
+    );
+    assert!(!env.root().join("other-run/banger/bangerd.sock").exists());
+}
+
+/// A request line past the limit is refused after reading just past the
+/// limit, and the connection is closed; the daemon serves on.
+#[test]
+fn an_oversize_request_is_refused_and_the_daemon_serves_on() {
+    use std::io::{BufRead, Write};
+    let env = Env::new();
+    env.banger(&["daemon", "start"]).ok();
+    let stream =
+        std::os::unix::net::UnixStream::connect(env.runtime_dir().join("bangerd.sock")).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..17 {
+            if writer.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut reply = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut reply)
+        .unwrap();
+    assert!(reply.contains("request over 16777216 bytes"), "{reply}");
+    sender.join().unwrap();
+    env.banger(&["daemon", "status"]).ok();
+}
+
+/// A VMM that dies during boot is named as the cause (not the console's
+/// last harmless line), and the failed create leaves nothing.
+#[test]
+fn a_vmm_killed_during_boot_is_the_reported_cause_and_nothing_is_left() {
+    let env = fake_env(30_000);
+    let create = env
+        .cmd(&["vm", "create", "--name", "c1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    wait_until(Duration::from_secs(20), "the vm is booting", || {
+        pid = env
+            .vms()
+            .into_iter()
+            .find(|vm| vm["name"] == "c1" && vm["state"] == "starting")
+            .and_then(|vm| vm["pid"].as_i64());
+        pid.is_some()
+    });
+    signal(pid.unwrap() as i32, Signal::SIGKILL);
+    let out = create.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the VMM exited after")
+            && stderr.contains("killed with SIGKILL")
+            && stderr.contains("the vm that failed to start was removed"),
+        "{stderr}"
+    );
+    env.assert_nothing_left();
+}
