@@ -572,6 +572,21 @@ pub struct DaemonInfo {
 /// wire type). 0 is a daemon from before versions existed.
 pub const API_VERSION: u32 = 1;
 
+/// The API version this build speaks, as a daemon and as a client. Debug
+/// builds let a test pose as another version (`BANGER_TEST_API_VERSION`),
+/// to check how clients and daemons of different versions treat each
+/// other.
+pub fn api_version() -> u32 {
+    if cfg!(debug_assertions)
+        && let Some(v) = std::env::var("BANGER_TEST_API_VERSION")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    API_VERSION
+}
+
 /// `lease_hold`'s one event: the lease is held until this subscription
 /// ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

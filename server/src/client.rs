@@ -124,7 +124,7 @@ pub(crate) enum Existing {
 /// nothing is known of what it serves).
 pub(crate) fn existing(info: Option<&crate::api::DaemonInfo>) -> Existing {
     match info {
-        Some(i) if i.api_version == crate::api::API_VERSION => Existing::Use,
+        Some(i) if i.api_version == crate::api::api_version() => Existing::Use,
         Some(i) if i.busy > 0 => Existing::Wait { busy: i.busy },
         _ => Existing::Replace,
     }

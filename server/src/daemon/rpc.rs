@@ -214,7 +214,7 @@ impl BangerApiServer for Rpc {
             schema_version: d.with_store(|s| s.schema_version())?,
             accel: format!("{} ({})", d.accel.accel.as_str(), d.accel.reason),
             build_id: crate::api::BUILD_ID.to_string(),
-            api_version: crate::api::API_VERSION,
+            api_version: crate::api::api_version(),
             // This request is one of them.
             busy: d
                 .in_flight

@@ -320,3 +320,62 @@ fn a_vmm_killed_during_boot_is_the_reported_cause_and_nothing_is_left() {
     );
     env.assert_nothing_left();
 }
+
+/// A banger of another API version never stops a daemon that serves
+/// someone: it waits (and says so), and replaces it once it is idle. One
+/// of the same version uses it whatever its build.
+#[test]
+fn a_daemon_of_another_api_version_is_replaced_only_when_idle() {
+    let env = fake_env(0).with_var("BANGER_TEST_API_VERSION", "999");
+    env.banger(&["vm", "create", "--name", "a1"]).ok();
+    let old = env.daemon_pid().expect("daemon");
+    assert_eq!(daemon_info(&env)["api_version"], 999);
+    let mut running = env
+        .cmd(&["vm", "exec", "a1", "--", "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the command runs", || {
+        daemon_info(&env)["busy"].as_u64() == Some(1)
+    });
+    // This build speaks another version: it waits for the busy daemon.
+    let newer = env
+        .cmd(&["vm", "list"])
+        .env_remove("BANGER_TEST_API_VERSION")
+        .env("BANGER_DAEMON_WAIT", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&newer.stderr);
+    assert_eq!(newer.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("waiting for bangerd of another version")
+            && stderr.contains("still serving 1 requests"),
+        "{stderr}"
+    );
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "the command was ended"
+    );
+    assert_eq!(env.daemon_pid(), Some(old));
+    // Idle: it is replaced, and the VM lives on under the new daemon.
+    running.kill().unwrap();
+    running.wait().unwrap();
+    wait_until(Duration::from_secs(20), "the command ended", || {
+        daemon_info(&env)["busy"].as_u64() == Some(0)
+    });
+    let newer = env
+        .cmd(&["vm", "list"])
+        .env_remove("BANGER_TEST_API_VERSION")
+        .output()
+        .unwrap();
+    assert!(
+        newer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&newer.stderr)
+    );
+    assert!(String::from_utf8_lossy(&newer.stdout).contains("a1"));
+    let new = env.daemon_pid().expect("daemon");
+    assert_ne!(new, old);
+    env.banger(&["vm", "delete", "a1"]).ok();
+}
