@@ -349,6 +349,45 @@ fn vm_survives_daemon_death_and_keeps_root_files_across_stop_start() {
     run.ok();
     assert_eq!(run.stdout, "/root/repo\nuntracked\n");
 
+    // Space the guest frees goes back to the host (the overlay and /root
+    // are mounted with discard): write 200 MB to each, measure, delete.
+    let usage = || env.show("keeper")["disk_usage_bytes"].as_u64().unwrap();
+    let before = usage();
+    env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "head -c 200000000 /dev/urandom > /var/tmp/fill && head -c 200000000 /dev/urandom > /root/fill && sync",
+    ])
+    .ok();
+    let full = usage();
+    assert!(full > before + 350_000_000, "{before} -> {full}");
+    env.banger(&[
+        "vm",
+        "exec",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "rm /var/tmp/fill /root/fill && sync",
+    ])
+    .ok();
+    let mut freed = usage();
+    for _ in 0..50 {
+        if freed < full - 350_000_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        freed = usage();
+    }
+    assert!(
+        freed < full - 350_000_000,
+        "{full} -> {freed}: not returned"
+    );
+
     // What the guest synced survives its VMM being killed: the disks'
     // write cache passes the guest's flushes through.
     env.banger(&[

@@ -73,11 +73,17 @@ fn delete_ends_the_process_then_removes_runtime_dir_disks_and_row() {
 
     // Sample what exists while the delete runs: each thing may go only
     // after the one before it (process, runtime dir, disks, row), so no
-    // sample may show a later one gone while an earlier one is there.
+    // sample may show a later one gone while an earlier one is there. A
+    // sample reads them last-first: what goes later is read earlier, so a
+    // delete that moves on between two reads cannot fake a wrong order.
     let delete = env.cmd(&["vm", "delete", "d1"]).spawn().unwrap();
     let mut samples = Vec::new();
     loop {
-        let sample = [!alive(pid), !runtime.exists(), !state.exists(), !row()];
+        let row_gone = !row();
+        let disks_gone = !state.exists();
+        let runtime_gone = !runtime.exists();
+        let process_gone = !alive(pid);
+        let sample = [process_gone, runtime_gone, disks_gone, row_gone];
         samples.push(sample);
         if sample.iter().all(|gone| *gone) {
             break;
