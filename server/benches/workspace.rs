@@ -248,7 +248,7 @@ fn main() {
             ws_times.push(
                 stream(
                     &agent,
-                    &["sh", "-c", transfer::GUEST_SCRIPT, "bench", "/root/repo", "b", "b@x", "/root"],
+                    &["sh", "-c", transfer::GUEST_SCRIPT, "bench", "/root/repo", "b", "b@x", "replace"],
                     move |w| {
                         transfer::write_archive(&s2, None, w).unwrap();
                     },
@@ -268,6 +268,26 @@ fn main() {
                         tar.finish().unwrap();
                     },
                 )
+                .await,
+            );
+        }
+
+        // A command's streams, flow-controlled end to end: 100 MB out of
+        // the guest, and 100 MB into a program's stdin.
+        let mut out_times = Vec::new();
+        let mut in_times = Vec::new();
+        for _ in 0..3 {
+            let (t, out) = run(&agent, &["head", "-c", "100000000", "/dev/zero"]).await;
+            assert_eq!(out.len(), 100_000_000);
+            out_times.push(t);
+            in_times.push(
+                stream(&agent, &["sh", "-c", "cat > /dev/null"], |mut w| {
+                    use std::io::Write as _;
+                    let chunk = vec![0u8; 1 << 20];
+                    for _ in 0..100 {
+                        w.write_all(&chunk[..1_000_000]).unwrap();
+                    }
+                })
                 .await,
             );
         }
@@ -328,6 +348,14 @@ fn main() {
             ms(median(round)),
             ms(median(api)),
             ms(median(cli))
+        );
+        let (o, i) = (median(out_times), median(in_times));
+        println!(
+            "\n| a command's streams, 100 MB (median of 3) | time | MB/s |\n|---|---|---|\n| guest stdout to the host (`head -c`) | {} | {:.0} |\n| host to the guest program's stdin (`cat`) | {} | {:.0} |",
+            ms(o),
+            100.0 / o.as_secs_f64(),
+            ms(i),
+            100.0 / i.as_secs_f64()
         );
         drop(agent);
         let client = banger::client::connect_or_start(&dirs).await.unwrap();

@@ -994,6 +994,46 @@ fn rm_runs_leave_nothing_whatever_ends_them() {
     wait_until_gone(&env, "b3");
     env.assert_nothing_left();
 
+    // Ctrl-C while the repository ships (a few thousand files take seconds
+    // under emulation).
+    let repo = env.root().join("big");
+    make_repo(&repo);
+    for d in 0..40 {
+        let dir = repo.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            std::fs::write(dir.join(format!("f{f}.txt")), vec![b'x'; 8192]).unwrap();
+        }
+    }
+    banger_tests::git(&repo, &["add", "-A"]);
+    banger_tests::git(&repo, &["commit", "-qm", "big"]);
+    let mut run = env
+        .cmd(&[
+            "vm",
+            "run",
+            "--rm",
+            "--name",
+            "b6",
+            repo.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .env("BANGER_NO_PROGRESS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(run.stderr.take().unwrap()));
+    loop {
+        let line = lines.next().expect("progress").unwrap();
+        if line.contains("shipping") {
+            break;
+        }
+    }
+    signal(run.id(), "-INT");
+    run.wait().unwrap();
+    wait_until_gone(&env, "b6");
+    env.assert_nothing_left();
+
     // Ctrl-C (SIGTERM here) while the command runs.
     let mut run = env
         .cmd(&[

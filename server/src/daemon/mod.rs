@@ -160,9 +160,8 @@ fn lock_exclusive(
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
-                "{} is still locked after {} s (another image build); try again when it ends",
+                "{} is still locked after {timeout:?} (another image build); try again when it ends",
                 path.display(),
-                timeout.as_secs()
             ));
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -503,5 +502,32 @@ impl Daemon {
         })
         .await
         .map_err(|e| OpError::internal(format!("image build task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waiting for another build's lock says so once, and gives up after
+    /// its time-out with a message naming the lock; a free lock is taken
+    /// at once.
+    #[test]
+    fn a_held_lock_is_waited_for_with_a_message_and_a_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".build.lock");
+        let holder = lock_exclusive(&path, Duration::from_secs(1), || {
+            panic!("a free lock was waited for")
+        })
+        .unwrap();
+        let mut said = 0;
+        let err = lock_exclusive(&path, Duration::from_millis(300), || said += 1).unwrap_err();
+        assert_eq!(said, 1);
+        assert!(
+            err.contains(".build.lock is still locked after 300ms (another image build)"),
+            "{err}"
+        );
+        drop(holder);
+        lock_exclusive(&path, Duration::from_secs(1), || panic!("still held")).unwrap();
     }
 }
