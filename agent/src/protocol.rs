@@ -23,7 +23,7 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// guest grants more with [`Response::Credit`]: end-to-end flow control,
 /// so a reader that stops (on either side) stops the writer instead of
 /// growing a queue.
-pub const EXEC_WINDOW: u64 = 2 << 20;
+pub const EXEC_WINDOW: u64 = 4 << 20;
 
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";

@@ -205,7 +205,7 @@ pub struct ExecParams {
 
 /// Output bytes the daemon sends ahead of a `flow` client's
 /// acknowledgements.
-pub const EXEC_CLIENT_WINDOW: u64 = 1 << 20;
+pub const EXEC_CLIENT_WINDOW: u64 = 4 << 20;
 
 /// A terminal size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
