@@ -1123,3 +1123,47 @@ fn a_user_without_privileges_boots_a_guest_with_a_clock_hint() {
     assert_eq!(run.stdout.contains("tsc_early_khz="), tcg, "{}", run.stdout);
     env.assert_nothing_left();
 }
+
+/// A guest operation that gets no answer is given up after the guest
+/// operation time-out, with a message naming the setting, and the VM's
+/// sync lock is free again: the next sync works once the guest answers.
+#[test]
+fn a_guest_that_stops_answering_is_given_up_on() {
+    let env = Env::new().with_var("BANGER_GUEST_OP_TIMEOUT", "5");
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    env.banger(&["vm", "create", "--name", "mute"]).ok();
+    env.banger(&["vm", "workspace", "prepare", "mute", repo.to_str().unwrap()])
+        .ok();
+    // The guest holds its workspace record's lock: live sync there waits.
+    env.banger(&[
+        "vm",
+        "exec",
+        "mute",
+        "--",
+        "sh",
+        "-c",
+        "setsid -f flock /root/repo/.git/banger-sync.lock sleep 300 </dev/null >/dev/null 2>&1; \
+         while flock -n /root/repo/.git/banger-sync.lock true; do sleep 0.1; done",
+    ])
+    .ok();
+    std::fs::write(repo.join("file.txt"), "changed on the host\n").unwrap();
+    let started = std::time::Instant::now();
+    let run = env.banger(&["vm", "workspace", "sync", "mute"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("no answer within 5 s (BANGER_GUEST_OP_TIMEOUT)"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The guest answers again: the next sync goes through.
+    env.banger(&["vm", "exec", "mute", "--", "pkill", "-f", "sleep 300"])
+        .ok();
+    env.banger(&["vm", "workspace", "sync", "mute"]).ok();
+    let run = env.banger(&["vm", "exec", "mute", "--", "cat", "file.txt"]);
+    assert_eq!(run.stdout, "changed on the host\n");
+    env.banger(&["vm", "delete", "mute"]).ok();
+    env.assert_nothing_left();
+}
