@@ -462,5 +462,39 @@ fn lsp_reuses_its_sandbox_across_restarts_and_one_save_in_a_large_repo_sends_one
         "formatted 1 99\n"
     );
     lsp.shutdown();
+
+    // An editor on another repository, told to use this sandbox: refused,
+    // never shipped over the guest's workspace.
+    let other = env.root().join("other");
+    banger_tests::make_repo(&other);
+    let other = other.canonicalize().unwrap();
+    let mut lsp = LspClient::start(env.cmd(&[]));
+    lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "rootUri": uri(&other),
+            "workspaceFolders": [{"uri": uri(&other), "name": "other"}],
+            "capabilities": {},
+            "initializationOptions": {"banger": {"vm": "big"}}
+        }),
+        STEP,
+    )
+    .expect("initialize");
+    lsp.notify("initialized", json!({}));
+    let err = lsp
+        .command("banger.sync", json!([]), STEP)
+        .expect_err("binding another repository's sandbox");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("already holds the workspace of") && message.contains("banger.vm"),
+        "{err}"
+    );
+    lsp.shutdown();
+    assert_eq!(
+        env.banger(&["vm", "exec", "big", "--", "cat", "src/m01/f99.txt"])
+            .stdout,
+        "formatted 1 99\n"
+    );
     env.banger(&["vm", "delete", "big"]).ok();
 }
