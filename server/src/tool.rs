@@ -85,6 +85,8 @@ pub enum Tool {
     Tmux,
     /// `setpriv` (tests run banger as a user without privileges with it).
     Setpriv,
+    /// `chattr` (tests pin a file so that a removal fails).
+    Chattr,
     /// `node` (the VS Code tier drives its browser with it).
     Node,
 }
@@ -146,6 +148,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Sleep, "sleep", "coreutils", Need::Tests),
     p(Tool::Tmux, "tmux", "tmux", Need::Tests),
     p(Tool::Setpriv, "setpriv", "util-linux", Need::Tests),
+    p(Tool::Chattr, "chattr", "e2fsprogs", Need::Tests),
     p(Tool::Node, "node", "nodejs", Need::Tests),
 ];
 

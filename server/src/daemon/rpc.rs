@@ -441,12 +441,17 @@ impl BangerApiServer for Rpc {
     ) -> SubscriptionResult {
         let daemon = self.0.clone();
         let cleanup = |daemon: Arc<Daemon>, vm: String| async move {
+            // Named as the user knows it, when the row still says.
+            let name = daemon
+                .find(&vm)
+                .map(|r| r.name)
+                .unwrap_or_else(|_| vm.clone());
             match daemon.delete_vm(&vm).await {
                 Ok(()) => None,
                 Err(e) => {
-                    tracing::error!(vm = %vm, "delete after exec failed: {}", e.message);
+                    tracing::error!(vm = %name, "delete after exec failed: {}", e.message);
                     Some(format!(
-                        "vm {vm} was not removed: {}; remove it with: banger vm delete {vm}",
+                        "vm {name} was not removed: {}; remove it with: banger vm delete {name}",
                         e.message
                     ))
                 }

@@ -385,3 +385,38 @@ fn a_daemon_of_another_api_version_is_replaced_only_when_idle() {
     assert_ne!(new, old);
     env.banger(&["vm", "delete", "a1"]).ok();
 }
+
+/// When `--rm` cannot remove its VM, the run still ends with the command's
+/// exit code, and the warning names the VM and the command that removes it.
+#[test]
+fn a_failed_rm_cleanup_names_the_vm_and_how_to_remove_it() {
+    let env = fake_env(0);
+    // The "guest" of the fake VMM is the host: pin a directory in the VM's
+    // state so that removing it fails (immutable as root, read-only as
+    // anyone else).
+    let pin = format!(
+        "d=$(ls -d {}/vms/*/ | head -1)pin; mkdir \"$d\" && touch \"$d/x\" && chmod 555 \"$d\" && (chattr +i \"$d\" 2>/dev/null || true); exit 3",
+        env.state_dir().display()
+    );
+    let run = env.banger(&["vm", "run", "--rm", "--name", "r1", "--", "sh", "-c", &pin]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("warning: vm ")
+            && run.stderr.contains("was not removed")
+            && run.stderr.contains("remove it with: banger vm delete "),
+        "{}",
+        run.stderr
+    );
+    // Unpinned, the named command removes it.
+    let unpin = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "for d in {}/vms/*/pin; do chattr -i \"$d\" 2>/dev/null; chmod 755 \"$d\"; done",
+            env.state_dir().display()
+        ))
+        .status()
+        .unwrap();
+    assert!(unpin.success());
+    env.banger(&["vm", "delete", "r1"]).ok();
+    env.assert_nothing_left();
+}
