@@ -174,6 +174,15 @@ impl Daemon {
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
+        // Debug builds: a test holds a create here, between choosing its
+        // image and recording it, to show a delete cannot slip in.
+        if cfg!(debug_assertions)
+            && let Some(ms) = std::env::var("BANGER_TEST_CREATE_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let ts = now();
         let record = VmRecord {
             id: random_hex(6)?,

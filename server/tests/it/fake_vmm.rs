@@ -420,3 +420,36 @@ fn a_failed_rm_cleanup_names_the_vm_and_how_to_remove_it() {
     env.banger(&["vm", "delete", "r1"]).ok();
     env.assert_nothing_left();
 }
+
+/// An image delete never removes what a create has chosen and not yet
+/// recorded: it waits for the create, then refuses (the image is in use).
+#[test]
+fn an_image_delete_waits_for_a_create_that_chose_the_image() {
+    let env = fake_env(0).with_var("BANGER_TEST_CREATE_PAUSE_MS", "3000");
+    env.banger(&["daemon", "start"]).ok();
+    let create = env
+        .cmd(&["vm", "create", "--name", "c2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The create has chosen the image and pauses before its row exists.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(env.vms().is_empty(), "the row exists already");
+    let delete = env.banger(&["image", "delete", "debian-bookworm"]);
+    assert_ne!(delete.code, 0, "the image was deleted under a create");
+    assert!(
+        delete.stderr.contains("is used by vm c2"),
+        "{}",
+        delete.stderr
+    );
+    let out = create.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.banger(&["vm", "exec", "c2", "--", "true"]).ok();
+    env.banger(&["vm", "delete", "c2"]).ok();
+    env.banger(&["image", "delete", "debian-bookworm"]).ok();
+}
