@@ -453,3 +453,35 @@ fn an_image_delete_waits_for_a_create_that_chose_the_image() {
     env.banger(&["vm", "delete", "c2"]).ok();
     env.banger(&["image", "delete", "debian-bookworm"]).ok();
 }
+
+/// A program the guest cannot start is exit 127 (decided on the error's
+/// code, not its text), whatever the program's name says.
+#[test]
+fn a_program_the_guest_cannot_start_is_exit_127() {
+    let env = fake_env(0);
+    env.banger(&["vm", "create", "--name", "n1"]).ok();
+    let run = env.banger(&["vm", "exec", "n1", "--", "/nonexistent/cannot-run-me"]);
+    run.expect_code(127);
+    assert!(run.stderr.contains("cannot run"), "{}", run.stderr);
+    let run = env.banger(&[
+        "vm",
+        "exec",
+        "n1",
+        "--guest-path",
+        "/nonexistent",
+        "--",
+        "true",
+    ]);
+    run.expect_code(127);
+    assert!(
+        run.stderr
+            .contains("working directory /nonexistent does not exist"),
+        "{}",
+        run.stderr
+    );
+    // A program that runs and fails keeps its own code.
+    env.banger(&["vm", "exec", "n1", "--", "sh", "-c", "exit 126"])
+        .expect_code(126);
+    env.banger(&["vm", "delete", "n1"]).ok();
+    env.assert_nothing_left();
+}
