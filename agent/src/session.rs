@@ -171,12 +171,7 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
             let (tx, rx) = mpsc::unbounded_channel();
             let sink = spec.stdin.then_some(tx);
             let window = output_window();
-            register(streams, stream, sink);
-            if let Ok(mut map) = streams.lock()
-                && let Some(inflight) = map.get_mut(&stream)
-            {
-                inflight.window = Some(window.clone());
-            }
+            register(streams, stream, sink, Some(window.clone()));
             if spec.tty.is_some() {
                 tokio::spawn(run_exec_tty(
                     stream,
@@ -203,10 +198,9 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 .ok()
                 .and_then(|map| map.get(&stream).and_then(|i| i.window.clone()));
             if let Some(window) = window {
-                // Never past what a semaphore holds; a host granting more
-                // than it could have consumed gains nothing.
-                let room = Semaphore::MAX_PERMITS.saturating_sub(window.available_permits());
-                window.add_permits((bytes as usize).min(room).min(EXEC_WINDOW as usize * 4));
+                // Never past a full window: the host credits what it read.
+                let room = (EXEC_WINDOW as usize).saturating_sub(window.available_permits());
+                window.add_permits((bytes as usize).min(room));
             }
         }
         Request::Resize(size) => {
@@ -238,7 +232,7 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
         }
         Request::WriteFile { path, mode } => {
             let (tx, rx) = mpsc::unbounded_channel();
-            register(streams, stream, Some(tx));
+            register(streams, stream, Some(tx), None);
             tokio::spawn(run_write_file(
                 stream,
                 PathBuf::from(path),
@@ -253,7 +247,7 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
             root,
         } => {
             let (tx, rx) = mpsc::unbounded_channel();
-            register(streams, stream, Some(tx));
+            register(streams, stream, Some(tx), None);
             tokio::spawn(run_workspace_sync(
                 stream,
                 op,
@@ -293,7 +287,12 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
     }
 }
 
-fn register(streams: &Streams, stream: u32, sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>) {
+fn register(
+    streams: &Streams,
+    stream: u32,
+    sink: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    window: Option<Arc<Semaphore>>,
+) {
     if let Ok(mut map) = streams.lock() {
         map.insert(
             stream,
@@ -301,7 +300,7 @@ fn register(streams: &Streams, stream: u32, sink: Option<mpsc::UnboundedSender<O
                 sink,
                 pgid: None,
                 pty: None,
-                window: None,
+                window,
             },
         );
     }

@@ -28,7 +28,7 @@ pub enum ConnectError {
     },
     /// A daemon of another version stayed busy.
     #[error(
-        "bangerd of another version is still serving {0} requests; run this again when they end, or replace it now with: banger daemon stop --force (their commands are killed)"
+        "bangerd of another version is still serving other clients ({0} requests in flight); run this again when they end, or replace it now with: banger daemon stop --force (their commands are killed)"
     )]
     Busy(usize),
     /// bangerd started but never listened.
@@ -161,8 +161,12 @@ pub async fn connect_or_start(dirs: &Dirs) -> Result<Client, ConnectError> {
                         wait_gone(dirs, info.as_ref().map(|i| i.pid)).await;
                         break;
                     }
-                    // It got busy meanwhile: wait again.
-                    Err(_) if info.is_some() => {}
+                    // It got busy meanwhile: wait again (bounded).
+                    Err(_) if info.is_some() => {
+                        if waited.elapsed() > busy_wait() {
+                            return Err(ConnectError::Busy(1));
+                        }
+                    }
                     Err(_) => {
                         wait_gone(dirs, None).await;
                         break;

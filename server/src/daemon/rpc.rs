@@ -282,8 +282,10 @@ impl BangerApiServer for Rpc {
                 let (daemon, lease) = (self.0.clone(), std::mem::take(&mut self.1));
                 lock(&daemon.leases).remove(&lease);
                 let ids = daemon.leased(Some(&lease));
-                if !ids.is_empty() {
-                    tokio::spawn(async move { daemon.remove_leased(ids).await });
+                // Without a runtime (the daemon is going away) the next
+                // daemon removes them at its start.
+                if let (false, Ok(rt)) = (ids.is_empty(), tokio::runtime::Handle::try_current()) {
+                    rt.spawn(async move { daemon.remove_leased(ids).await });
                 }
             }
         }

@@ -207,7 +207,8 @@ impl Daemon {
                 ),
             ));
         };
-        let mut spec = ExecSpec {
+        let limits = export::Limits::from_env();
+        let spec = ExecSpec {
             argv: vec![
                 "sh".into(),
                 "-c".into(),
@@ -215,14 +216,13 @@ impl Daemon {
                 "banger-export".into(),
                 ws.guest_path.clone(),
                 base_commit.clone().unwrap_or_default(),
+                limits.per_file.to_string(),
             ],
             env: Vec::new(),
             cwd: Some("/root".into()),
             stdin: false,
             tty: None,
         };
-        let limits = export::Limits::from_env();
-        spec.argv.push(limits.per_file.to_string());
         let (_, mut session) = self.exec(vm, spec).await?;
         let (mut patch, mut stderr) = (Vec::new(), Vec::new());
         let limit = super::sync::guest_op_timeout();

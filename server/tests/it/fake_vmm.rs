@@ -356,7 +356,7 @@ fn a_daemon_of_another_api_version_is_replaced_only_when_idle() {
     assert_eq!(newer.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("waiting for bangerd of another version")
-            && stderr.contains("still serving 1 requests"),
+            && stderr.contains("still serving other clients (1 requests in flight)"),
         "{stderr}"
     );
     assert!(
