@@ -179,6 +179,21 @@ pub(crate) fn offload<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// See [`Daemon::cancel_boot`].
+pub(crate) struct CancelBoot<'a>(&'a Daemon, String);
+
+impl Drop for CancelBoot<'_> {
+    fn drop(&mut self) {
+        let mut cancelled = lock(&self.0.cancelled);
+        if let Some(n) = cancelled.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                cancelled.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// A std mutex, whatever a panicking holder left in it (the data here are
 /// plain sets and maps that stay consistent).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -258,7 +273,8 @@ pub struct Daemon {
     /// Leases held by connected clients (`lease_hold`).
     pub(crate) leases: Mutex<std::collections::HashSet<String>>,
     /// VMs whose lease ended while they booted: the boot gives up.
-    pub(crate) cancelled: Mutex<std::collections::HashSet<String>>,
+    /// (How many deletes want it; two may at once.)
+    pub(crate) cancelled: Mutex<HashMap<String, usize>>,
 }
 
 impl Daemon {
@@ -314,7 +330,6 @@ impl Daemon {
     /// booting gives up first.
     pub async fn remove_leased(self: &Arc<Self>, ids: Vec<String>) {
         for id in ids {
-            lock(&self.cancelled).insert(id.clone());
             tracing::info!(vm = %id, "removing a vm whose client went away (--rm, or a create that did not finish)");
             match self.delete_vm(&id).await {
                 Ok(()) => {}
@@ -325,13 +340,19 @@ impl Daemon {
                     e.message
                 ),
             }
-            lock(&self.cancelled).remove(&id);
         }
     }
 
-    /// Whether a VM's boot was cancelled (its lease ended).
+    /// Whether a VM's boot was cancelled (it is being deleted).
     pub(crate) fn is_cancelled(&self, id: &str) -> bool {
-        lock(&self.cancelled).contains(id)
+        lock(&self.cancelled).contains_key(id)
+    }
+
+    /// Makes a boot of VM `id` in progress give up until the guard drops:
+    /// a delete then waits seconds, not the whole boot time-out.
+    pub(crate) fn cancel_boot(&self, id: &str) -> CancelBoot<'_> {
+        *lock(&self.cancelled).entry(id.to_string()).or_insert(0) += 1;
+        CancelBoot(self, id.to_string())
     }
 
     /// The driver for a VM's recorded VMM.

@@ -470,7 +470,7 @@ impl Daemon {
                 && self.is_cancelled(id)
             {
                 return Err(
-                    "the boot was cancelled: the client that asked for the vm went away".into(),
+                    "the boot was cancelled: the vm is being deleted (by its user, or because the client that asked for it went away)".into(),
                 );
             }
             if started.elapsed() > silent_limit && console_len() <= console_at_start {
@@ -572,6 +572,9 @@ impl Daemon {
     /// Deletes a VM and everything of it.
     pub(crate) async fn delete_vm(self: &Arc<Self>, name_or_id: &str) -> Result<(), OpError> {
         let vm = self.find(name_or_id)?;
+        // A boot in progress holds the lock: it gives up instead of being
+        // waited out (its create removes the VM, or its start fails).
+        let _cancel = self.cancel_boot(&vm.id);
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let Some(vm) = self.with_store(|s| s.find_vm(&vm.id))? else {

@@ -485,3 +485,29 @@ fn a_program_the_guest_cannot_start_is_exit_127() {
     env.banger(&["vm", "delete", "n1"]).ok();
     env.assert_nothing_left();
 }
+
+/// Deleting a VM while it boots does not wait the boot out: the boot gives
+/// up, and nothing of the VM is left.
+#[test]
+fn deleting_a_booting_vm_cancels_its_boot() {
+    let env = fake_env(120_000);
+    let create = env
+        .cmd(&["vm", "create", "--name", "b1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the vm is booting", || {
+        state_of(&env, "b1").as_deref() == Some("starting")
+    });
+    env.banger(&["vm", "delete", "b1"]).ok();
+    // Had the delete waited the boot out, the create would have succeeded.
+    let out = create.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the vm is being deleted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_nothing_left();
+}
