@@ -725,3 +725,17 @@ impl ExecControl {
             .send(Frame::request(self.stream, Request::Signal { signal }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every boot installs the host's agent, so an agent of another
+    /// protocol means a VM booted by another banger: restart it.
+    #[test]
+    fn another_protocol_says_to_stop_and_start_the_vm() {
+        let e = AgentError::Version { guest: 3, host: 4 }.to_string();
+        assert!(e.contains("stop and start the vm"), "{e}");
+        assert!(!e.contains("image build"), "{e}");
+    }
+}

@@ -38,3 +38,15 @@ pub const APPLY_KIND: &str = "source.applyGuestChanges";
 
 /// What a request that needs the sandbox says before one is bound.
 pub(crate) const NOT_BOUND: &str = "no sandbox is bound to this repository yet: run the tests or a command in the sandbox (banger.runTests, banger.exec) to create and bind one, or name an existing VM with the banger.vm setting";
+
+#[cfg(test)]
+mod tests {
+    /// Before a sandbox is bound, a request that needs one says how to get
+    /// one.
+    #[test]
+    fn not_bound_says_how_to_bind() {
+        for what in ["banger.runTests", "banger.exec", "banger.vm"] {
+            assert!(super::NOT_BOUND.contains(what), "{what}");
+        }
+    }
+}

@@ -53,6 +53,14 @@ fn delete_ends_the_process_then_removes_runtime_dir_disks_and_row() {
     env.banger(&["vm", "exec", "d1", "--", "sh", "-c", "exit 7"])
         .expect_code(7);
     let (id, pid) = id_and_pid(&env, "d1");
+    // `vm show` names the daemon's log, which holds its lines about the VM.
+    let log = std::path::PathBuf::from(env.show("d1")["daemon_log"].as_str().unwrap());
+    assert!(log.ends_with("bangerd.log"), "{}", log.display());
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("vm=d1"),
+        "no line about d1 in {}",
+        log.display()
+    );
     let (runtime, state) = vm_dirs(&env, &id);
     assert!(alive(pid), "vmm {pid} is not running");
     assert!(runtime.join("agent.sock").exists(), "no agent socket");
