@@ -1167,3 +1167,70 @@ fn a_guest_that_stops_answering_is_given_up_on() {
     env.banger(&["vm", "delete", "mute"]).ok();
     env.assert_nothing_left();
 }
+
+/// `export --apply` takes the guest's changes under the VM's sync lock: a
+/// sync that arrives while it reads and records them waits for it (else
+/// the two would interleave their writes of the guest's record and the
+/// manifest).
+#[test]
+fn export_apply_and_sync_take_turns() {
+    let env = Env::new().with_var("BANGER_TEST_TAKE_PAUSE_MS", "4000");
+    let repo = env.root().join("repo");
+    make_repo(&repo);
+    env.banger(&["vm", "create", "--name", "turns"]).ok();
+    env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "turns",
+        repo.to_str().unwrap(),
+    ])
+    .ok();
+    env.banger(&[
+        "vm",
+        "exec",
+        "turns",
+        "--",
+        "sh",
+        "-c",
+        "echo guest >> file.txt",
+    ])
+    .ok();
+    let export = env
+        .cmd(&["vm", "workspace", "export", "turns", "--apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = export.wait_with_output().unwrap();
+        tx.send((std::time::Instant::now(), out)).unwrap();
+    });
+    // The export is taking the changes (it pauses 4 s there): a sync now.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho synced\n").unwrap();
+    env.banger(&["vm", "workspace", "sync", "turns"]).ok();
+    let synced = std::time::Instant::now();
+    let (exported, out) = rx.recv().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        exported <= synced,
+        "the sync ran while export --apply held the guest's changes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("file.txt")).unwrap(),
+        "hello from the host\nguest\n"
+    );
+    assert_eq!(
+        env.banger(&["vm", "exec", "turns", "--", "./run.sh"])
+            .stdout,
+        "synced\n"
+    );
+    env.banger(&["vm", "delete", "turns"]).ok();
+    env.assert_nothing_left();
+}

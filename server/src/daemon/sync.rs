@@ -593,6 +593,15 @@ impl Daemon {
             return Ok(Some(Vec::new()));
         }
         let fetched = self.fetch_guest_files(vm, paths.clone()).await?;
+        // Debug builds: a test holds this here, between reading the guest's
+        // changes and recording them, to show no sync runs in between.
+        if cfg!(debug_assertions)
+            && let Some(ms) = std::env::var("BANGER_TEST_TAKE_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let root = PathBuf::from(&ws.source);
         let synced: BTreeMap<String, SyncedFile> = self
             .with_store(|s| s.manifest_entries(&record.id, &paths))?
