@@ -169,14 +169,30 @@ impl VmSpec {
 /// `bytes` random bytes from the kernel, as hex. Fails rather than
 /// returning anything predictable.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    random_hex_from(std::path::Path::new("/dev/urandom"), bytes)
+}
+
+fn random_hex_from(source: &std::path::Path, bytes: usize) -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    std::fs::File::open(source)?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    /// A random source that fails (missing, or short) is an error, never
+    /// zeros that would make every id and name the same.
+    #[test]
+    fn a_failing_random_source_is_an_error() {
+        use std::path::Path;
+        assert!(super::random_hex_from(Path::new("/nonexistent/urandom"), 4).is_err());
+        assert!(super::random_hex_from(Path::new("/dev/null"), 4).is_err());
+        let a = super::random_hex(8).unwrap();
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, super::random_hex(8).unwrap());
+    }
+
     use super::*;
 
     #[test]
