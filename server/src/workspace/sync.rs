@@ -418,18 +418,9 @@ mod tests {
     fn a_guest_moved_head_is_kept_and_the_host_commit_arrives_beside_it() {
         use crate::tool::{Tool, for_test};
         let git = |dir: &Path, args: &[&str]| {
-            let out = for_test(Tool::Git)
-                .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
+            crate::workspace::transfer::tests::git(dir, args)
+                .trim()
+                .to_string()
         };
         for guest_on_main in [false, true] {
             let tmp = tempfile::tempdir().unwrap();

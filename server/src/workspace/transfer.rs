@@ -363,10 +363,12 @@ pub fn write_archive(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
+    /// Runs git in `dir` with a fixed identity; panics with git's message
+    /// when it fails; returns its stdout.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
         let out = crate::tool::for_test(crate::tool::Tool::Git)
             .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
             .args(args)
