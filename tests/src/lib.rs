@@ -312,7 +312,7 @@ impl Default for Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self.cmd(&["daemon", "stop"]).output();
+        let _ = self.cmd(&["daemon", "stop", "--force"]).output();
         if let Some(pid) = self.daemon_pid() {
             kill(pid);
         }

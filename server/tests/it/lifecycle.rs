@@ -143,7 +143,9 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = self.cmd(&["daemon", "stop"]).output();
+        // --force: a test that failed may leave a request in flight, and a
+        // daemon stop refuses then; none may outlive its test.
+        let _ = self.cmd(&["daemon", "stop", "--force"]).output();
     }
 }
 
