@@ -5,6 +5,7 @@
 //! Long operations run in tasks detached from the request that asked for
 //! them; a client that goes away stops receiving progress, not the work.
 
+mod exec;
 mod lifecycle;
 mod rpc;
 pub mod server;
@@ -262,7 +263,7 @@ pub struct Daemon {
     /// One live sync at a time per VM.
     sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     build_lock: tokio::sync::Mutex<()>,
-    pub(crate) execs: rpc::ExecTable,
+    pub(crate) execs: exec::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
     /// Held (shared) by a create from choosing its image and kernel until
     /// its row names them; held alone by image and kernel deletes, so a
@@ -304,7 +305,7 @@ impl Daemon {
             vm_locks: Mutex::default(),
             sync_locks: Mutex::default(),
             build_lock: tokio::sync::Mutex::new(()),
-            execs: rpc::ExecTable::default(),
+            execs: exec::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),
             catalog: tokio::sync::RwLock::new(()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),

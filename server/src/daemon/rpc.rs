@@ -1,13 +1,8 @@
 //! The JSON-RPC face of the daemon: translates [`crate::api`] calls into
 //! daemon operations and their results into wire types.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use banger_agent::client::{AgentError, ExecControl, ExecEvent as AgentExecEvent};
-use banger_agent::protocol::ExecSpec;
-use base64::Engine as _;
 use jsonrpsee::core::{SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
@@ -16,62 +11,14 @@ use tokio::sync::mpsc;
 
 use super::{Daemon, OpError, Progress, lock};
 use crate::api::{
-    BangerApiServer, CreateParams, DaemonInfo, ExecEvent, ExecParams, ImageView, OpEvent, VmView,
-    code,
+    BangerApiServer, CreateParams, DaemonInfo, ExecParams, ImageView, OpEvent, VmView, code,
 };
 use crate::store::VmRecord;
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// Running execs, by the id clients use for stdin and signals.
-#[derive(Default)]
-pub(crate) struct ExecTable {
-    next: AtomicU64,
-    controls: Mutex<HashMap<u64, (ExecControl, Arc<tokio::sync::Semaphore>)>>,
-}
-
-impl ExecTable {
-    /// Registers a running exec; its client window starts full.
-    fn insert(&self, control: ExecControl) -> (u64, Arc<tokio::sync::Semaphore>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let window = Arc::new(tokio::sync::Semaphore::new(
-            crate::api::EXEC_CLIENT_WINDOW as usize,
-        ));
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, (control, window.clone()));
-        (id, window)
-    }
-
-    fn get(&self, id: u64) -> Option<ExecControl> {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|(c, _)| c.clone())
-    }
-
-    fn window(&self, id: u64) -> Option<Arc<tokio::sync::Semaphore>> {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|(_, w)| w.clone())
-    }
-
-    fn remove(&self, id: u64) {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-    }
-}
 
 /// The RPC server object.
 pub(super) struct Rpc(pub(super) Arc<Daemon>);
 
-async fn send<T: Serialize>(sink: &SubscriptionSink, item: &T) -> bool {
+pub(super) async fn send<T: Serialize>(sink: &SubscriptionSink, item: &T) -> bool {
     match serde_json::value::to_raw_value(item) {
         Ok(raw) => sink.send(raw).await.is_ok(),
         Err(_) => false,
@@ -441,151 +388,7 @@ impl BangerApiServer for Rpc {
         pending: PendingSubscriptionSink,
         params: ExecParams,
     ) -> SubscriptionResult {
-        let daemon = self.0.clone();
-        let cleanup = |daemon: Arc<Daemon>, vm: String| async move {
-            // Named as the user knows it, when the row still says.
-            let name = daemon
-                .find(&vm)
-                .map(|r| r.name)
-                .unwrap_or_else(|_| vm.clone());
-            match daemon.delete_vm(&vm).await {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::error!(vm = %name, "delete after exec failed: {}", e.message);
-                    Some(format!(
-                        "vm {name} was not removed: {}; remove it with: banger vm delete {name}",
-                        e.message
-                    ))
-                }
-            }
-        };
-        if params.argv.is_empty() {
-            pending
-                .reject(crate::api::error(code::INVALID, "no command given"))
-                .await;
-            return Ok(());
-        }
-        // A workspace whose host HEAD moved: re-sync on request, else warn.
-        let mut warning = None;
-        if params.cwd.is_none() {
-            match daemon.workspace_staleness(&params.vm).await {
-                Ok(Some(_)) if params.auto_prepare => {
-                    match daemon.resync_workspace(&params.vm).await {
-                        Ok(notes) => warning = notes,
-                        Err(e) => {
-                            pending.reject(ErrorObjectOwned::from(e)).await;
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(stale) => warning = stale,
-                Err(_) => {}
-            }
-        }
-        let spec = ExecSpec {
-            argv: params.argv.clone(),
-            env: params.env.clone(),
-            cwd: params.cwd.clone(),
-            stdin: params.stdin,
-            tty: params.tty.map(|t| banger_agent::protocol::TtySize {
-                rows: t.rows,
-                cols: t.cols,
-            }),
-        };
-        let (vm, mut session) = match daemon.exec(&params.vm, spec).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                if params.delete_after {
-                    cleanup(daemon.clone(), params.vm.clone()).await;
-                }
-                pending.reject(ErrorObjectOwned::from(e)).await;
-                return Ok(());
-            }
-        };
-        let sink = match pending.accept().await {
-            Ok(sink) => sink,
-            Err(e) => {
-                drop(session);
-                if params.delete_after {
-                    cleanup(daemon, vm.id).await;
-                }
-                return Err(e.into());
-            }
-        };
-        let (exec_id, window) = daemon.execs.insert(session.control());
-        let mut client_gone = !send(&sink, &ExecEvent::Started { exec_id, warning }).await;
-        let mut last = None;
-        while !client_gone {
-            let event = tokio::select! {
-                ev = session.next() => ev,
-                _ = sink.closed() => { client_gone = true; break; }
-            };
-            // A `flow` client gets no more than its window ahead of what it
-            // acknowledged; while it does not read, this does not read the
-            // guest either, and the guest program waits.
-            if params.flow
-                && let Ok(AgentExecEvent::Stdout(b) | AgentExecEvent::Stderr(b)) = &event
-            {
-                let n = (b.len() as u32).max(1);
-                let acquired = tokio::select! {
-                    permits = window.acquire_many(n) => permits.ok(),
-                    _ = sink.closed() => None,
-                };
-                match acquired {
-                    Some(permits) => permits.forget(),
-                    None => {
-                        client_gone = true;
-                        break;
-                    }
-                }
-            }
-            let wire = match event {
-                Ok(AgentExecEvent::Stdout(b)) => ExecEvent::Stdout {
-                    data: B64.encode(b),
-                },
-                Ok(AgentExecEvent::Stderr(b)) => ExecEvent::Stderr {
-                    data: B64.encode(b),
-                },
-                Ok(AgentExecEvent::Exited(s)) => {
-                    last = Some(ExecEvent::Exited {
-                        code: s.code,
-                        signal: s.signal,
-                        cleanup_error: None,
-                    });
-                    break;
-                }
-                Err(e) => {
-                    let message = match e {
-                        AgentError::Closed => format!(
-                            "lost the connection to vm {:?} while the command ran",
-                            vm.name
-                        ),
-                        other => other.to_string(),
-                    };
-                    last = Some(ExecEvent::Failed {
-                        code: code::INTERNAL,
-                        message,
-                    });
-                    break;
-                }
-            };
-            client_gone = !send(&sink, &wire).await;
-        }
-        daemon.execs.remove(exec_id);
-        // Dropping an unfinished session kills the guest process group.
-        drop(session);
-        if params.delete_after {
-            // Deleted before the final event, so a client that sees the exit
-            // code sees the VM gone too.
-            let failed = cleanup(daemon, vm.id).await;
-            if let Some(ExecEvent::Exited { cleanup_error, .. }) = &mut last {
-                *cleanup_error = failed;
-            }
-        }
-        if let (false, Some(last)) = (client_gone, last) {
-            send(&sink, &last).await;
-        }
-        Ok(())
+        super::exec::vm_exec(self.0.clone(), pending, params).await
     }
 
     async fn exec_input(
@@ -594,39 +397,11 @@ impl BangerApiServer for Rpc {
         data: Option<String>,
         eof: bool,
     ) -> Result<(), ErrorObjectOwned> {
-        let control = self.0.execs.get(exec_id).ok_or_else(|| {
-            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
-        })?;
-        if let Some(data) = data {
-            let bytes = B64.decode(data).map_err(|e| {
-                crate::api::error(code::INVALID, format!("stdin is not base64: {e}"))
-            })?;
-            // Answered once the guest has room for it: a client that waits
-            // for each answer is held back by a program that does not read
-            // (end-to-end flow control, no queue grows).
-            control
-                .write_stdin(&bytes)
-                .await
-                .map_err(|e| OpError::internal(e.to_string()))?;
-        }
-        if eof {
-            control
-                .close_stdin()
-                .map_err(|e| OpError::internal(e.to_string()))?;
-        }
-        Ok(())
+        Ok(self.0.execs.input(exec_id, data, eof).await?)
     }
 
     async fn exec_ack(&self, exec_id: u64, bytes: u64) -> Result<(), ErrorObjectOwned> {
-        let window = self.0.execs.window(exec_id).ok_or_else(|| {
-            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
-        })?;
-        // Never more than a window: a client cannot acknowledge what it was
-        // not sent.
-        let room =
-            (crate::api::EXEC_CLIENT_WINDOW as usize).saturating_sub(window.available_permits());
-        window.add_permits((bytes as usize).min(room));
-        Ok(())
+        Ok(self.0.execs.ack(exec_id, bytes)?)
     }
 
     async fn exec_resize(
@@ -634,26 +409,11 @@ impl BangerApiServer for Rpc {
         exec_id: u64,
         size: crate::api::Terminal,
     ) -> Result<(), ErrorObjectOwned> {
-        let control = self.0.execs.get(exec_id).ok_or_else(|| {
-            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
-        })?;
-        control
-            .resize(banger_agent::protocol::TtySize {
-                rows: size.rows,
-                cols: size.cols,
-            })
-            .map_err(|e| OpError::internal(e.to_string()))?;
-        Ok(())
+        Ok(self.0.execs.resize(exec_id, size)?)
     }
 
     async fn exec_signal(&self, exec_id: u64, signal: i32) -> Result<(), ErrorObjectOwned> {
-        let control = self.0.execs.get(exec_id).ok_or_else(|| {
-            crate::api::error(code::NOT_FOUND, format!("no running exec {exec_id}"))
-        })?;
-        control
-            .signal(signal)
-            .map_err(|e| OpError::internal(e.to_string()))?;
-        Ok(())
+        Ok(self.0.execs.signal(exec_id, signal)?)
     }
 
     async fn image_build(
