@@ -191,6 +191,7 @@ impl Daemon {
         };
         spec.validate()
             .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
+        super::vm::fits_the_host(&spec)?;
         vm.spec = spec;
         self.with_store(|s| s.update_vm(&vm))?;
         tracing::info!(

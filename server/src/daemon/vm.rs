@@ -108,16 +108,7 @@ impl Daemon {
                 format!("lease {lease:?} is not held; hold it first (lease_hold)"),
             ));
         }
-        let host_mib = host_memory_mib();
-        if host_mib > 0 && spec.memory_mib > host_mib {
-            return Err(OpError::new(
-                code::INVALID,
-                format!(
-                    "invalid memory: {} MiB is more than this host has ({host_mib} MiB); ask for less with --memory",
-                    spec.memory_mib
-                ),
-            ));
-        }
+        fits_the_host(&spec)?;
         if self.with_store(|s| s.find_vm(&name))?.is_some() {
             return Err(OpError::new(
                 code::INVALID,
@@ -761,6 +752,22 @@ impl Daemon {
             })?;
         Ok(path)
     }
+}
+
+/// Refuses a spec that asks for more memory than the host has (a VM that
+/// could never start).
+pub(super) fn fits_the_host(spec: &VmSpec) -> Result<(), OpError> {
+    let host_mib = host_memory_mib();
+    if host_mib > 0 && spec.memory_mib > host_mib {
+        return Err(OpError::new(
+            code::INVALID,
+            format!(
+                "invalid memory: {} MiB is more than this host has ({host_mib} MiB); ask for less with --memory",
+                spec.memory_mib
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The host's memory in MiB (0 when unknown).

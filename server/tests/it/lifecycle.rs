@@ -212,6 +212,15 @@ fn stopped_vms_are_created_set_shown_logged_and_pruned() {
         (view["vcpu"].as_u64(), view["memory_mib"].as_u64()),
         (Some(4), Some(1024))
     );
+    // More memory than the host has is refused, as at create.
+    let huge = host.banger(&["vm", "set", "a", "--memory", "1048576"]);
+    assert_eq!(huge.code, Some(2), "{}", huge.stderr);
+    assert!(
+        huge.stderr.contains("more than this host has"),
+        "{}",
+        huge.stderr
+    );
+    assert_eq!(host.show("a")["memory_mib"].as_u64(), Some(1024));
     let nothing = host.banger(&["vm", "set", "a"]);
     assert_eq!(nothing.code, Some(2), "{}", nothing.stderr);
     assert!(
