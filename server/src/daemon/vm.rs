@@ -165,15 +165,6 @@ impl Daemon {
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
-        // Debug builds: a test holds a create here, between choosing its
-        // image and recording it, to show a delete cannot slip in.
-        if cfg!(debug_assertions)
-            && let Some(ms) = std::env::var("BANGER_TEST_CREATE_PAUSE_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
         let ts = now();
         let record = VmRecord {
             id: random_hex(6)?,
@@ -197,12 +188,28 @@ impl Daemon {
             updated_at: ts,
         };
         progress.say("creating disks");
+        // From its row on, nobody else may start, edit or delete it until it
+        // is made (and booted, when asked): a delete meanwhile (a lease that
+        // ended, a user) waits here, and cancels the boot, instead of
+        // removing a VM this create goes on to build and launch.
+        let lock = self.vm_lock(&record.id);
+        let guard = lock.lock().await;
         self.with_store(|s| s.insert_vm(&record))?;
         if let Some(lease) = &params.lease
             && let Err(e) = self.with_store(|s| s.set_lease(&record.id, lease))
         {
             let _ = self.with_store(|s| s.delete_vm(&record.id));
             return Err(e);
+        }
+        // Debug builds: a test holds a create here, its row made and its
+        // image chosen, before its disks and boot, to show that neither an
+        // image delete nor a VM delete can slip in.
+        if cfg!(debug_assertions)
+            && let Some(ms) = std::env::var("BANGER_TEST_CREATE_PAUSE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         drop(catalog);
         tracing::info!(vm = %record.name, id = %record.id, "created");
@@ -229,9 +236,6 @@ impl Daemon {
         }
         if params.start {
             let id = record.id.clone();
-            // Nobody else may start, edit or delete it while it boots.
-            let lock = self.vm_lock(&id);
-            let guard = lock.lock().await;
             let started = self.start_vm_locked(record, progress).await;
             drop(guard);
             if let Err(mut failure) = started {
