@@ -15,7 +15,7 @@ use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::types::ErrorObjectOwned;
 
 use super::rpc::send;
-use super::{Daemon, OpError};
+use super::{Daemon, OpError, lock};
 use crate::api::{ExecEvent, ExecParams, code};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -34,34 +34,20 @@ impl ExecTable {
         let window = Arc::new(tokio::sync::Semaphore::new(
             crate::api::EXEC_CLIENT_WINDOW as usize,
         ));
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, (control, window.clone()));
+        lock(&self.controls).insert(id, (control, window.clone()));
         (id, window)
     }
 
     fn get(&self, id: u64) -> Option<ExecControl> {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|(c, _)| c.clone())
+        lock(&self.controls).get(&id).map(|(c, _)| c.clone())
     }
 
     fn window(&self, id: u64) -> Option<Arc<tokio::sync::Semaphore>> {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|(_, w)| w.clone())
+        lock(&self.controls).get(&id).map(|(_, w)| w.clone())
     }
 
     pub(super) fn remove(&self, id: u64) {
-        self.controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        lock(&self.controls).remove(&id);
     }
     fn control(&self, id: u64) -> Result<ExecControl, OpError> {
         self.get(id)

@@ -426,20 +426,15 @@ impl Daemon {
     }
 
     fn vm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = lock(&self.vm_locks);
         locks.entry(id.to_string()).or_default().clone()
     }
 
     /// Waits (bounded) until no VM operation is in flight, so stopping the
     /// daemon never abandons a VMM it launched but has not recorded yet.
     pub async fn quiesce(&self, timeout: Duration) {
-        let locks: Vec<Arc<tokio::sync::Mutex<()>>> = self
-            .vm_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let locks: Vec<Arc<tokio::sync::Mutex<()>>> =
+            lock(&self.vm_locks).values().cloned().collect();
         let all = async {
             for lock in locks {
                 let _held = lock.lock().await;
@@ -451,22 +446,22 @@ impl Daemon {
     }
 
     fn forget_lock(&self, id: &str) {
-        let mut locks = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = lock(&self.vm_locks);
         locks.remove(id);
     }
 
     fn agents_get(&self, id: &str) -> Option<AgentClient> {
-        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let agents = lock(&self.agents);
         agents.get(id).cloned()
     }
 
     fn agents_insert(&self, id: &str, client: AgentClient) {
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut agents = lock(&self.agents);
         agents.insert(id.to_string(), client);
     }
 
     fn agents_remove(&self, id: &str) {
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut agents = lock(&self.agents);
         agents.remove(id);
     }
 

@@ -55,6 +55,27 @@ where
     relay(sink, rx).await;
 }
 
+/// A long operation on an existing VM: refused before the subscription
+/// when there is no such VM, else streamed like [`vm_operation`].
+async fn operation_on_vm<F, Fut>(
+    daemon: &Arc<Daemon>,
+    pending: PendingSubscriptionSink,
+    vm: &str,
+    op: F,
+) -> SubscriptionResult
+where
+    F: FnOnce(Progress) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<VmRecord, OpError>> + Send + 'static,
+{
+    if let Err(e) = daemon.find(vm) {
+        pending.reject(ErrorObjectOwned::from(e)).await;
+        return Ok(());
+    }
+    let sink = pending.accept().await?;
+    vm_operation(sink, daemon.clone(), op).await;
+    Ok(())
+}
+
 fn failed(e: OpError) -> OpEvent {
     OpEvent::Failed {
         code: e.code,
@@ -297,17 +318,11 @@ impl BangerApiServer for Rpc {
     }
 
     async fn vm_start(&self, pending: PendingSubscriptionSink, vm: String) -> SubscriptionResult {
-        if let Err(e) = self.0.find(&vm) {
-            pending.reject(ErrorObjectOwned::from(e)).await;
-            return Ok(());
-        }
-        let sink = pending.accept().await?;
         let daemon = self.0.clone();
-        vm_operation(sink, daemon.clone(), move |progress| async move {
+        operation_on_vm(&self.0, pending, &vm.clone(), move |progress| async move {
             daemon.start_vm(&vm, &progress).await
         })
-        .await;
-        Ok(())
+        .await
     }
 
     async fn vm_stop(&self, vm: String) -> Result<VmView, ErrorObjectOwned> {
@@ -328,17 +343,11 @@ impl BangerApiServer for Rpc {
     }
 
     async fn vm_restart(&self, pending: PendingSubscriptionSink, vm: String) -> SubscriptionResult {
-        if let Err(e) = self.0.find(&vm) {
-            pending.reject(ErrorObjectOwned::from(e)).await;
-            return Ok(());
-        }
-        let sink = pending.accept().await?;
         let daemon = self.0.clone();
-        vm_operation(sink, daemon.clone(), move |progress| async move {
+        operation_on_vm(&self.0, pending, &vm.clone(), move |progress| async move {
             daemon.restart_vm(&vm, &progress).await
         })
-        .await;
-        Ok(())
+        .await
     }
 
     async fn vm_kill(&self, vm: String, signal: i32) -> Result<VmView, ErrorObjectOwned> {

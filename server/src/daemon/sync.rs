@@ -13,7 +13,7 @@ use std::sync::Arc;
 use banger_agent::client::ExecEvent;
 use banger_agent::protocol::ExecSpec;
 
-use super::{Daemon, OpError};
+use super::{Daemon, OpError, lock};
 use crate::api::{
     AcceptEntry, ChangeStatus, FetchedFile, FileKind, GuestChange, GuestChanges, SyncResult, code,
 };
@@ -143,7 +143,7 @@ fn acceptable(path: &str) -> bool {
 
 impl Daemon {
     pub(super) fn sync_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.sync_locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut locks = lock(&self.sync_locks);
         locks.entry(id.to_string()).or_default().clone()
     }
 

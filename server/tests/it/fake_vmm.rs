@@ -21,6 +21,16 @@ fn fake_env(boot_ms: u64) -> Env {
     env
 }
 
+/// `vm create --name NAME` in the background, its stderr kept (what a
+/// failed create says).
+fn spawn_create(env: &Env, name: &str) -> std::process::Child {
+    env.cmd(&["vm", "create", "--name", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A VM's id and the pid of its (fake) VMM, from `vm show`.
 fn id_and_pid(env: &Env, name: &str) -> (String, i32) {
     let shown = env.show(name);
@@ -307,12 +317,7 @@ fn an_oversize_request_is_refused_and_the_daemon_serves_on() {
 #[test]
 fn a_vmm_killed_during_boot_is_the_reported_cause_and_nothing_is_left() {
     let env = fake_env(30_000);
-    let create = env
-        .cmd(&["vm", "create", "--name", "c1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = spawn_create(&env, "c1");
     let mut pid = None;
     wait_until(Duration::from_secs(20), "the vm is booting", || {
         pid = env
@@ -435,12 +440,7 @@ fn a_failed_rm_cleanup_names_the_vm_and_how_to_remove_it() {
 fn an_image_delete_waits_for_a_create_that_chose_the_image() {
     let env = fake_env(0).with_var("BANGER_TEST_CREATE_PAUSE_MS", "3000");
     env.banger(&["daemon", "start"]).ok();
-    let create = env
-        .cmd(&["vm", "create", "--name", "c2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = spawn_create(&env, "c2");
     // The create has chosen the image and pauses before it is made.
     std::thread::sleep(Duration::from_millis(1000));
     let delete = env.banger(&["image", "delete", "debian-bookworm"]);
@@ -498,12 +498,7 @@ fn a_program_the_guest_cannot_start_is_exit_127() {
 #[test]
 fn deleting_a_booting_vm_cancels_its_boot() {
     let env = fake_env(120_000);
-    let create = env
-        .cmd(&["vm", "create", "--name", "b1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = spawn_create(&env, "b1");
     wait_until(Duration::from_secs(20), "the vm is booting", || {
         state_of(&env, "b1").as_deref() == Some("starting")
     });
@@ -527,12 +522,7 @@ fn deleting_a_booting_vm_cancels_its_boot() {
 fn a_vm_deleted_while_it_is_created_is_not_launched_after() {
     let env = fake_env(0).with_var("BANGER_TEST_CREATE_PAUSE_MS", "3000");
     env.banger(&["daemon", "start"]).ok();
-    let create = env
-        .cmd(&["vm", "create", "--name", "c3"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let create = spawn_create(&env, "c3");
     wait_until(Duration::from_secs(20), "the row exists", || {
         state_of(&env, "c3").is_some()
     });
