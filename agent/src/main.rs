@@ -33,7 +33,90 @@ fn main() {
             std::process::exit(1);
         }
     };
-    runtime.block_on(transport::serve(SERIAL_PORT_NAME, VSOCK_PORT));
+    runtime.block_on(async {
+        // Before serving: the host calls the guest ready once the agent
+        // answers, and a command run then may need the network.
+        guest_network().await;
+        trust_host_cas();
+        transport::serve(SERIAL_PORT_NAME, VSOCK_PORT).await
+    });
+}
+
+/// Adds the host's certificate authorities (installed by `/init` as
+/// `banger-host.crt`, possibly empty) to the guest's CA bundle; the image's
+/// own bundle is kept beside it, so every boot starts from it.
+fn trust_host_cas() {
+    let host = std::path::Path::new("/usr/local/share/ca-certificates/banger-host.crt");
+    let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let original = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt.banger-image");
+    let Ok(extra) = std::fs::read(host) else {
+        return;
+    };
+    if !original.exists() {
+        if extra.is_empty() {
+            return;
+        }
+        if let Err(e) = std::fs::copy(bundle, original) {
+            eprintln!("banger-agent: cannot keep the image's CA bundle: {e}");
+            return;
+        }
+    }
+    let result = std::fs::read(original).and_then(|mut all| {
+        all.extend_from_slice(&extra);
+        let tmp = bundle.with_extension("crt.banger-tmp");
+        std::fs::write(&tmp, &all)?;
+        std::fs::rename(&tmp, bundle)
+    });
+    if let Err(e) = result {
+        eprintln!("banger-agent: cannot add the host's certificate authorities: {e}");
+    }
+}
+
+/// Configures the network the host described on the kernel command line
+/// (`banger.net=`): the first ethernet link gets the address and the
+/// default route, and the gateway becomes the name server. Failures are
+/// reported on the console and never stop the agent.
+async fn guest_network() {
+    use banger_agent::netconf::{GuestNet, Netlink};
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let net = match GuestNet::from_cmdline(&cmdline) {
+        None => return,
+        Some(Err(e)) => {
+            eprintln!("banger-agent: no network: {e}");
+            return;
+        }
+        Some(Ok(net)) => net,
+    };
+    let result = async {
+        let netlink = Netlink::open()?;
+        // The driver is loaded by the initramfs; give its link a moment.
+        let mut ifname = None;
+        for _ in 0..60 {
+            ifname = netlink.first_ethernet().await?;
+            if ifname.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let Some(ifname) = ifname else {
+            return Err(banger_agent::netconf::NetconfError::NoLink(
+                "ethernet".into(),
+            ));
+        };
+        netlink.configure_guest(&ifname, &net).await?;
+        Ok(ifname)
+    }
+    .await;
+    match result {
+        Ok(ifname) => {
+            let resolv = format!("# written by banger-agent\nnameserver {}\n", net.gateway);
+            if let Err(e) = std::fs::write("/etc/resolv.conf", resolv) {
+                eprintln!("banger-agent: cannot write /etc/resolv.conf: {e}");
+            }
+            eprintln!("banger-agent: {ifname} is {}/{}", net.address, net.prefix);
+        }
+        Err(e) => eprintln!("banger-agent: no network: {e}"),
+    }
 }
 
 #[cfg(debug_assertions)]

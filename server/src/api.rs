@@ -101,11 +101,29 @@ pub struct VmView {
     /// shows both).
     #[serde(default)]
     pub daemon_log: String,
+    /// The VM's network.
+    #[serde(default)]
+    pub network: NetworkView,
     /// Unix seconds.
     pub created_at: i64,
 }
 
-/// Parameters of `vm_create`.
+/// A VM's network, as `vm show` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Outbound access (`--nat`): `nat` when on, `none` when the guest
+    /// reaches nothing beyond its link.
+    pub mode: String,
+    /// The guest's address inside its own network, while running.
+    #[serde(default)]
+    pub guest_address: Option<String>,
+    /// Its router and name server, while running.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// The network's log (pasta and the keeper).
+    #[serde(default)]
+    pub log: String,
+}
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateParams {
     /// Name; generated when absent.
@@ -140,6 +158,9 @@ pub struct CreateParams {
     /// nothing.
     #[serde(default)]
     pub lease: Option<String>,
+    /// Outbound network access for the guest (off unless asked).
+    #[serde(default)]
+    pub nat: bool,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -481,6 +502,9 @@ pub struct SetParams {
     /// New memory in MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
+    /// Outbound network access on or off (at once on a running VM).
+    #[serde(default)]
+    pub nat: Option<bool>,
 }
 
 /// What `vm_logs` returns: the console log and the daemon's lines about

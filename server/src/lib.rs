@@ -14,6 +14,7 @@ pub mod image;
 pub mod install;
 pub mod kernel;
 pub mod lsp;
+pub mod net;
 pub mod paths;
 pub mod process;
 pub mod spec;

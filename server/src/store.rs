@@ -70,6 +70,8 @@ const MIGRATIONS: &[&str] = &[
         vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
         lease TEXT NOT NULL
     );",
+    // 9: outbound network access per VM (off unless asked).
+    "ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A store operation failed.
@@ -199,6 +201,8 @@ pub struct VmRecord {
     pub boot_id: Option<String>,
     /// Why the last operation failed.
     pub last_error: Option<String>,
+    /// Outbound network access (`--nat`).
+    pub nat: bool,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -292,8 +296,8 @@ impl Store {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
                 vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-                vmm_reason, kernel, kernel_id, overlay_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                vmm_reason, kernel, kernel_id, overlay_bytes, nat)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 vm.id,
                 vm.name,
@@ -316,6 +320,7 @@ impl Store {
                 vm.kernel,
                 vm.kernel_id,
                 vm.spec.overlay_bytes as i64,
+                vm.nat,
             ],
         );
         match res {
@@ -334,7 +339,7 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15
+                vmm_reason=?14, kernel=?15, nat=?16
              WHERE id=?1",
             params![
                 vm.id,
@@ -352,6 +357,7 @@ impl Store {
                 now(),
                 vm.vmm_reason,
                 vm.kernel,
+                vm.nat,
             ],
         )?;
         Ok(())
@@ -558,7 +564,7 @@ const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked, overlay_bytes FROM vms";
+    workspace_untracked, overlay_bytes, nat FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -651,6 +657,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             pid_start_time: r.get::<_, Option<i64>>(12)?.map(|t| t as u64),
             boot_id: r.get(13)?,
             last_error: r.get(14)?,
+            nat: r.get(25)?,
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
@@ -701,6 +708,7 @@ mod tests {
             pid_start_time: None,
             boot_id: None,
             last_error: None,
+            nat: false,
             created_at: 1,
             updated_at: 1,
         }

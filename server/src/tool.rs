@@ -55,6 +55,11 @@ pub enum Tool {
     Tar,
     /// `curl`.
     Curl,
+    /// `pasta`: connects each VM's network namespace to the host's network.
+    Pasta,
+    /// `nft`: the rules of each VM's network namespace (NAT, what the guest
+    /// may reach).
+    Nft,
     /// `mmdebstrap`.
     Mmdebstrap,
     /// `apt-get`.
@@ -128,6 +133,8 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Sh, "sh", "dash", Need::Core),
     p(Tool::Tar, "tar", "tar", Need::Core),
     p(Tool::Curl, "curl", "curl", Need::Core),
+    p(Tool::Pasta, "pasta", "passt", Need::Core),
+    p(Tool::Nft, "nft", "nftables", Need::Core),
     p(
         Tool::Mmdebstrap,
         "mmdebstrap",

@@ -85,6 +85,7 @@ fn firecracker_driver_spawns_configures_pauses_and_cleans_up() {
         tsc_khz: None,
         runtime_dir: runtime_dir.clone(),
         console_log: vm_dir.join("console.log"),
+        network: None,
     };
     let _ = firecracker_binary();
     let driver = Firecracker::from_env();

@@ -11,6 +11,7 @@
 mod firecracker;
 mod lifecycle;
 mod lsp;
+mod net;
 mod nvim;
 mod vscode;
 mod workspace;
@@ -678,8 +679,20 @@ fn a_user_without_privileges_boots_a_guest_with_a_clock_hint() {
             doctor.stdout
         );
     }
-    let run = env.banger(&["vm", "run", "--rm", "--", "cat", "/proc/cmdline"]);
+    // Its own network too, without privileges: outbound through pasta in
+    // the VM's own user and network namespace.
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--nat",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/cmdline; apt-get update >/dev/null && echo ok",
+    ]);
     run.ok();
     assert_eq!(run.stdout.contains("tsc_early_khz="), tcg, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().last(), Some("ok"), "{}", run.stderr);
     env.assert_nothing_left();
 }

@@ -264,7 +264,7 @@ impl Env {
     fn daemon_pid_from_environ(&self) -> Option<i32> {
         let marker = format!("XDG_STATE_HOME={}", self.root().join("state").display());
         for (pid, cmdline) in all_processes() {
-            if !cmdline.first().is_some_and(|c| c.ends_with("bangerd")) {
+            if !is_daemon(&cmdline) {
                 continue;
             }
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -280,7 +280,7 @@ impl Env {
     pub fn vmm_processes(&self) -> Vec<i32> {
         processes_mentioning(&self.root().display().to_string())
             .into_iter()
-            .filter(|(_, cmdline)| cmdline.first().is_some_and(|c| !c.ends_with("bangerd")))
+            .filter(|(_, cmdline)| !is_daemon(cmdline))
             .map(|(pid, _)| pid)
             .collect()
     }
@@ -466,4 +466,12 @@ fn chown_dirs(dir: &Path, uid: u32) {
             chown_dirs(&entry.path(), uid);
         }
     }
+}
+
+/// Whether a command line is a daemon's (`bangerd`, not a VM's network
+/// keeper `bangerd net-keeper DIR`, which inherits the daemon's
+/// environment).
+fn is_daemon(cmdline: &[String]) -> bool {
+    cmdline.first().is_some_and(|c| c.ends_with("bangerd"))
+        && cmdline.get(1).is_none_or(|a| a != "net-keeper")
 }

@@ -3,6 +3,12 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `bangerd net-keeper DIR`: one VM's network, inside its namespace
+    // (started by pasta for the daemon; see banger::net).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("net-keeper") {
+        return ExitCode::from(banger::net::keeper::main(&args[1..]).clamp(0, 255) as u8);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")

@@ -137,6 +137,15 @@ pub(crate) struct SpecArgs {
     pub(crate) vmm: Option<VmmArg>,
 }
 
+/// The guest's network.
+#[derive(Debug, Args)]
+pub(crate) struct NetArgs {
+    /// Give the guest outbound network access (NAT through the host);
+    /// without it the guest reaches nothing beyond the VM.
+    #[arg(long)]
+    pub(crate) nat: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum VmCommand {
     /// Boot a fresh VM, run a command in it and exit with its exit code.
@@ -152,6 +161,8 @@ pub(crate) enum VmCommand {
         /// Print which files would travel, and create nothing.
         #[arg(long, requires = "path")]
         dry_run: bool,
+        #[command(flatten)]
+        net: NetArgs,
         /// Delete the VM when the command (or the shell) ends.
         #[arg(long)]
         rm: bool,
@@ -167,6 +178,8 @@ pub(crate) enum VmCommand {
     Create {
         #[command(flatten)]
         spec: SpecArgs,
+        #[command(flatten)]
+        net: NetArgs,
         /// Only create it; start it later with `banger vm start`.
         #[arg(long)]
         no_start: bool,
@@ -249,7 +262,8 @@ pub(crate) enum VmCommand {
         #[arg(short, long)]
         force: bool,
     },
-    /// Change a stopped VM's vCPUs or memory; applied at its next start.
+    /// Change a VM: vCPUs or memory of a stopped VM (applied at its next
+    /// start), outbound network access of any VM (at once when it runs).
     Set {
         /// VM name or id.
         #[arg(add = ArgValueCandidates::new(vm_names))]
@@ -260,6 +274,13 @@ pub(crate) enum VmCommand {
         /// Memory: MiB (2048) or a size (2G).
         #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
         memory: Option<u64>,
+        /// Give the guest outbound network access (at once when it runs).
+        #[arg(long, conflicts_with = "no_nat")]
+        nat: bool,
+        /// Take the guest's outbound network access away (at once when it
+        /// runs).
+        #[arg(long)]
+        no_nat: bool,
     },
     /// The guest console log and the daemon's log lines about a VM.
     Logs {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jsonrpsee::async_client::Client;
 
-use super::args::{ListArgs, SpecArgs, VmCommand};
+use super::args::{ListArgs, NetArgs, SpecArgs, VmCommand};
 use super::exec::{ExecTarget, exec, login_shell};
 use super::printer::Printer;
 use super::workspace::workspace_notes;
@@ -19,6 +19,7 @@ use crate::spec;
 
 pub(crate) fn create_params(
     spec: &SpecArgs,
+    net: &NetArgs,
     start: bool,
     delete_on_failure: bool,
 ) -> Result<CreateParams, Failure> {
@@ -39,6 +40,7 @@ pub(crate) fn create_params(
         start,
         delete_on_failure,
         lease: None,
+        nat: net.nat,
     })
 }
 
@@ -97,6 +99,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
         VmCommand::Run {
             path,
             spec,
+            net,
             ws,
             dry_run,
             rm,
@@ -133,7 +136,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             }
             // full_copy writes the disk before the first boot.
             let full_copy = path.is_some() && ws.full_copy();
-            let params = create_params(&spec, !full_copy, rm)?;
+            let params = create_params(&spec, &net, !full_copy, rm)?;
             // With --rm the VM lives only as long as this lease: whatever
             // ends this process, the daemon removes it.
             let (mut vm, _lease) = create(&client, params, printer, !rm).await.map_err(|f| {
@@ -195,9 +198,13 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             };
             exec(&client, target, command, printer).await
         }
-        VmCommand::Create { spec, no_start } => {
+        VmCommand::Create {
+            spec,
+            net,
+            no_start,
+        } => {
             let started = Instant::now();
-            let params = create_params(&spec, !no_start, false)?;
+            let params = create_params(&spec, &net, !no_start, false)?;
             let client = Arc::new(client::connect_or_start(dirs).await?);
             let (vm, _lease) = create(&client, params, printer, true).await?;
             printer.clear_progress();
@@ -284,22 +291,48 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             Ok(0)
         }
         VmCommand::Prune { force } => prune(dirs, printer, force).await,
-        VmCommand::Set { vm, vcpu, memory } => {
+        VmCommand::Set {
+            vm,
+            vcpu,
+            memory,
+            nat,
+            no_nat,
+        } => {
             let client = client::connect_or_start(dirs).await?;
+            let nat = match (nat, no_nat) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
             let params = crate::api::SetParams {
                 vm,
                 vcpu,
                 memory_mib: memory,
+                nat,
             };
+            let resources = params.vcpu.is_some() || params.memory_mib.is_some();
             let view = client.vm_set(params).await.map_err(rpc_failure)?;
             if printer.json() {
                 printer.json_value(&view);
             } else {
                 printer.line(&view.name);
-                printer.note(&format!(
-                    "vcpu {}, memory {}M; applies at its next start (banger vm start {})",
-                    view.vcpu, view.memory_mib, view.name
-                ));
+                if resources {
+                    printer.note(&format!(
+                        "vcpu {}, memory {}M; applies at its next start (banger vm start {})",
+                        view.vcpu, view.memory_mib, view.name
+                    ));
+                }
+                if let Some(nat) = nat {
+                    let access = if nat { "on" } else { "off" };
+                    printer.note(&if view.state == "running" {
+                        format!("outbound network access {access}, now")
+                    } else {
+                        format!(
+                            "outbound network access {access} from its next start (banger vm start {})",
+                            view.name
+                        )
+                    });
+                }
             }
             Ok(0)
         }

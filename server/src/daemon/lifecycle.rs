@@ -165,17 +165,20 @@ impl Daemon {
 
     /// Changes a stopped VM's vCPUs or memory; the next start uses them.
     pub(crate) async fn set_vm(&self, params: &SetParams) -> Result<VmRecord, OpError> {
-        if params.vcpu.is_none() && params.memory_mib.is_none() {
+        if params.vcpu.is_none() && params.memory_mib.is_none() && params.nat.is_none() {
             return Err(OpError::new(
                 code::INVALID,
-                "nothing to change; give --vcpu N and/or --memory SIZE",
+                "nothing to change; give --vcpu N, --memory SIZE, --nat or --no-nat",
             ));
         }
         let vm = self.find(&params.vm)?;
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let mut vm = self.refresh(self.find(&vm.id)?)?;
-        if vm.state.may_have_process() {
+        let resources = params.vcpu.is_some() || params.memory_mib.is_some();
+        // Resources only change on a stopped VM; network access also on a
+        // running one, at once (its rules are the keeper's).
+        if vm.state.may_have_process() && (resources || vm.state != VmState::Running) {
             return Err(OpError::new(
                 code::RUNNING,
                 format!(
@@ -191,15 +194,28 @@ impl Daemon {
         };
         spec.validate()
             .map_err(|e| OpError::new(code::INVALID, e.to_string()))?;
-        super::vm::fits_the_host(&spec)?;
+        if resources {
+            super::vm::fits_the_host(&spec)?;
+        }
+        if let Some(nat) = params.nat
+            && vm.state == VmState::Running
+        {
+            let dir = self.dirs.vm_runtime(&vm.id);
+            super::offload(|| crate::net::control(&dir, &crate::net::Control::SetNat { nat }))
+                .map_err(|e| OpError::internal(e.to_string()))?;
+            tracing::info!(vm = %vm.name, "set nat {nat} (applied now)");
+        }
         vm.spec = spec;
+        vm.nat = params.nat.unwrap_or(vm.nat);
         self.with_store(|s| s.update_vm(&vm))?;
-        tracing::info!(
-            vm = %vm.name,
-            "set vcpu {} memory {} MiB (applies at the next start)",
-            spec.vcpu,
-            spec.memory_mib
-        );
+        if resources {
+            tracing::info!(
+                vm = %vm.name,
+                "set vcpu {} memory {} MiB (applies at the next start)",
+                spec.vcpu,
+                spec.memory_mib
+            );
+        }
         Ok(vm)
     }
 

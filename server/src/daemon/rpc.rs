@@ -119,6 +119,18 @@ impl Daemon {
             disk_usage_bytes,
             console_log: dir.join("console.log").display().to_string(),
             daemon_log: self.dirs.daemon_log().display().to_string(),
+            network: {
+                let running = crate::net::NetworkRecord::load(&self.dirs.vm_runtime(&vm.id))
+                    .filter(|_| vm.state.may_have_process());
+                crate::api::NetworkView {
+                    mode: if vm.nat { "nat" } else { "none" }.to_string(),
+                    guest_address: running
+                        .as_ref()
+                        .map(|r| format!("{}/{}", r.guest.address, r.guest.prefix)),
+                    gateway: running.as_ref().map(|r| r.guest.gateway.to_string()),
+                    log: dir.join(crate::net::LOG_FILE).display().to_string(),
+                }
+            },
             created_at: vm.created_at,
         }
     }

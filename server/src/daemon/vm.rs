@@ -184,6 +184,7 @@ impl Daemon {
             pid_start_time: None,
             boot_id: None,
             last_error: None,
+            nat: params.nat,
             created_at: ts,
             updated_at: ts,
         };
@@ -319,6 +320,27 @@ impl Daemon {
             OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
         })?;
         let state_dir = self.dirs.vm_state(&vm.id);
+        progress.say("starting the vm's network");
+        let network = {
+            let (rt, log, nat) = (
+                runtime_dir.clone(),
+                state_dir.join(crate::net::LOG_FILE),
+                vm.nat,
+            );
+            tokio::task::spawn_blocking(move || crate::vmm::network::start(&rt, &log, nat))
+                .await
+                .map_err(|e| OpError::internal(format!("network task failed: {e}")))?
+        };
+        let network = match network {
+            Ok(n) => n,
+            Err(e) => {
+                self.clear_runtime(&vm.id).await;
+                vm.state = VmState::Error;
+                vm.last_error = Some(e.to_string());
+                let _ = self.with_store(|s| s.update_vm(&vm));
+                return Err(OpError::internal(e.to_string()));
+            }
+        };
         let mut drives = self.root.drives(&image.rootfs(), &state_dir);
         drives.push(WorkDisk::drive(&state_dir));
         let plan = LaunchPlan {
@@ -337,12 +359,18 @@ impl Daemon {
                     initrd,
                 },
             },
-            kernel_args: vec![self.root.kernel_arg().to_string()],
+            kernel_args: vec![
+                self.root.kernel_arg().to_string(),
+                network.guest.kernel_arg(),
+            ],
             drives,
             accel: accel.clone(),
             tsc_khz: self.host.tsc_khz,
             runtime_dir: runtime_dir.clone(),
             console_log: state_dir.join("console.log"),
+            network: Some(crate::vmm::network::NetAttach {
+                keeper_pid: network.keeper.pid,
+            }),
         };
         progress.say(&format!(
             "starting {} (accel: {} ({}))",
@@ -358,7 +386,7 @@ impl Daemon {
         let identity = match launched {
             Ok(id) => id,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&runtime_dir);
+                self.clear_runtime(&vm.id).await;
                 vm.state = VmState::Error;
                 vm.last_error = Some(e.to_string());
                 let _ = self.with_store(|s| s.update_vm(&vm));
@@ -377,6 +405,16 @@ impl Daemon {
         vm.last_error = None;
         vm.boot_id = None;
         self.with_store(|s| s.update_vm(&vm))?;
+        // From here the network ends with the VMM, whoever ends it.
+        {
+            let rt = runtime_dir.clone();
+            let watched =
+                tokio::task::spawn_blocking(move || crate::vmm::network::watch(&rt, identity))
+                    .await;
+            if let Ok(Err(e)) = watched {
+                tracing::warn!(vm = %vm.name, "the network does not watch the VMM: {e}");
+            }
+        }
 
         progress.say("booting guest (waiting for the agent)");
         let endpoint = driver.agent_endpoint(&runtime_dir);
@@ -403,7 +441,7 @@ impl Daemon {
                     identity.kill_and_wait(Duration::from_secs(5))
                 })
                 .await;
-                let _ = std::fs::remove_dir_all(&runtime_dir);
+                self.clear_runtime(&vm.id).await;
                 let console = state_dir.join("console.log");
                 let tail = console_tail(&console, 8);
                 // The VMM's own word on why it ended comes first: the
@@ -557,11 +595,22 @@ impl Daemon {
                 return Err(OpError::internal(message));
             }
         }
-        let _ = std::fs::remove_dir_all(self.dirs.vm_runtime(&vm.id));
+        self.clear_runtime(&vm.id).await;
         vm.pid = None;
         vm.pid_start_time = None;
         vm.boot_id = None;
         Ok(())
+    }
+
+    /// Ends what is left of a VM's run besides its VMM (its network) and
+    /// removes its runtime directory (sockets, pid files).
+    pub(super) async fn clear_runtime(&self, id: &str) {
+        let dir = self.dirs.vm_runtime(id);
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::vmm::network::end(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .await;
     }
 
     /// Deletes a VM and everything of it.
@@ -678,7 +727,9 @@ impl Daemon {
                 vm.pid_start_time = None;
                 vm.boot_id = None;
                 self.agents_remove(&vm.id);
-                let _ = std::fs::remove_dir_all(self.dirs.vm_runtime(&vm.id));
+                let dir = self.dirs.vm_runtime(&vm.id);
+                crate::vmm::network::end(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
             }
             self.with_store(|s| s.update_vm(&vm))?;
         }
@@ -727,7 +778,7 @@ impl Daemon {
     /// runs the boot logic and agent that match this daemon, whatever image
     /// it boots.
     fn agent_initrd(&self, image: &crate::image::Image) -> Result<PathBuf, OpError> {
-        let segment = crate::image::host_segment(&self.agent.bytes)
+        let segment = crate::image::host_segment(&self.agent.bytes, &host_cas())
             .map_err(|e| OpError::internal(format!("cannot write the host initramfs: {e}")))?;
         use sha2::Digest;
         let key = format!("{:x}", sha2::Sha256::digest(&segment));
@@ -756,6 +807,43 @@ impl Daemon {
             })?;
         Ok(path)
     }
+}
+
+/// The host's own certificate authorities (Debian's local ones, in
+/// `/usr/local/share/ca-certificates`), concatenated in name order: the
+/// guest trusts them too, so a TLS proxy the host trusts works in it.
+fn host_cas() -> Vec<u8> {
+    fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                collect(&path, out);
+            } else if path.extension().is_some_and(|e| e == "crt") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    collect(
+        std::path::Path::new("/usr/local/share/ca-certificates"),
+        &mut files,
+    );
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        if let Ok(pem) = std::fs::read(&file)
+            && pem.starts_with(b"-----BEGIN CERTIFICATE-----")
+        {
+            out.extend_from_slice(&pem);
+            if !pem.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+    }
+    out
 }
 
 /// Refuses a spec that asks for more memory than the host has (a VM that

@@ -28,7 +28,8 @@ const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// Where busybox comes from (static, so it runs in the initramfs as is).
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Packages installed on top of mmdebstrap's `minbase` variant.
-const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl";
+const INCLUDE: &str =
+    "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl,python3";
 /// Where the customize hook finds the staged files, inside the tree.
 const STAGING_IN_TREE: &str = "/tmp/banger-staging";
 /// Subordinate ids needed for a Debian tree (uids/gids 0..65535).

@@ -115,6 +115,14 @@ if [ -f /banger/banger-agent ]; then
 		fail "cannot install /banger/banger-agent as /usr/sbin/banger-agent"
 fi
 
+# The host's own certificate authorities (possibly none): the agent adds
+# them to the guest's bundle.
+if [ -f /banger/host-ca.pem ]; then
+	mkdir -p /newroot/usr/local/share/ca-certificates &&
+		cp /banger/host-ca.pem /newroot/usr/local/share/ca-certificates/banger-host.crt ||
+		fail "cannot install the host's certificate authorities"
+fi
+
 for fs in dev proc sys; do
 	mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs into the new root"
 done

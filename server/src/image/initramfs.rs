@@ -13,6 +13,12 @@ use super::cpio::{self, Entry};
 /// agent binary to install over `/usr/sbin/banger-agent` in the guest.
 pub const AGENT_OVERRIDE_PATH: &str = "banger/banger-agent";
 
+/// Path (inside the initramfs) of the host's own certificate authorities
+/// (`/usr/local/share/ca-certificates`), which `/init` hands to the guest:
+/// a guest trusts what its host trusts (a company's TLS proxy, a local
+/// registry).
+pub const HOST_CA_PATH: &str = "banger/host-ca.pem";
+
 /// The `/init` script.
 /// The initramfs `/init` of this build (busybox sh).
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
@@ -62,7 +68,7 @@ const APPLETS: &[&str] = &[
 /// Put it after the image's `initrd.img` (`initrd + segment`): the kernel
 /// unpacks archives in order and a later file replaces an earlier one, so
 /// the guest runs this host's `/init` and agent whatever image it boots.
-pub fn host_segment(agent: &[u8]) -> std::io::Result<Vec<u8>> {
+pub fn host_segment(agent: &[u8], host_ca: &[u8]) -> std::io::Result<Vec<u8>> {
     let (dir, _) = AGENT_OVERRIDE_PATH
         .rsplit_once('/')
         .expect("override path has a directory");
@@ -80,6 +86,11 @@ pub fn host_segment(agent: &[u8]) -> std::io::Result<Vec<u8>> {
             path: AGENT_OVERRIDE_PATH.to_owned(),
             mode: 0o755,
             data: agent.to_vec(),
+        },
+        Entry::File {
+            path: HOST_CA_PATH.to_owned(),
+            mode: 0o644,
+            data: host_ca.to_vec(),
         },
     ];
     let mut out = Vec::with_capacity(agent.len() + 512);
@@ -345,7 +356,7 @@ mod tests {
 
     #[test]
     fn host_segment_carries_init_and_the_agent() {
-        let segment = host_segment(b"\x7fELFagent").unwrap();
+        let segment = host_segment(b"\x7fELFagent", b"").unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let mut child = crate::tool::for_test(crate::tool::Tool::Cpio)
             .args(["-it", "--quiet"])
@@ -359,7 +370,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
-            "init\nbanger\nbanger/banger-agent\n"
+            "init\nbanger\nbanger/banger-agent\nbanger/host-ca.pem\n"
         );
     }
 }

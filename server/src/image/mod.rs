@@ -40,7 +40,7 @@ mod vmlinux;
 use std::path::PathBuf;
 
 pub use build::{BuildOptions, build};
-pub use initramfs::{AGENT_OVERRIDE_PATH, INIT_SCRIPT, host_segment};
+pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef};
 pub use vmlinux::extract_vmlinux;
 

@@ -101,7 +101,13 @@ impl Vmm for FakeVmm {
         // Its own process group: a signal to the daemon's group (a
         // terminal's Ctrl-C) does not reach it, as it does not reach a VMM.
         #[allow(clippy::disallowed_methods)] // the VMM driver module spawns its "VMM"
-        let mut child = Command::new(&agent)
+        let mut cmd = Command::new(&agent);
+        // It joins the VM's network like a VMM, so that tests see the
+        // network live and end with it.
+        if let Some(attach) = plan.network {
+            super::network::join(&mut cmd, attach)?;
+        }
+        let mut child = cmd
             .arg("serve-unix")
             .arg(&socket)
             .arg(self.ready_after.as_millis().to_string())

@@ -149,6 +149,16 @@ impl Firecracker {
                 }),
             ));
         }
+        if plan.network.is_some() {
+            calls.push(ApiCall::put(
+                "/network-interfaces/eth0",
+                json!({
+                    "iface_id": "eth0",
+                    "host_dev_name": crate::net::TAP,
+                    "guest_mac": crate::net::GUEST_MAC,
+                }),
+            ));
+        }
         calls.push(ApiCall::put(
             "/vsock",
             json!({
@@ -234,6 +244,9 @@ impl Firecracker {
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(console2);
+        if let Some(attach) = plan.network {
+            super::network::join(&mut cmd, attach)?;
+        }
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
         // parent; it runs in the child between fork and exec. The VMM gets
@@ -406,6 +419,7 @@ pub(crate) mod tests {
             tsc_khz: Some(2_600_000),
             runtime_dir: "/run/vm".into(),
             console_log: "/vm/console.log".into(),
+            network: None,
         }
     }
 
@@ -437,6 +451,20 @@ pub(crate) mod tests {
         assert_eq!(calls[4].body["is_read_only"], true);
         assert_eq!(calls[6].body["is_read_only"], false);
         assert_eq!(calls[9].body["action_type"], "InstanceStart");
+    }
+
+    #[test]
+    fn a_networked_vm_gets_the_keepers_tap() {
+        let mut p = plan();
+        p.network = Some(crate::vmm::network::NetAttach { keeper_pid: 1 });
+        let calls = Firecracker::config_requests(&p);
+        let nic = calls
+            .iter()
+            .find(|c| c.path == "/network-interfaces/eth0")
+            .expect("a network interface");
+        assert_eq!(nic.body["host_dev_name"], "tap0");
+        assert_eq!(nic.body["guest_mac"], "52:54:00:66:00:02");
+        assert_eq!(calls.last().unwrap().body["action_type"], "InstanceStart");
     }
 
     #[test]

@@ -172,10 +172,11 @@ impl ApiDescription {
 
 fn all_calls() -> Vec<ApiCall> {
     let mut calls = Vec::new();
-    for (vcpu, memory_mib) in [(1, 256), (2, 1024), (32, 65536)] {
+    for (vcpu, memory_mib, networked) in [(1, 256, false), (2, 1024, true), (32, 65536, true)] {
         let mut plan = super::firecracker::tests::plan();
         plan.vcpu = vcpu;
         plan.memory_mib = memory_mib;
+        plan.network = networked.then_some(crate::vmm::network::NetAttach { keeper_pid: 1 });
         calls.extend(Firecracker::config_requests(&plan));
     }
     calls.push(Firecracker::pause_request(true));
@@ -197,6 +198,12 @@ fn every_request_the_driver_sends_validates() {
         );
         if let Some(id) = call.path.strip_prefix("/drives/") {
             assert_eq!(call.body["drive_id"], id, "path and body drive ids differ");
+        }
+        if let Some(id) = call.path.strip_prefix("/network-interfaces/") {
+            assert_eq!(
+                call.body["iface_id"], id,
+                "path and body interface ids differ"
+            );
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod fake;
 pub mod firecracker;
 #[cfg(test)]
 mod firecracker_api_check;
+pub mod network;
 
 #[cfg(test)]
 mod choice_tests {
@@ -147,6 +148,8 @@ pub struct LaunchPlan {
     pub runtime_dir: PathBuf,
     /// Where the guest console is appended.
     pub console_log: PathBuf,
+    /// The VM's network to join (its tap is [`crate::net::TAP`]), if any.
+    pub network: Option<network::NetAttach>,
 }
 
 /// How the host reaches a VM's agent.

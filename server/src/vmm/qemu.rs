@@ -95,6 +95,22 @@ impl Qemu {
                 &format!("virtio-blk-device,drive={id},serial={id}"),
             ]);
         }
+        if plan.network.is_some() {
+            // The keeper's tap, opened by name inside the VM's namespace
+            // (no vhost: this host has no vhost-net).
+            push(&[
+                "-netdev",
+                &format!(
+                    "tap,id=net0,ifname={},script=no,downscript=no,vhost=off",
+                    crate::net::TAP
+                ),
+                "-device",
+                &format!(
+                    "virtio-net-device,netdev=net0,mac={}",
+                    crate::net::GUEST_MAC
+                ),
+            ]);
+        }
         push(&[
             "-device",
             "virtio-serial-device,id=vser0",
@@ -145,7 +161,11 @@ impl Vmm for Qemu {
         // -daemonize: this child exits once QEMU is initialised; the VMM
         // runs on in its own session. Nothing here ties it to the caller.
         #[allow(clippy::disallowed_methods)] // the VMM driver spawns its VMM
-        let out = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some(attach) = plan.network {
+            super::network::join(&mut cmd, attach)?;
+        }
+        let out = cmd
             .args(Qemu::args(plan))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -248,6 +268,7 @@ mod tests {
             tsc_khz: Some(2_600_000),
             runtime_dir: "/run/vm".into(),
             console_log: "/vm/console.log".into(),
+            network: None,
         }
     }
 
@@ -294,6 +315,24 @@ mod tests {
         assert!(value_after(&args, "-qmp")[0].starts_with("unix:/run/x,,y/"));
         // A plain argument is not an option list: no escaping.
         assert_eq!(value_after(&args, "-pidfile"), ["/run/x,y/qemu.pid"]);
+    }
+
+    #[test]
+    fn a_networked_vm_gets_the_keepers_tap_and_no_other_nic() {
+        let args = Qemu::args(&plan(Accel::Tcg));
+        assert!(value_after(&args, "-netdev").is_empty());
+        let mut p = plan(Accel::Tcg);
+        p.network = Some(crate::vmm::network::NetAttach { keeper_pid: 1 });
+        let args = Qemu::args(&p);
+        assert_eq!(
+            value_after(&args, "-netdev"),
+            ["tap,id=net0,ifname=tap0,script=no,downscript=no,vhost=off"]
+        );
+        assert!(
+            value_after(&args, "-device")
+                .contains(&"virtio-net-device,netdev=net0,mac=52:54:00:66:00:02")
+        );
+        assert!(args.contains(&"-nodefaults".to_string()));
     }
 
     #[test]

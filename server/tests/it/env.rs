@@ -154,7 +154,7 @@ impl Env {
     pub(crate) fn daemon_pid(&self) -> Option<i32> {
         let marker = format!("XDG_STATE_HOME={}", self.root().join("state").display());
         all_processes().into_iter().find_map(|(pid, cmdline)| {
-            if !cmdline.first().is_some_and(|c| c.ends_with("bangerd")) {
+            if !is_daemon(&cmdline) {
                 return None;
             }
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -166,16 +166,15 @@ impl Env {
     }
 
     /// Processes other than the daemon whose command lines name this
-    /// environment (VMMs, and the fake VMM's agents).
+    /// environment (VMMs, the fake VMM's agents, each VM's pasta and
+    /// network keeper).
     pub(crate) fn vm_processes(&self) -> Vec<i32> {
         let needle = self.root().display().to_string();
         let me = std::process::id() as i32;
         all_processes()
             .into_iter()
             .filter(|(pid, args)| {
-                *pid != me
-                    && args.iter().any(|a| a.contains(&needle))
-                    && !args.first().is_some_and(|c| c.ends_with("bangerd"))
+                *pid != me && args.iter().any(|a| a.contains(&needle)) && !is_daemon(args)
             })
             .map(|(pid, _)| pid)
             .collect()
@@ -350,4 +349,12 @@ pub(crate) fn make_repo(dir: &Path) {
     git(dir, &["commit", "-qm", "first"]);
     std::fs::write(dir.join("scratch.txt"), "untracked\n").unwrap();
     std::fs::write(dir.join("build.log"), "ignored\n").unwrap();
+}
+
+/// Whether a command line is a daemon's (`bangerd`, not a VM's network
+/// keeper `bangerd net-keeper DIR`, which inherits the daemon's
+/// environment).
+fn is_daemon(cmdline: &[String]) -> bool {
+    cmdline.first().is_some_and(|c| c.ends_with("bangerd"))
+        && cmdline.get(1).is_none_or(|a| a != "net-keeper")
 }

@@ -334,6 +334,7 @@ fn an_ambiguous_id_prefix_lists_the_candidates() {
                 pid_start_time: None,
                 boot_id: None,
                 last_error: None,
+                nat: false,
                 created_at: 1,
                 updated_at: 1,
             })

@@ -2,13 +2,15 @@
 //! Firecracker from a (local) release server, `banger doctor`, what is
 //! decided before a guest exists (`before_boot`), the lifecycle verbs that
 //! need no guest (`lifecycle`), and the daemon's VM lifecycle decisions
-//! through the host-process VMM test double (`fake_vmm`).
+//! through the host-process VMM test double (`fake_vmm`), and each VM's
+//! network through the same double (`network`).
 #![allow(clippy::disallowed_methods)] // tests drive banger by spawning it
 
 mod before_boot;
 mod env;
 mod fake_vmm;
 mod lifecycle;
+mod network;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
