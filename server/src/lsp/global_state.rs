@@ -222,14 +222,15 @@ impl GlobalState {
             None => {
                 say(format!("creating sandbox {name}")).await;
                 self.set_status(|s| s.vm_state = "starting".into()).await;
-                let (vcpu, memory_mib) = {
+                let (vcpu, memory_mib, nat) = {
                     let s = lock(&self.settings);
-                    (s.vcpu, s.memory_mib)
+                    (s.vcpu, s.memory_mib, s.nat)
                 };
                 let params = CreateParams {
                     name: Some(name.clone()),
                     vcpu,
                     memory_mib,
+                    nat,
                     start: true,
                     delete_on_failure: true,
                     ..CreateParams::default()

@@ -18,6 +18,8 @@ pub struct Settings {
     pub vcpu: Option<u32>,
     /// Memory of a VM this server creates, in MiB.
     pub memory_mib: Option<u64>,
+    /// Outbound network access for a VM this server creates.
+    pub nat: bool,
     /// Whether the workspace is trusted: an untrusted one never runs a
     /// command named by the repository's own `.banger.toml`.
     pub trusted: bool,
@@ -31,6 +33,7 @@ impl Default for Settings {
             sync_on_save: true,
             vcpu: None,
             memory_mib: None,
+            nat: false,
             trusted: true,
         }
     }
@@ -45,6 +48,7 @@ struct EditorSettings {
     sync_on_save: Option<bool>,
     vcpu: Option<u32>,
     memory: Option<serde_json::Value>,
+    nat: Option<bool>,
     trusted: Option<bool>,
 }
 
@@ -61,6 +65,7 @@ struct RepoSandbox {
     test_command: Option<String>,
     vcpu: Option<u32>,
     memory: Option<toml::Value>,
+    nat: Option<bool>,
 }
 
 /// Memory as `2048` (MiB) or `"2G"`.
@@ -110,12 +115,14 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
             }) => {
                 // An untrusted repository picks neither the command that
                 // runs nor the VM it runs in (another repository's VM).
+                // Nor does it give its sandbox a way out to the network.
                 if s.trusted {
                     s.vm = sb.vm;
                     s.test_command = sb.test_command;
-                } else if sb.test_command.is_some() || sb.vm.is_some() {
+                    s.nat = sb.nat.unwrap_or(false);
+                } else if sb.test_command.is_some() || sb.vm.is_some() || sb.nat == Some(true) {
                     warnings.push(
-                        ".banger.toml names a test command or a VM; they are ignored until the workspace is trusted"
+                        ".banger.toml names a test command, a VM or network access; they are ignored until the workspace is trusted"
                             .into(),
                     );
                 }
@@ -151,6 +158,9 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
     }
     if editor.vcpu.is_some() {
         s.vcpu = editor.vcpu;
+    }
+    if let Some(nat) = editor.nat {
+        s.nat = nat;
     }
     if let Some(m) = editor.memory.as_ref().filter(|m| !m.is_null()) {
         match memory_mib(m) {
@@ -253,6 +263,25 @@ mod tests {
         assert_eq!(s.test_command, None);
         assert_eq!(s.vm, None);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn network_access_comes_from_a_trusted_repo_file_or_the_editor() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".banger.toml"), "[sandbox]\nnat = true\n").unwrap();
+        let (s, w) = resolve(dir.path(), &json!({}));
+        assert!(s.nat && w.is_empty(), "{w:?}");
+        // An untrusted repository does not give itself the network.
+        let (s, w) = resolve(dir.path(), &json!({"trusted": false}));
+        assert!(!s.nat);
+        assert_eq!(w.len(), 1);
+        // The editor's setting wins either way.
+        let (s, _) = resolve(dir.path(), &json!({"banger.nat": false}));
+        assert!(!s.nat);
+        let empty = tempfile::tempdir().unwrap();
+        let (s, _) = resolve(empty.path(), &json!({"banger": {"nat": true}}));
+        assert!(s.nat);
+        assert!(!resolve(empty.path(), &json!({})).0.nat);
     }
 
     #[test]
