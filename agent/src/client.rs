@@ -398,6 +398,17 @@ impl AgentClient {
         expect_done(self.simple(Request::Sync).await?)
     }
 
+    /// The guest's listening sockets (untrusted: the guest shapes them).
+    pub async fn ports(&self) -> Result<Vec<crate::ports::ListeningSocket>, AgentError> {
+        match self.simple(Request::Ports).await? {
+            Response::Ports { mut sockets } => {
+                sockets.truncate(crate::protocol::MAX_PORTS);
+                Ok(sockets)
+            }
+            other => Err(AgentError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Flushes, then powers the guest off.
     pub async fn power_off(&self) -> Result<(), AgentError> {
         expect_done(self.simple(Request::PowerOff).await?)

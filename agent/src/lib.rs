@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod netconf;
+pub mod ports;
 pub mod protocol;
 pub mod session;
 pub mod sync;

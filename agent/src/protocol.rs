@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Bytes of output an exec may send before the host grants more with
 /// [`Request::Credit`], and bytes of stdin the host may send before the
@@ -24,6 +24,9 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// so a reader that stops (on either side) stops the writer instead of
 /// growing a queue.
 pub const EXEC_WINDOW: u64 = 4 << 20;
+
+/// Most sockets one `Ports` answer carries (it must fit in one frame).
+pub const MAX_PORTS: usize = 2048;
 
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";
@@ -153,6 +156,8 @@ pub enum Request {
         /// The workspace root in the guest.
         root: String,
     },
+    /// The guest's listening TCP and UDP sockets. Replies `Ports`.
+    Ports,
     /// Flush the guest's file systems.
     Sync,
     /// Flush, then power the guest off. Replies `Done` before powering off.
@@ -202,6 +207,11 @@ pub enum Response {
     },
     /// The exec's process ended; all its output was sent before this.
     Exited(ExitStatus),
+    /// Answer to `Ports` (at most [`MAX_PORTS`] sockets).
+    Ports {
+        /// The sockets, sorted by protocol and port.
+        sockets: Vec<crate::ports::ListeningSocket>,
+    },
     /// The request completed.
     Done,
     /// The request failed.

@@ -260,6 +260,16 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
         Request::ReadFile { path } => {
             tokio::spawn(run_read_file(stream, PathBuf::from(path), out.clone()));
         }
+        Request::Ports => {
+            let out = out.clone();
+            tokio::spawn(async move {
+                let mut sockets = tokio::task::spawn_blocking(crate::ports::listening)
+                    .await
+                    .unwrap_or_default();
+                sockets.truncate(crate::protocol::MAX_PORTS);
+                out.reply(stream, Response::Ports { sockets }).await;
+            });
+        }
         Request::Sync => {
             let out = out.clone();
             tokio::spawn(async move {

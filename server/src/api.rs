@@ -123,6 +123,30 @@ pub struct NetworkView {
     /// The network's log (pasta and the keeper).
     #[serde(default)]
     pub log: String,
+    /// The host address where the guest's listening ports are forwarded
+    /// as they appear (`curl http://ADDRESS:PORT`).
+    #[serde(default)]
+    pub host_address: Option<String>,
+    /// Fixed forwards (`-p`), `HOSTIP:HOSTPORT:GUESTPORT` each.
+    #[serde(default)]
+    pub published: Vec<String>,
+}
+
+/// A guest's listening socket and where the host reaches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortView {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The guest address it is bound to.
+    pub address: String,
+    /// The guest port.
+    pub port: u16,
+    /// The guest process holding it (as the guest names it).
+    pub process: Option<String>,
+    /// Host addresses that reach it.
+    pub host: Vec<String>,
+    /// Why it is not reachable from the host, when it is not.
+    pub note: Option<String>,
 }
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateParams {
@@ -161,6 +185,9 @@ pub struct CreateParams {
     /// Outbound network access for the guest (off unless asked).
     #[serde(default)]
     pub nat: bool,
+    /// Fixed port forwards, `[HOSTIP:]HOSTPORT:GUESTPORT` each.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -703,6 +730,10 @@ pub trait BangerApi {
     /// State, uptime, CPU time and memory of the VMM, disk bytes used.
     #[method(name = "vm_stats")]
     async fn vm_stats(&self, vm: String) -> Result<VmStats, ErrorObjectOwned>;
+
+    /// A running VM's listening sockets and where the host reaches each.
+    #[method(name = "vm_ports")]
+    async fn vm_ports(&self, vm: String) -> Result<Vec<PortView>, ErrorObjectOwned>;
 
     /// Runs a command in a running VM, streaming its output.
     #[subscription(name = "vm_exec" => "vm_exec_event", unsubscribe = "vm_exec_unsubscribe", item = ExecEvent)]

@@ -72,6 +72,11 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 9: outbound network access per VM (off unless asked).
     "ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;",
+    // 10: the host address where a VM's ports are reachable (one per VM,
+    // in 127.66.0.0/16), and its fixed port forwards (`-p`, JSON).
+    "ALTER TABLE vms ADD COLUMN loopback TEXT;
+     CREATE UNIQUE INDEX vms_loopback ON vms(loopback);
+     ALTER TABLE vms ADD COLUMN published TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// A store operation failed.
@@ -203,6 +208,10 @@ pub struct VmRecord {
     pub last_error: Option<String>,
     /// Outbound network access (`--nat`).
     pub nat: bool,
+    /// The host address where its ports are reachable (127.66.0.0/16).
+    pub loopback: Option<std::net::Ipv4Addr>,
+    /// Fixed port forwards (`-p`).
+    pub published: Vec<crate::net::PortMapping>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -296,8 +305,8 @@ impl Store {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
                 vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-                vmm_reason, kernel, kernel_id, overlay_bytes, nat)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                vmm_reason, kernel, kernel_id, overlay_bytes, nat, loopback, published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             params![
                 vm.id,
                 vm.name,
@@ -321,6 +330,8 @@ impl Store {
                 vm.kernel_id,
                 vm.spec.overlay_bytes as i64,
                 vm.nat,
+                vm.loopback.map(|a| a.to_string()),
+                serde_json::to_string(&vm.published).unwrap_or_else(|_| "[]".into()),
             ],
         );
         match res {
@@ -339,7 +350,7 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15, nat=?16
+                vmm_reason=?14, kernel=?15, nat=?16, loopback=?17
              WHERE id=?1",
             params![
                 vm.id,
@@ -358,6 +369,7 @@ impl Store {
                 vm.vmm_reason,
                 vm.kernel,
                 vm.nat,
+                vm.loopback.map(|a| a.to_string()),
             ],
         )?;
         Ok(())
@@ -380,6 +392,21 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// The loopback addresses VMs hold.
+    pub fn loopbacks(&self) -> Result<Vec<std::net::Ipv4Addr>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT loopback FROM vms WHERE loopback IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(a) = row?.parse() {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     /// Binds a VM to a client's lease.
@@ -564,7 +591,7 @@ const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked, overlay_bytes, nat FROM vms";
+    workspace_untracked, overlay_bytes, nat, loopback, published FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -658,6 +685,8 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             boot_id: r.get(13)?,
             last_error: r.get(14)?,
             nat: r.get(25)?,
+            loopback: r.get::<_, Option<String>>(26)?.and_then(|a| a.parse().ok()),
+            published: serde_json::from_str(&r.get::<_, String>(27)?).unwrap_or_default(),
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
@@ -709,6 +738,8 @@ mod tests {
             boot_id: None,
             last_error: None,
             nat: false,
+            loopback: None,
+            published: Vec::new(),
             created_at: 1,
             updated_at: 1,
         }

@@ -84,3 +84,119 @@ fn nat_reaches_the_registries_and_without_it_nothing_answers() {
     env.banger(&["vm", "delete", "net"]).ok();
     env.assert_nothing_left();
 }
+
+/// `GET /` from the host, or `None` when nothing answers.
+fn http_get(at: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = at.parse().ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/").then_some(body)
+}
+
+fn wait_for_page(at: &str, wanted: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if http_get(at).is_some_and(|b| b.contains(wanted)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{at} never served {wanted:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A web server in the guest, serving `page` on `port` (and `bind`).
+fn serve(env: &Env, vm: &str, page: &str, port: u16, bind: &str) {
+    sh(
+        env,
+        vm,
+        &format!(
+            "mkdir -p /srv/{port} && echo {page} > /srv/{port}/index.html && cd /srv/{port} && \
+             nohup python3 -m http.server {port} --bind {bind} >/dev/null 2>&1 &"
+        ),
+    )
+    .ok();
+}
+
+#[test]
+fn guest_ports_reach_the_host_on_each_vms_own_address_and_by_publish() {
+    let env = Env::new();
+    // A free host port for the fixed forward.
+    let fixed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.banger(&["vm", "create", "--name", "web1"]).ok();
+    env.banger(&[
+        "vm",
+        "create",
+        "--name",
+        "web2",
+        "-p",
+        &format!("127.0.0.1:{fixed}:8000"),
+    ])
+    .ok();
+    let ip = |vm: &str| {
+        let run = env.banger(&["vm", "ip", vm]);
+        run.ok();
+        run.stdout.trim().to_string()
+    };
+    let (a, b) = (ip("web1"), ip("web2"));
+    assert_ne!(a, b);
+    assert!(
+        a.starts_with("127.66.") && b.starts_with("127.66."),
+        "{a} {b}"
+    );
+    // Both serve port 8000; neither collides with the other.
+    serve(&env, "web1", "page-one", 8000, "0.0.0.0");
+    serve(&env, "web2", "page-two", 8000, "0.0.0.0");
+    serve(&env, "web1", "hidden", 8001, "127.0.0.1");
+    wait_for_page(&format!("{a}:8000"), "page-one");
+    wait_for_page(&format!("{b}:8000"), "page-two");
+    wait_for_page(&format!("127.0.0.1:{fixed}"), "page-two");
+
+    let ports = env.banger(&["vm", "ports", "web1", "--json"]);
+    ports.ok();
+    let list: serde_json::Value = serde_json::from_str(&ports.stdout).unwrap();
+    let entry = |port: u16| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port && p["proto"] == "tcp")
+            .unwrap_or_else(|| panic!("no port {port} in {list}"))
+            .clone()
+    };
+    let web = entry(8000);
+    assert_eq!(web["process"], "python3", "{web}");
+    assert_eq!(web["host"], serde_json::json!([format!("{a}:8000")]));
+    // Bound to the guest's loopback: listed, not forwarded, and said why.
+    let hidden = entry(8001);
+    assert_eq!(hidden["host"], serde_json::json!([]));
+    assert!(
+        hidden["note"].as_str().unwrap().contains("loopback"),
+        "{hidden}"
+    );
+    assert!(http_get(&format!("{a}:8001")).is_none());
+    let table = env.banger(&["vm", "ports", "web1"]);
+    table.ok();
+    assert!(
+        table.stdout.contains("python3") && table.stdout.contains(&format!("{a}:8000")),
+        "{}",
+        table.stdout
+    );
+
+    // The forwards end with the VM.
+    env.banger(&["vm", "delete", "web1", "web2"]).ok();
+    assert!(http_get(&format!("{a}:8000")).is_none());
+    assert!(http_get(&format!("127.0.0.1:{fixed}")).is_none());
+    env.assert_nothing_left();
+}

@@ -144,6 +144,15 @@ pub(crate) struct NetArgs {
     /// without it the guest reaches nothing beyond the VM.
     #[arg(long)]
     pub(crate) nat: bool,
+    /// Forward a host port to a guest port: [HOSTIP:]HOSTPORT:GUESTPORT
+    /// (HOSTIP defaults to 127.0.0.1). Repeatable. Every listening guest
+    /// port is also forwarded to the VM's own address (banger vm ip).
+    #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:]HOSTPORT:GUESTPORT", value_parser = parse_publish)]
+    pub(crate) publish: Vec<crate::net::PortMapping>,
+}
+
+fn parse_publish(s: &str) -> Result<crate::net::PortMapping, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +290,19 @@ pub(crate) enum VmCommand {
         /// runs).
         #[arg(long)]
         no_nat: bool,
+    },
+    /// The guest's listening ports and where the host reaches each.
+    Ports {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+    },
+    /// The host address where a VM's listening ports are reachable
+    /// (`curl http://$(banger vm ip web):8000`).
+    Ip {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
     },
     /// The guest console log and the daemon's log lines about a VM.
     Logs {

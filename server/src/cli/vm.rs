@@ -17,6 +17,13 @@ use crate::client;
 use crate::paths::Dirs;
 use crate::spec;
 
+/// A guest-chosen name made safe for a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 pub(crate) fn create_params(
     spec: &SpecArgs,
     net: &NetArgs,
@@ -41,6 +48,7 @@ pub(crate) fn create_params(
         delete_on_failure,
         lease: None,
         nat: net.nat,
+        publish: net.publish.iter().map(|p| p.to_string()).collect(),
     })
 }
 
@@ -337,6 +345,54 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             Ok(0)
         }
         VmCommand::Logs { vm, follow } => logs(dirs, printer, vm, follow).await,
+        VmCommand::Ports { vm } => {
+            let client = client::connect_or_start(dirs).await?;
+            let ports = client.vm_ports(vm).await.map_err(rpc_failure)?;
+            if printer.json() {
+                printer.json_value(&ports);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = ports
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.proto.clone(),
+                        p.address.clone(),
+                        p.port.to_string(),
+                        // Named by the guest: printable characters only.
+                        printable(p.process.as_deref().unwrap_or("-")),
+                        if p.host.is_empty() {
+                            format!("- ({})", p.note.as_deref().unwrap_or("not forwarded"))
+                        } else {
+                            p.host.join(", ")
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                printer,
+                &["PROTO", "ADDRESS", "PORT", "PROCESS", "HOST"],
+                &rows,
+            );
+            Ok(0)
+        }
+        VmCommand::Ip { vm } => {
+            let client = client::connect_or_start(dirs).await?;
+            let view = client.vm_show(vm).await.map_err(rpc_failure)?;
+            match view.network.host_address {
+                Some(address) => {
+                    printer.line(&address);
+                    Ok(0)
+                }
+                None => Err(Failure::new(
+                    1,
+                    format!(
+                        "vm {:?} has no host address yet; it gets one at its next start",
+                        view.name
+                    ),
+                )),
+            }
+        }
         VmCommand::Stats { vm } => {
             let client = client::connect_or_start(dirs).await?;
             let s = client.vm_stats(vm).await.map_err(rpc_failure)?;

@@ -7,6 +7,7 @@
 
 mod exec;
 mod lifecycle;
+mod ports;
 mod rpc;
 pub mod server;
 mod sync;
@@ -276,6 +277,8 @@ pub struct Daemon {
     /// VMs whose lease ended while they booted: the boot gives up.
     /// (How many deletes want it; two may at once.)
     pub(crate) cancelled: Mutex<HashMap<String, usize>>,
+    /// Each running VM's port forwarding (`ports.rs`).
+    pub(crate) forwards: Mutex<HashMap<String, ports::VmForwards>>,
 }
 
 impl Daemon {
@@ -311,6 +314,7 @@ impl Daemon {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             leases: Mutex::default(),
             cancelled: Mutex::default(),
+            forwards: Mutex::default(),
             dirs,
         });
         daemon.reconcile_all().map_err(|e| e.message)?;

@@ -129,6 +129,8 @@ impl Daemon {
                         .map(|r| format!("{}/{}", r.guest.address, r.guest.prefix)),
                     gateway: running.as_ref().map(|r| r.guest.gateway.to_string()),
                     log: dir.join(crate::net::LOG_FILE).display().to_string(),
+                    host_address: vm.loopback.map(|a| a.to_string()),
+                    published: vm.published.iter().map(|p| p.to_string()).collect(),
                 }
             },
             created_at: vm.created_at,
@@ -395,6 +397,10 @@ impl BangerApiServer for Rpc {
                 .await
                 .map_err(|e| OpError::internal(format!("logs task failed: {e}")))??,
         )
+    }
+
+    async fn vm_ports(&self, vm: String) -> Result<Vec<crate::api::PortView>, ErrorObjectOwned> {
+        Ok(self.0.vm_ports(&vm).await?)
     }
 
     async fn vm_stats(&self, vm: String) -> Result<crate::api::VmStats, ErrorObjectOwned> {

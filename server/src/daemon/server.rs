@@ -93,6 +93,9 @@ pub async fn serve(daemon: Arc<Daemon>, _lock: &DaemonLock) -> Result<(), ServeE
         let daemon = daemon.clone();
         tokio::spawn(async move { daemon.remove_leased(leftover).await });
     }
+    // Running VMs' ports, forwarded again (the listeners were the previous
+    // daemon's).
+    daemon.resume_forwarding();
     let socket = daemon.dirs.socket();
     // The lock is ours, so a socket file left here is stale.
     let _ = std::fs::remove_file(&socket);

@@ -109,6 +109,12 @@ impl Daemon {
             ));
         }
         fits_the_host(&spec)?;
+        let published = params
+            .publish
+            .iter()
+            .map(|p| p.parse::<crate::net::PortMapping>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OpError::new(code::INVALID, e))?;
         if self.with_store(|s| s.find_vm(&name))?.is_some() {
             return Err(OpError::new(
                 code::INVALID,
@@ -145,6 +151,7 @@ impl Daemon {
             spec,
             choice,
             kernel,
+            published,
         })
     }
 
@@ -162,11 +169,12 @@ impl Daemon {
             spec,
             choice,
             kernel,
+            published,
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
         let ts = now();
-        let record = VmRecord {
+        let mut record = VmRecord {
             id: random_hex(6)?,
             name,
             state: VmState::Stopped,
@@ -185,6 +193,8 @@ impl Daemon {
             boot_id: None,
             last_error: None,
             nat: params.nat,
+            loopback: None,
+            published,
             created_at: ts,
             updated_at: ts,
         };
@@ -195,7 +205,13 @@ impl Daemon {
         // removing a VM this create goes on to build and launch.
         let lock = self.vm_lock(&record.id);
         let guard = lock.lock().await;
-        self.with_store(|s| s.insert_vm(&record))?;
+        // The loopback address is chosen and the row inserted under one
+        // store lock, so two creates never take the same one.
+        self.with_store(|s| {
+            let taken = s.loopbacks()?;
+            record.loopback = crate::net::ports::allocate_loopback(&taken);
+            s.insert_vm(&record)
+        })?;
         if let Some(lease) = &params.lease
             && let Err(e) = self.with_store(|s| s.set_lease(&record.id, lease))
         {
@@ -320,6 +336,22 @@ impl Daemon {
             OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
         })?;
         let state_dir = self.dirs.vm_state(&vm.id);
+        if vm.loopback.is_none() {
+            // A VM made before ports were forwarded gets its address now.
+            let id = vm.id.clone();
+            vm.loopback = self.with_store(|s| {
+                let taken = s.loopbacks()?;
+                let address = crate::net::ports::allocate_loopback(&taken);
+                let mut row = s
+                    .find_vm(&id)?
+                    .ok_or(crate::store::StoreError::Corrupt(format!(
+                        "vm {id} vanished"
+                    )))?;
+                row.loopback = address;
+                s.update_vm(&row)?;
+                Ok(address)
+            })?;
+        }
         progress.say("starting the vm's network");
         let network = {
             let (rt, log, nat) = (
@@ -430,6 +462,7 @@ impl Daemon {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
                 vm.state = VmState::Running;
+                self.start_forwarding(&vm);
                 tracing::info!(vm = %vm.name, boot_id = %boot_id, "running");
                 vm.boot_id = Some(boot_id);
                 self.with_store(|s| s.update_vm(&vm))?;
@@ -577,6 +610,7 @@ impl Daemon {
     /// files may still be in use.
     pub(super) async fn end_process(&self, vm: &mut VmRecord) -> Result<(), OpError> {
         self.agents_remove(&vm.id);
+        self.stop_forwarding(&vm.id);
         if let (Some(pid), Some(start_time)) = (vm.pid, vm.pid_start_time) {
             let identity = ProcessIdentity { pid, start_time };
             let gone = tokio::task::spawn_blocking(move || {
@@ -727,6 +761,7 @@ impl Daemon {
                 vm.pid_start_time = None;
                 vm.boot_id = None;
                 self.agents_remove(&vm.id);
+                self.stop_forwarding(&vm.id);
                 let dir = self.dirs.vm_runtime(&vm.id);
                 crate::vmm::network::end(&dir);
                 let _ = std::fs::remove_dir_all(&dir);
@@ -891,6 +926,7 @@ pub(crate) struct CreatePlan {
     pub(crate) spec: VmSpec,
     pub(crate) choice: crate::vmm::VmmChoice,
     pub(crate) kernel: Option<crate::kernel::KernelEntry>,
+    pub(crate) published: Vec<crate::net::PortMapping>,
 }
 
 /// The error for a request that needs a running VM.

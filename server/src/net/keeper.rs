@@ -28,6 +28,8 @@ const FIRST_WATCH: Duration = Duration::from_secs(120);
 /// How often the keeper looks whether the VMM still runs (no pidfd: the
 /// VMM is outside the keeper's PID namespace).
 const VMM_POLL: Duration = Duration::from_millis(250);
+/// How long a connection to a guest port may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keeper's entry point; returns the process exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -146,6 +148,13 @@ async fn serve_control(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(64 * 1024)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(Control::Connect { port }) = serde_json::from_str::<Control>(&line) {
+            let guest = state.lock().map(|s| s.guest.address).ok();
+            if hand_over(&write, guest, port).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let reply = match serde_json::from_str::<Control>(&line) {
             Ok(request) => handle(request, &state, &watch).await,
             Err(e) => Reply {
@@ -161,6 +170,59 @@ async fn serve_control(
     }
 }
 
+/// Connects to the guest's `port` from inside the namespace and sends the
+/// connection back with the answer (`SCM_RIGHTS`), or the error alone.
+async fn hand_over(
+    write: &tokio::net::unix::OwnedWriteHalf,
+    guest: Option<std::net::Ipv4Addr>,
+    port: u16,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let connected = match guest {
+        None => Err("keeper state poisoned".to_string()),
+        Some(address) => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((address, port)),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp.into_std().map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("guest port {port}: {e}")),
+            Err(_) => Err(format!(
+                "guest port {port}: no answer in {CONNECT_TIMEOUT:?}"
+            )),
+        },
+    };
+    let reply = Reply {
+        error: connected.as_ref().err().cloned(),
+        status: None,
+    };
+    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+    text.push('\n');
+    let unix: &UnixStream = write.as_ref();
+    let fds: Vec<std::os::fd::RawFd> = connected.iter().map(|t| t.as_raw_fd()).collect();
+    loop {
+        unix.writable().await?;
+        let sent = unix.try_io(tokio::io::Interest::WRITABLE, || {
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let iov = [std::io::IoSlice::new(text.as_bytes())];
+            nix::sys::socket::sendmsg::<()>(
+                unix.as_raw_fd(),
+                &iov,
+                if fds.is_empty() { &[] } else { &cmsg },
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
 async fn handle(
     request: Control,
     state: &Arc<Mutex<State>>,
@@ -168,6 +230,8 @@ async fn handle(
 ) -> Reply {
     let result = match request {
         Control::Status => Ok(()),
+        // Served by `hand_over`, which sends a descriptor with its answer.
+        Control::Connect { .. } => Err("connect is answered with a descriptor".into()),
         Control::Watch { vmm } => watch
             .send(vmm)
             .await

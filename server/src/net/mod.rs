@@ -23,6 +23,7 @@
 
 pub mod dns;
 pub mod keeper;
+pub mod ports;
 pub mod rules;
 mod tap;
 
@@ -36,6 +37,8 @@ use banger_agent::netconf::GuestNet;
 use serde::{Deserialize, Serialize};
 
 use crate::process::ProcessIdentity;
+
+pub use ports::PortMapping;
 
 /// The VM's tap device, in its namespace.
 pub const TAP: &str = "tap0";
@@ -142,6 +145,13 @@ pub enum Control {
         /// On or off.
         nat: bool,
     },
+    /// A TCP connection to the guest's `port`, made inside the namespace
+    /// and handed over with the answer (`SCM_RIGHTS`): how the host
+    /// reaches guest ports without root.
+    Connect {
+        /// The guest port.
+        port: u16,
+    },
     /// The VMM's process: the keeper ends when it ends. The keeper runs
     /// as pid 1 of a PID namespace of its own (pasta's doing) but sees the
     /// host's `/proc`, so it watches the host pid and start time.
@@ -206,6 +216,57 @@ pub fn control(runtime_dir: &Path, request: &Control) -> Result<KeeperStatus, Ne
         }),
         (None, None) => Err(NetError::Keeper("empty answer".into())),
     }
+}
+
+/// A TCP connection to the guest's `port`, made by the keeper inside the
+/// VM's namespace. Blocking, with a time-out.
+pub fn connect_guest(runtime_dir: &Path, port: u16) -> Result<std::net::TcpStream, NetError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = runtime_dir.join(CONTROL_SOCKET);
+    let io = |source| NetError::Control {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(&path).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(io)?;
+    let mut line = serde_json::to_string(&Control::Connect { port }).unwrap_or_default();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| io(e.into()))?;
+    let mut fd: Option<OwnedFd> = None;
+    for cmsg in msg.cmsgs().map_err(|e| io(e.into()))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: the kernel just gave us this descriptor; nobody
+                // else owns it. Extra ones are closed by their OwnedFd.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if fd.is_none() {
+                    fd = Some(owned);
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let reply: Reply = serde_json::from_str(answer.trim_end())
+        .map_err(|e| NetError::Keeper(format!("bad answer {answer:?}: {e}")))?;
+    if let Some(e) = reply.error {
+        return Err(NetError::Keeper(e));
+    }
+    let fd = fd.ok_or_else(|| NetError::Keeper("no connection came with the answer".into()))?;
+    Ok(std::net::TcpStream::from(fd))
 }
 
 /// Reading one bounded line (a keeper's answer is small).

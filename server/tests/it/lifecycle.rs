@@ -335,6 +335,8 @@ fn an_ambiguous_id_prefix_lists_the_candidates() {
                 boot_id: None,
                 last_error: None,
                 nat: false,
+                loopback: None,
+                published: Vec::new(),
                 created_at: 1,
                 updated_at: 1,
             })
