@@ -96,15 +96,26 @@ pub fn listening() -> Vec<ListeningSocket> {
         }
     }
     let owners = socket_owners();
+    let activated = socket_units();
     let mut out: Vec<ListeningSocket> = found
         .into_iter()
         .map(|(proto, address, port, inode)| {
             let owner = owners.get(&inode);
+            // A socket systemd holds for a service it starts on first use
+            // is named by that service's program.
+            let process = match owner {
+                Some((1, _)) => activated
+                    .iter()
+                    .find(|(p, _, _)| *p == port && proto == "tcp")
+                    .map(|(_, unit, program)| format!("{program} (via {unit})"))
+                    .or_else(|| owner.map(|(_, name)| name.clone())),
+                _ => owner.map(|(_, name)| name.clone()),
+            };
             ListeningSocket {
                 proto: proto.to_string(),
                 address,
                 port,
-                process: owner.map(|(_, name)| name.clone()),
+                process,
                 pid: owner.map(|(pid, _)| *pid),
             }
         })
@@ -112,6 +123,74 @@ pub fn listening() -> Vec<ListeningSocket> {
     out.sort_by(|a, b| (&a.proto, a.port, a.address).cmp(&(&b.proto, b.port, b.address)));
     out.dedup();
     out
+}
+
+/// The enabled systemd socket units: (TCP port, unit, the program of the
+/// service it starts).
+fn socket_units() -> Vec<(u16, String, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/etc/systemd/system/sockets.target.wants") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let unit = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = unit.strip_suffix(".socket") else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let (ports, accept) = parse_socket_unit(&text);
+        let service = if accept {
+            format!("{stem}@.service")
+        } else {
+            format!("{stem}.service")
+        };
+        let program = [
+            "/etc/systemd/system",
+            "/lib/systemd/system",
+            "/usr/lib/systemd/system",
+        ]
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(format!("{dir}/{service}")).ok())
+        .and_then(|t| service_program(&t))
+        .unwrap_or_else(|| service.clone());
+        for port in ports {
+            out.push((port, unit.clone(), program.clone()));
+        }
+    }
+    out
+}
+
+/// A socket unit's TCP ports (`ListenStream=22`, `[::]:22`,
+/// `0.0.0.0:22`) and whether it has `Accept=yes` (pure).
+pub fn parse_socket_unit(text: &str) -> (Vec<u16>, bool) {
+    let mut ports = Vec::new();
+    let mut accept = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("ListenStream=") {
+            let port = v.rsplit(':').next().unwrap_or(v);
+            if let Ok(p) = port.trim().parse() {
+                ports.push(p);
+            }
+        } else if let Some(v) = line.strip_prefix("Accept=") {
+            accept = matches!(v.trim(), "yes" | "true" | "1" | "on");
+        }
+    }
+    (ports, accept)
+}
+
+/// The program name of a service's `ExecStart=` (pure).
+pub fn service_program(text: &str) -> Option<String> {
+    let exec = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("ExecStart="))?;
+    let word = exec
+        .trim_start_matches(['-', '@', '!', '+', ':'])
+        .split_whitespace()
+        .next()?;
+    Some(word.rsplit('/').next().unwrap_or(word).to_string())
 }
 
 /// Socket inode -> (pid, process name), from every process's fds.
@@ -195,6 +274,21 @@ mod tests {
         );
         assert!(parse_table("header\nnot a table line\n0: zz:zz 0 0A\n", false).is_empty());
         assert!(parse_table(TCP, true).is_empty());
+    }
+
+    #[test]
+    fn a_socket_activated_service_is_named_by_its_program() {
+        let socket = "[Unit]\nDescription=OpenBSD Secure Shell server socket\n\n[Socket]\nListenStream=22\nAccept=yes\n";
+        assert_eq!(parse_socket_unit(socket), (vec![22], true));
+        assert_eq!(
+            parse_socket_unit("[Socket]\nListenStream=[::]:8080\nListenStream=0.0.0.0:9090\n"),
+            (vec![8080, 9090], false)
+        );
+        assert_eq!(
+            service_program("[Service]\nExecStart=-/usr/sbin/sshd -i $SSHD_OPTS\n").as_deref(),
+            Some("sshd")
+        );
+        assert_eq!(service_program("[Service]\nType=simple\n"), None);
     }
 
     #[test]

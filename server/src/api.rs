@@ -132,6 +132,21 @@ pub struct NetworkView {
     pub published: Vec<String>,
 }
 
+/// How to reach a VM with ssh (`vm_ssh_prepare`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshInfo {
+    /// The host name ssh knows it by (`NAME.vm`).
+    pub host: String,
+    /// The guest user.
+    pub user: String,
+    /// banger's private key.
+    pub identity: String,
+    /// The known_hosts file with its host key.
+    pub known_hosts: String,
+    /// Its host key (`ssh-ed25519 AAAA...`).
+    pub host_key: String,
+}
+
 /// A guest's listening socket and where the host reaches it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortView {
@@ -621,7 +636,7 @@ pub struct DaemonInfo {
 /// together whatever their builds; bump it with any change a client or
 /// daemon of the previous version would misread (a method, a parameter, a
 /// wire type). 0 is a daemon from before versions existed.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 /// The API version this build speaks, as a daemon and as a client. Debug
 /// builds let a test pose as another version (`BANGER_TEST_API_VERSION`),
@@ -730,6 +745,12 @@ pub trait BangerApi {
     /// State, uptime, CPU time and memory of the VMM, disk bytes used.
     #[method(name = "vm_stats")]
     async fn vm_stats(&self, vm: String) -> Result<VmStats, ErrorObjectOwned>;
+
+    /// Makes a running VM reachable with ssh: its host key (made in the
+    /// guest on first use, learnt through the agent), banger's key
+    /// authorized, known_hosts rewritten.
+    #[method(name = "vm_ssh_prepare")]
+    async fn vm_ssh_prepare(&self, vm: String) -> Result<SshInfo, ErrorObjectOwned>;
 
     /// A running VM's listening sockets and where the host reaches each.
     #[method(name = "vm_ports")]

@@ -18,6 +18,7 @@ pub mod net;
 pub mod paths;
 pub mod process;
 pub mod spec;
+pub mod ssh;
 pub mod store;
 pub mod tool;
 pub mod vmm;

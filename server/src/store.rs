@@ -77,6 +77,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE vms ADD COLUMN loopback TEXT;
      CREATE UNIQUE INDEX vms_loopback ON vms(loopback);
      ALTER TABLE vms ADD COLUMN published TEXT NOT NULL DEFAULT '[]';",
+    // 11: each VM's ssh host key, as its agent reported it (known_hosts).
+    "ALTER TABLE vms ADD COLUMN ssh_host_key TEXT;",
 ];
 
 /// A store operation failed.
@@ -392,6 +394,28 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a VM's ssh host key.
+    pub fn set_ssh_host_key(&self, id: &str, key: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE vms SET ssh_host_key=?2 WHERE id=?1",
+            params![id, key],
+        )?;
+        Ok(())
+    }
+
+    /// (name, ssh host key) of every VM whose key is known.
+    pub fn ssh_host_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, ssh_host_key FROM vms WHERE ssh_host_key IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
     }
 
     /// The loopback addresses VMs hold.

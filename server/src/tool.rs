@@ -94,6 +94,8 @@ pub enum Tool {
     Chattr,
     /// `node` (the VS Code tier drives its browser with it).
     Node,
+    /// `ssh` (tests reach VMs as users do: `ssh NAME.vm`).
+    Ssh,
 }
 
 /// One entry of the list.
@@ -157,6 +159,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Setpriv, "setpriv", "util-linux", Need::Tests),
     p(Tool::Chattr, "chattr", "e2fsprogs", Need::Tests),
     p(Tool::Node, "node", "nodejs", Need::Tests),
+    p(Tool::Ssh, "ssh", "openssh-client", Need::Tests),
 ];
 
 /// Packages that ship no program banger runs but that the programs need:

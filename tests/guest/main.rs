@@ -13,6 +13,7 @@ mod lifecycle;
 mod lsp;
 mod net;
 mod nvim;
+mod ssh;
 mod vscode;
 mod workspace;
 
@@ -644,7 +645,7 @@ fn rm_runs_leave_nothing_whatever_ends_them() {
 }
 
 /// Whether this test process runs as root.
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()

@@ -86,7 +86,7 @@ fn nat_reaches_the_registries_and_without_it_nothing_answers() {
 }
 
 /// `GET /` from the host, or `None` when nothing answers.
-fn http_get(at: &str) -> Option<String> {
+pub(crate) fn http_get(at: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = at.parse().ok()?;
     let mut s =
@@ -99,7 +99,7 @@ fn http_get(at: &str) -> Option<String> {
     body.starts_with("HTTP/").then_some(body)
 }
 
-fn wait_for_page(at: &str, wanted: &str) {
+pub(crate) fn wait_for_page(at: &str, wanted: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if http_get(at).is_some_and(|b| b.contains(wanted)) {

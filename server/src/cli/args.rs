@@ -51,6 +51,24 @@ pub(crate) enum Command {
         /// bash, zsh or fish.
         shell: CompletionShell,
     },
+    /// Make `ssh NAME.vm` (and scp, rsync, VS Code Remote-SSH) reach VM
+    /// NAME from any terminal: writes banger's ssh config and, with
+    /// --install, adds one Include line to ~/.ssh/config.
+    SshConfig {
+        /// Add the Include line to ~/.ssh/config (kept content, idempotent).
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Remove banger's lines from ~/.ssh/config.
+        #[arg(long)]
+        uninstall: bool,
+    },
+    /// ssh's ProxyCommand for NAME.vm: the guest's `sshd -i`, through the
+    /// agent (no network needed).
+    #[command(hide = true)]
+    SshProxy {
+        /// NAME.vm
+        host: String,
+    },
     /// The editor backend: a Language Server on stdin/stdout (started by
     /// the VS Code extension and the Neovim plugin; see docs/lsp.md).
     Lsp {
@@ -290,6 +308,17 @@ pub(crate) enum VmCommand {
         /// runs).
         #[arg(long)]
         no_nat: bool,
+    },
+    /// ssh into a running VM with banger's own client (no network needed:
+    /// the guest's sshd runs through the agent); with `-- CMD ARGS...`,
+    /// run exactly that argv and exit with its exit code.
+    Ssh {
+        /// VM name or id.
+        #[arg(add = ArgValueCandidates::new(vm_names))]
+        vm: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// The guest's listening ports and where the host reaches each.
     Ports {

@@ -19,6 +19,7 @@ mod exec;
 mod image;
 mod kernel;
 pub mod printer;
+mod ssh;
 mod system;
 mod terminal;
 mod vm;
@@ -187,6 +188,10 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Daemon(cmd) => daemon::run(cmd, &dirs, printer).await,
         Command::Doctor => doctor::run(&dirs, printer).await,
         Command::Kernel(cmd) => kernel::run(cmd, &dirs, printer).await,
+        Command::SshConfig { install, uninstall } => {
+            ssh::config(&dirs, printer, install, uninstall)
+        }
+        Command::SshProxy { host } => ssh::proxy(&dirs, printer, &host).await,
         Command::Lsp { .. } => {
             crate::lsp::serve(dirs).await;
             Ok(0)

@@ -345,6 +345,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             Ok(0)
         }
         VmCommand::Logs { vm, follow } => logs(dirs, printer, vm, follow).await,
+        VmCommand::Ssh { vm, command } => super::ssh::vm_ssh(dirs, printer, &vm, command).await,
         VmCommand::Ports { vm } => {
             let client = client::connect_or_start(dirs).await?;
             let ports = client.vm_ports(vm).await.map_err(rpc_failure)?;

@@ -10,6 +10,7 @@ mod lifecycle;
 mod ports;
 mod rpc;
 pub mod server;
+mod ssh;
 mod sync;
 mod vm;
 mod workspace;
@@ -277,6 +278,8 @@ pub struct Daemon {
     /// VMs whose lease ended while they booted: the boot gives up.
     /// (How many deletes want it; two may at once.)
     pub(crate) cancelled: Mutex<HashMap<String, usize>>,
+    /// One ssh preparation at a time per VM (`ssh.rs`).
+    pub(crate) ssh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Each running VM's port forwarding (`ports.rs`).
     pub(crate) forwards: Mutex<HashMap<String, ports::VmForwards>>,
 }
@@ -315,6 +318,7 @@ impl Daemon {
             leases: Mutex::default(),
             cancelled: Mutex::default(),
             forwards: Mutex::default(),
+            ssh_locks: Mutex::default(),
             dirs,
         });
         daemon.reconcile_all().map_err(|e| e.message)?;

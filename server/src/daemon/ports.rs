@@ -54,6 +54,11 @@ impl Daemon {
         let Some(loopback) = vm.loopback else {
             return;
         };
+        // The debug builds' fake VMM's "guest" is this host: its ports are
+        // the host's own.
+        if cfg!(debug_assertions) && vm.vmm == "fake" {
+            return;
+        }
         let reach = Arc::new(Mutex::new(Reach::new()));
         let task = tokio::spawn(forward(
             self.clone(),
@@ -159,16 +164,17 @@ async fn forward(
     }
     let mut auto: HashMap<u16, (Result<SocketAddr, String>, Option<Listening>)> = HashMap::new();
     loop {
+        // The task ends when the VM's run ends (`stop_forwarding`); until
+        // then a guest that does not answer (yet) is asked again. A VM
+        // that no longer exists ends it too.
         let sockets = match daemon.running_agent(&id).await {
-            Ok((_, client)) => match client.ports().await {
-                Ok(s) => s,
-                Err(_) => {
-                    tokio::time::sleep(POLL).await;
-                    continue;
-                }
-            },
-            // Not running any more: the listeners close with this task.
-            Err(_) => return,
+            Ok((_, client)) => client.ports().await.ok(),
+            Err(e) if e.code == crate::api::code::NOT_FOUND => return,
+            Err(_) => None,
+        };
+        let Some(sockets) = sockets else {
+            tokio::time::sleep(POLL).await;
+            continue;
         };
         let wanted: std::collections::BTreeSet<u16> = sockets
             .iter()

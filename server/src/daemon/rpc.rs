@@ -399,6 +399,10 @@ impl BangerApiServer for Rpc {
         )
     }
 
+    async fn vm_ssh_prepare(&self, vm: String) -> Result<crate::api::SshInfo, ErrorObjectOwned> {
+        Ok(self.0.ssh_prepare(&vm).await?)
+    }
+
     async fn vm_ports(&self, vm: String) -> Result<Vec<crate::api::PortView>, ErrorObjectOwned> {
         Ok(self.0.vm_ports(&vm).await?)
     }

@@ -163,7 +163,7 @@ impl Daemon {
 
     /// Runs a guest program with `input` on stdin; returns its stdout
     /// (bounded) when it exits 0, else its exit code and stderr.
-    async fn guest_run(
+    pub(super) async fn guest_run(
         &self,
         vm: &str,
         argv: Vec<String>,

@@ -462,10 +462,24 @@ impl Daemon {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
                 vm.state = VmState::Running;
-                self.start_forwarding(&vm);
                 tracing::info!(vm = %vm.name, boot_id = %boot_id, "running");
                 vm.boot_id = Some(boot_id);
                 self.with_store(|s| s.update_vm(&vm))?;
+                // Recorded as running first: both ask for a running VM.
+                self.start_forwarding(&vm);
+                // Its ssh host key (made now, on its first boot) and
+                // known_hosts, before anyone runs ssh; off the boot's path.
+                // Never for the debug builds' fake VMM, whose "guest" is
+                // this host.
+                if !(cfg!(debug_assertions) && vm.vmm == "fake") {
+                    let daemon = self.clone();
+                    let id = vm.id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = daemon.ssh_prepare(&id).await {
+                            tracing::warn!(vm = %id, "ssh not prepared: {}", e.message);
+                        }
+                    });
+                }
                 Ok(vm)
             }
             Err(message) => {
@@ -676,6 +690,11 @@ impl Daemon {
         }
         self.with_store(|s| s.delete_vm(&vm.id))?;
         self.forget_lock(&vm.id);
+        // Its host key leaves known_hosts with it (a later VM of the same
+        // name has its own).
+        if let Err(e) = self.write_known_hosts() {
+            tracing::warn!("cannot rewrite known_hosts: {}", e.message);
+        }
         tracing::info!(vm = %vm.name, id = %vm.id, "deleted");
         Ok(())
     }

@@ -47,6 +47,14 @@ install -o root -g root -m 0644 "$staging/journald-banger.conf" /etc/systemd/jou
 install -o root -g root -m 0644 "$staging/ssh-service-banger.conf" "$system/ssh.service.d/banger.conf"
 install -o root -g root -m 0644 "$staging/sshd-banger.conf" /etc/ssh/sshd_config.d/banger.conf
 
+# sshd costs nothing at boot: systemd listens on port 22 and starts one
+# sshd per connection (ssh.socket, Accept=yes); `ssh NAME.vm` does not even
+# need that (banger runs `sshd -i` through the agent).
+rm -f /etc/systemd/system/multi-user.target.wants/ssh.service /etc/systemd/system/sshd.service
+mkdir -p /etc/systemd/system/sockets.target.wants "$system/ssh@.service.d"
+ln -sfn /lib/systemd/system/ssh.socket /etc/systemd/system/sockets.target.wants/ssh.socket
+install -o root -g root -m 0644 "$staging/ssh-service-banger.conf" "$system/ssh@.service.d/banger.conf"
+
 # Host keys made by openssh-server's postinst would be shared by every VM.
 rm -f /etc/ssh/ssh_host_*
 
