@@ -111,9 +111,15 @@ pub struct VmView {
 /// A VM's network, as `vm show` reports it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkView {
-    /// Outbound access (`--nat`): `nat` when on, `none` when the guest
-    /// reaches nothing beyond its link.
+    /// What the guest may reach: `none` (nothing beyond its link), `nat`
+    /// (anywhere) or `allow` (only the `allow` rules).
     pub mode: String,
+    /// Egress rules (`--allow`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// What the rules refused lately, named (`vm show` of a running VM).
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// The guest's address inside its own network, while running.
     #[serde(default)]
     pub guest_address: Option<String>,
@@ -203,6 +209,10 @@ pub struct CreateParams {
     /// Fixed port forwards, `[HOSTIP:]HOSTPORT:GUESTPORT` each.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Egress rules, `HOST[:PORT]` or `*.DOMAIN` each: only these
+    /// destinations (implies outbound access).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -544,9 +554,13 @@ pub struct SetParams {
     /// New memory in MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
-    /// Outbound network access on or off (at once on a running VM).
+    /// Outbound network access on or off (at once on a running VM); off
+    /// also drops egress rules, on drops them too (anywhere).
     #[serde(default)]
     pub nat: Option<bool>,
+    /// New egress rules (replacing the old ones; at once on a running VM).
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
 }
 
 /// What `vm_logs` returns: the console log and the daemon's lines about
@@ -565,6 +579,13 @@ pub struct VmLogs {
     pub console_log: String,
     /// The daemon log file.
     pub daemon_log: String,
+    /// The network's own lines (the keeper's: egress changes, refusals)
+    /// from `network_from` on.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Where the next read of the network log starts.
+    #[serde(default)]
+    pub network_next: u64,
 }
 
 /// One of a VM's disks and what it really uses on the host.
@@ -732,14 +753,15 @@ pub trait BangerApi {
     #[method(name = "vm_set")]
     async fn vm_set(&self, params: SetParams) -> Result<VmView, ErrorObjectOwned>;
 
-    /// The guest console and the daemon's log lines about a VM, from the
-    /// given byte offsets.
+    /// The guest console, the daemon's log lines about a VM and its
+    /// network's (what egress rules refused), from the given byte offsets.
     #[method(name = "vm_logs")]
     async fn vm_logs(
         &self,
         vm: String,
         console_from: u64,
         daemon_from: u64,
+        network_from: Option<u64>,
     ) -> Result<VmLogs, ErrorObjectOwned>;
 
     /// State, uptime, CPU time and memory of the VMM, disk bytes used.

@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE vms ADD COLUMN published TEXT NOT NULL DEFAULT '[]';",
     // 11: each VM's ssh host key, as its agent reported it (known_hosts).
     "ALTER TABLE vms ADD COLUMN ssh_host_key TEXT;",
+    // 12: egress rules (`--allow`, JSON): only these destinations.
+    "ALTER TABLE vms ADD COLUMN allow TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// A store operation failed.
@@ -214,10 +216,22 @@ pub struct VmRecord {
     pub loopback: Option<std::net::Ipv4Addr>,
     /// Fixed port forwards (`-p`).
     pub published: Vec<crate::net::PortMapping>,
+    /// Egress rules (`--allow`): only these destinations.
+    pub allow: Vec<crate::net::egress::AllowRule>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+}
+
+impl VmRecord {
+    /// What the guest may reach.
+    pub fn egress(&self) -> crate::net::Egress {
+        crate::net::Egress {
+            nat: self.nat,
+            allow: self.allow.clone(),
+        }
+    }
 }
 
 /// A workspace shipped into a VM.
@@ -307,8 +321,8 @@ impl Store {
         let res = self.conn.execute(
             "INSERT INTO vms (id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
                 vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
-                vmm_reason, kernel, kernel_id, overlay_bytes, nat, loopback, published)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                vmm_reason, kernel, kernel_id, overlay_bytes, nat, loopback, published, allow)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
             params![
                 vm.id,
                 vm.name,
@@ -334,6 +348,7 @@ impl Store {
                 vm.nat,
                 vm.loopback.map(|a| a.to_string()),
                 serde_json::to_string(&vm.published).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&vm.allow).unwrap_or_else(|_| "[]".into()),
             ],
         );
         match res {
@@ -352,7 +367,7 @@ impl Store {
         self.conn.execute(
             "UPDATE vms SET state=?2, vcpu=?3, memory_mib=?4, disk_bytes=?5, vmm=?6, accel=?7,
                 accel_reason=?8, pid=?9, pid_start_time=?10, boot_id=?11, last_error=?12, updated_at=?13,
-                vmm_reason=?14, kernel=?15, nat=?16, loopback=?17
+                vmm_reason=?14, kernel=?15, nat=?16, loopback=?17, allow=?18
              WHERE id=?1",
             params![
                 vm.id,
@@ -372,6 +387,7 @@ impl Store {
                 vm.kernel,
                 vm.nat,
                 vm.loopback.map(|a| a.to_string()),
+                serde_json::to_string(&vm.allow).unwrap_or_else(|_| "[]".into()),
             ],
         )?;
         Ok(())
@@ -615,7 +631,7 @@ const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked, overlay_bytes, nat, loopback, published FROM vms";
+    workspace_untracked, overlay_bytes, nat, loopback, published, allow FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -711,6 +727,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             nat: r.get(25)?,
             loopback: r.get::<_, Option<String>>(26)?.and_then(|a| a.parse().ok()),
             published: serde_json::from_str(&r.get::<_, String>(27)?).unwrap_or_default(),
+            allow: serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default(),
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
@@ -764,6 +781,7 @@ mod tests {
             nat: false,
             loopback: None,
             published: Vec::new(),
+            allow: Vec::new(),
             created_at: 1,
             updated_at: 1,
         }

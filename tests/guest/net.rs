@@ -200,3 +200,112 @@ fn guest_ports_reach_the_host_on_each_vms_own_address_and_by_publish() {
     assert!(http_get(&format!("127.0.0.1:{fixed}")).is_none());
     env.assert_nothing_left();
 }
+
+/// `--allow`: only the named registry is reachable, however the guest
+/// tries otherwise (its own name lookup, an address directly, an allowed
+/// name in SNI while connecting elsewhere); refusals are named in `vm
+/// show`; `vm set --allow` changes the rules at once.
+#[test]
+fn allow_rules_hold_against_names_addresses_and_sni_and_say_what_they_refused() {
+    let env = Env::new();
+    env.banger(&["vm", "create", "--name", "eg", "--allow", "deb.debian.org"])
+        .ok();
+    let shown = env.show("eg");
+    assert_eq!(shown["network"]["mode"], "allow");
+    assert_eq!(
+        shown["network"]["allow"],
+        serde_json::json!(["deb.debian.org"])
+    );
+
+    let apt = sh(&env, "eg", "apt-get update >/dev/null && echo ok");
+    assert_eq!(apt.stdout.trim(), "ok", "{}", apt.stderr);
+    // Another registry: its name does not resolve (6)...
+    assert_eq!(fetch(&env, "eg", "https://pypi.org/simple/"), "000 exit=6");
+    // ...and resolved by the guest itself (the registries share one
+    // address here), the connection is refused by its SNI (35: reset in
+    // the TLS handshake), by its Host header when it names an address
+    // directly (56: reset), never timed out.
+    let registry_ip = {
+        let r = sh(
+            &env,
+            "eg",
+            "getent ahostsv4 deb.debian.org | head -1 | cut -d' ' -f1",
+        );
+        r.ok();
+        r.stdout.trim().to_string()
+    };
+    let forced = env.banger(&[
+        "vm",
+        "exec",
+        "eg",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "30",
+        "-o",
+        "/dev/null",
+        "--resolve",
+        &format!("pypi.org:443:{registry_ip}"),
+        "https://pypi.org/simple/",
+    ]);
+    assert_eq!(forced.code, 35, "{}", forced.stderr);
+    assert_eq!(
+        fetch(&env, "eg", &format!("http://{registry_ip}/debian/")),
+        "000 exit=56"
+    );
+    // An allowed name in SNI while connecting elsewhere (an address where
+    // nothing answers): banger dials the allowed name itself, so the
+    // guest reaches the registry and never "elsewhere".
+    let elsewhere = env.banger(&[
+        "vm",
+        "exec",
+        "eg",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        "deb.debian.org:443:192.0.2.77",
+        "https://deb.debian.org/debian/",
+    ]);
+    assert_eq!(elsewhere.stdout, "200", "{}", elsewhere.stderr);
+
+    let refused = env.show("eg")["network"]["refused"].clone();
+    let text = refused.to_string();
+    assert!(text.contains("name pypi.org"), "{text}");
+    assert!(text.contains("pypi.org:443 (connection"), "{text}");
+    assert!(text.contains(&format!("{registry_ip}:80")), "{text}");
+    let logs = env.banger(&["vm", "logs", "eg"]);
+    logs.ok();
+    assert!(
+        logs.stdout
+            .contains("[network] refused pypi.org:443 (connection"),
+        "{}",
+        logs.stdout
+    );
+
+    // New rules at once: now PyPI and not Debian.
+    let set = env.banger(&["vm", "set", "eg", "--allow", "pypi.org"]);
+    set.ok();
+    assert!(
+        set.stderr.contains("only to pypi.org, now"),
+        "{}",
+        set.stderr
+    );
+    assert_eq!(
+        fetch(&env, "eg", "https://pypi.org/simple/pip/"),
+        "200 exit=0"
+    );
+    assert_eq!(
+        fetch(&env, "eg", "http://deb.debian.org/debian/"),
+        "000 exit=6"
+    );
+    env.banger(&["vm", "delete", "eg"]).ok();
+    env.assert_nothing_left();
+}

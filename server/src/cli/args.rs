@@ -167,6 +167,15 @@ pub(crate) struct NetArgs {
     /// port is also forwarded to the VM's own address (banger vm ip).
     #[arg(short = 'p', long = "publish", value_name = "[HOSTIP:]HOSTPORT:GUESTPORT", value_parser = parse_publish)]
     pub(crate) publish: Vec<crate::net::PortMapping>,
+    /// Let the guest reach only this destination: HOST, HOST:PORT (without
+    /// a port: 80 and 443) or *.DOMAIN. Repeatable; implies --nat.
+    /// Everything else is refused, and `vm show` names what was.
+    #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_allow)]
+    pub(crate) allow: Vec<crate::net::egress::AllowRule>,
+}
+
+fn parse_allow(s: &str) -> Result<crate::net::egress::AllowRule, String> {
+    s.parse()
 }
 
 fn parse_publish(s: &str) -> Result<crate::net::PortMapping, String> {
@@ -301,13 +310,18 @@ pub(crate) enum VmCommand {
         /// Memory: MiB (2048) or a size (2G).
         #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
         memory: Option<u64>,
-        /// Give the guest outbound network access (at once when it runs).
-        #[arg(long, conflicts_with = "no_nat")]
+        /// Give the guest outbound network access to anywhere (at once when
+        /// it runs; drops --allow rules).
+        #[arg(long, conflicts_with_all = ["no_nat", "allow"])]
         nat: bool,
         /// Take the guest's outbound network access away (at once when it
-        /// runs).
-        #[arg(long)]
+        /// runs; drops --allow rules).
+        #[arg(long, conflicts_with = "allow")]
         no_nat: bool,
+        /// Let the guest reach only these destinations (replacing the
+        /// rules it had; at once when it runs). Repeatable.
+        #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_allow)]
+        allow: Vec<crate::net::egress::AllowRule>,
     },
     /// ssh into a running VM with banger's own client (no network needed:
     /// the guest's sshd runs through the agent); with `-- CMD ARGS...`,

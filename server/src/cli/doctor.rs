@@ -151,6 +151,16 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
         ),
     ));
     out.extend(program_checks(|name| crate::tool::find(name).is_some()));
+    out.push(network_check(
+        std::path::Path::new("/dev/net/tun").exists(),
+        nix::unistd::geteuid().is_root(),
+        std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|v| v.trim().parse().ok()),
+        std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+            .ok()
+            .map(|v| v.trim() == "1"),
+    ));
     let store = ImageStore::new(dirs.images());
     out.push(match store.find(DEFAULT_IMAGE) {
         Ok(Some(image)) => check(
@@ -195,6 +205,35 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
 }
 
 /// `banger doctor`: prints every check; exits 1 when one fails.
+/// Whether this host can give each VM a network of its own (pure): a tun
+/// device, and as a user, user namespaces (pasta makes one per VM).
+fn network_check(
+    tun: bool,
+    root: bool,
+    max_user_namespaces: Option<u64>,
+    unprivileged_userns_clone: Option<bool>,
+) -> Check {
+    if !tun {
+        return check(
+            Level::Fail,
+            "network",
+            "/dev/net/tun is missing: VMs cannot get a network (load the tun module: modprobe tun)",
+        );
+    }
+    if !root && (max_user_namespaces == Some(0) || unprivileged_userns_clone == Some(false)) {
+        return check(
+            Level::Fail,
+            "network",
+            "user namespaces are off for users: VMs cannot get a network without root (sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1)",
+        );
+    }
+    check(
+        Level::Ok,
+        "network",
+        "a user+network namespace per VM (pasta), its own tap and rules",
+    )
+}
+
 pub(crate) async fn run(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
     let daemon = match client::connect_existing(dirs).await {
         Ok(Some(c)) => c.daemon_info().await.ok().map(|i| {
@@ -227,6 +266,26 @@ pub(crate) async fn run(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_check_names_what_is_missing() {
+        assert_eq!(
+            network_check(true, false, Some(15000), Some(true)).level,
+            Level::Ok
+        );
+        assert_eq!(
+            network_check(true, true, Some(0), Some(false)).level,
+            Level::Ok
+        );
+        let tun = network_check(false, true, None, None);
+        assert!(tun.level == Level::Fail && tun.detail.contains("modprobe tun"));
+        let userns = network_check(true, false, Some(0), None);
+        assert!(userns.level == Level::Fail && userns.detail.contains("max_user_namespaces"));
+        assert_eq!(
+            network_check(true, false, None, Some(false)).level,
+            Level::Fail
+        );
+    }
 
     #[test]
     fn each_missing_program_is_named_with_its_package() {

@@ -49,6 +49,7 @@ pub(crate) fn create_params(
         lease: None,
         nat: net.nat,
         publish: net.publish.iter().map(|p| p.to_string()).collect(),
+        allow: net.allow.iter().map(|a| a.to_string()).collect(),
     })
 }
 
@@ -305,6 +306,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             memory,
             nat,
             no_nat,
+            allow,
         } => {
             let client = client::connect_or_start(dirs).await?;
             let nat = match (nat, no_nat) {
@@ -312,13 +314,16 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                 (_, true) => Some(false),
                 _ => None,
             };
+            let allow = (!allow.is_empty()).then(|| allow.iter().map(|a| a.to_string()).collect());
             let params = crate::api::SetParams {
                 vm,
                 vcpu,
                 memory_mib: memory,
                 nat,
+                allow,
             };
             let resources = params.vcpu.is_some() || params.memory_mib.is_some();
+            let network = params.nat.is_some() || params.allow.is_some();
             let view = client.vm_set(params).await.map_err(rpc_failure)?;
             if printer.json() {
                 printer.json_value(&view);
@@ -330,13 +335,20 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                         view.vcpu, view.memory_mib, view.name
                     ));
                 }
-                if let Some(nat) = nat {
-                    let access = if nat { "on" } else { "off" };
+                if network {
+                    let access = match view.network.mode.as_str() {
+                        "nat" => "outbound network access on".to_string(),
+                        "allow" => format!(
+                            "outbound network access only to {}",
+                            view.network.allow.join(", ")
+                        ),
+                        _ => "outbound network access off".to_string(),
+                    };
                     printer.note(&if view.state == "running" {
-                        format!("outbound network access {access}, now")
+                        format!("{access}, now")
                     } else {
                         format!(
-                            "outbound network access {access} from its next start (banger vm start {})",
+                            "{access} from its next start (banger vm start {})",
                             view.name
                         )
                     });
@@ -570,10 +582,13 @@ fn eprint_prompt(text: &str) {
 /// deleted or Ctrl-C.
 async fn logs(dirs: &Dirs, printer: &Printer, vm: String, follow: bool) -> Result<u8, Failure> {
     let client = client::connect_or_start(dirs).await?;
-    let (mut console, mut daemon) = (0, 0);
+    let (mut console, mut daemon, mut network) = (0, 0, 0);
     let mut seen = false;
     loop {
-        let chunk = match client.vm_logs(vm.clone(), console, daemon).await {
+        let chunk = match client
+            .vm_logs(vm.clone(), console, daemon, Some(network))
+            .await
+        {
             Ok(c) => c,
             Err(jsonrpsee::core::client::Error::Call(obj))
                 if seen && obj.code() == crate::api::code::NOT_FOUND =>
@@ -591,8 +606,12 @@ async fn logs(dirs: &Dirs, printer: &Printer, vm: String, follow: bool) -> Resul
         for line in &chunk.daemon {
             printer.line(&format!("[bangerd] {line}"));
         }
+        for line in &chunk.network {
+            printer.line(&format!("[network] {line}"));
+        }
         console = chunk.console_next;
         daemon = chunk.daemon_next;
+        network = chunk.network_next;
         if !follow {
             return Ok(0);
         }

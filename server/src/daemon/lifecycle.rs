@@ -165,19 +165,35 @@ impl Daemon {
 
     /// Changes a stopped VM's vCPUs or memory; the next start uses them.
     pub(crate) async fn set_vm(&self, params: &SetParams) -> Result<VmRecord, OpError> {
-        if params.vcpu.is_none() && params.memory_mib.is_none() && params.nat.is_none() {
+        if params.vcpu.is_none()
+            && params.memory_mib.is_none()
+            && params.nat.is_none()
+            && params.allow.is_none()
+        {
             return Err(OpError::new(
                 code::INVALID,
-                "nothing to change; give --vcpu N, --memory SIZE, --nat or --no-nat",
+                "nothing to change; give --vcpu N, --memory SIZE, --nat, --no-nat or --allow HOST",
             ));
         }
+        let allow = params
+            .allow
+            .as_ref()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|a| a.parse::<crate::net::egress::AllowRule>())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| OpError::new(code::INVALID, e))?;
         let vm = self.find(&params.vm)?;
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let mut vm = self.refresh(self.find(&vm.id)?)?;
         let resources = params.vcpu.is_some() || params.memory_mib.is_some();
-        // Resources only change on a stopped VM; network access also on a
-        // running one, at once (its rules are the keeper's).
+        let network = params.nat.is_some() || allow.is_some();
+        // Resources only change on a stopped VM; what the guest may reach
+        // also on a running one, at once (its rules are the keeper's).
         if vm.state.may_have_process() && (resources || vm.state != VmState::Running) {
             return Err(OpError::new(
                 code::RUNNING,
@@ -197,16 +213,29 @@ impl Daemon {
         if resources {
             super::vm::fits_the_host(&spec)?;
         }
-        if let Some(nat) = params.nat
-            && vm.state == VmState::Running
-        {
+        // --nat / --no-nat choose anywhere / nothing and drop the rules;
+        // --allow replaces the rules (and implies a way out).
+        let mut next = vm.clone();
+        if let Some(nat) = params.nat {
+            next.nat = nat;
+            next.allow.clear();
+        }
+        if let Some(rules) = allow {
+            next.nat = next.nat || !rules.is_empty();
+            next.allow = rules;
+        }
+        if network && vm.state == VmState::Running {
             let dir = self.dirs.vm_runtime(&vm.id);
-            super::offload(|| crate::net::control(&dir, &crate::net::Control::SetNat { nat }))
-                .map_err(|e| OpError::internal(e.to_string()))?;
-            tracing::info!(vm = %vm.name, "set nat {nat} (applied now)");
+            let egress = next.egress();
+            super::offload(|| {
+                crate::net::control(&dir, &crate::net::Control::SetEgress { egress })
+            })
+            .map_err(|e| OpError::internal(e.to_string()))?;
+            tracing::info!(vm = %vm.name, "set egress {} (applied now)", next.egress().mode());
         }
         vm.spec = spec;
-        vm.nat = params.nat.unwrap_or(vm.nat);
+        vm.nat = next.nat;
+        vm.allow = next.allow;
         self.with_store(|s| s.update_vm(&vm))?;
         if resources {
             tracing::info!(
@@ -225,8 +254,17 @@ impl Daemon {
         name_or_id: &str,
         console_from: u64,
         daemon_from: u64,
+        network_from: u64,
     ) -> Result<VmLogs, OpError> {
         let vm = self.find(name_or_id)?;
+        let network_log = self.dirs.vm_state(&vm.id).join(crate::net::LOG_FILE);
+        let (network, network_next) = read_from(&network_log, network_from, true);
+        // The keeper's own lines; pasta's syslog noise left out.
+        let network = String::from_utf8_lossy(&network)
+            .lines()
+            .filter_map(|l| l.strip_prefix("banger-net: "))
+            .map(str::to_string)
+            .collect();
         let console_log = self.dirs.vm_state(&vm.id).join("console.log");
         let daemon_log = self.dirs.daemon_log();
         let (console, console_next) = read_from(&console_log, console_from, false);
@@ -243,6 +281,8 @@ impl Daemon {
             daemon_next,
             console_log: console_log.display().to_string(),
             daemon_log: daemon_log.display().to_string(),
+            network,
+            network_next,
         })
     }
 

@@ -123,7 +123,9 @@ impl Daemon {
                 let running = crate::net::NetworkRecord::load(&self.dirs.vm_runtime(&vm.id))
                     .filter(|_| vm.state.may_have_process());
                 crate::api::NetworkView {
-                    mode: if vm.nat { "nat" } else { "none" }.to_string(),
+                    mode: vm.egress().mode().to_string(),
+                    allow: vm.allow.iter().map(|a| a.to_string()).collect(),
+                    refused: Vec::new(),
                     guest_address: running
                         .as_ref()
                         .map(|r| format!("{}/{}", r.guest.address, r.guest.prefix)),
@@ -309,7 +311,17 @@ impl BangerApiServer for Rpc {
     async fn vm_show(&self, vm: String) -> Result<VmView, ErrorObjectOwned> {
         let d = &self.0;
         let vm = d.refresh(d.find(&vm)?)?;
-        Ok(d.view(&vm))
+        let mut view = d.view(&vm);
+        // What its rules refused lately, from the keeper of a running VM.
+        if vm.state == crate::store::VmState::Running {
+            let dir = d.dirs.vm_runtime(&vm.id);
+            if let Ok(status) =
+                super::offload(|| crate::net::control(&dir, &crate::net::Control::Status))
+            {
+                view.network.refused = status.refusals;
+            }
+        }
+        Ok(view)
     }
 
     async fn vm_create(
@@ -390,13 +402,15 @@ impl BangerApiServer for Rpc {
         vm: String,
         console_from: u64,
         daemon_from: u64,
+        network_from: Option<u64>,
     ) -> Result<crate::api::VmLogs, ErrorObjectOwned> {
         let daemon = self.0.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || daemon.vm_logs(&vm, console_from, daemon_from))
-                .await
-                .map_err(|e| OpError::internal(format!("logs task failed: {e}")))??,
-        )
+        let network_from = network_from.unwrap_or(0);
+        Ok(tokio::task::spawn_blocking(move || {
+            daemon.vm_logs(&vm, console_from, daemon_from, network_from)
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("logs task failed: {e}")))??)
     }
 
     async fn vm_ssh_prepare(&self, vm: String) -> Result<crate::api::SshInfo, ErrorObjectOwned> {

@@ -109,6 +109,12 @@ impl Daemon {
             ));
         }
         fits_the_host(&spec)?;
+        let allow = params
+            .allow
+            .iter()
+            .map(|a| a.parse::<crate::net::egress::AllowRule>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OpError::new(code::INVALID, e))?;
         let published = params
             .publish
             .iter()
@@ -152,6 +158,7 @@ impl Daemon {
             choice,
             kernel,
             published,
+            allow,
         })
     }
 
@@ -170,6 +177,7 @@ impl Daemon {
             choice,
             kernel,
             published,
+            allow,
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(params.image.as_deref(), progress).await?;
@@ -192,9 +200,11 @@ impl Daemon {
             pid_start_time: None,
             boot_id: None,
             last_error: None,
-            nat: params.nat,
+            // --allow implies a way out (through the rules).
+            nat: params.nat || !allow.is_empty(),
             loopback: None,
             published,
+            allow,
             created_at: ts,
             updated_at: ts,
         };
@@ -354,12 +364,12 @@ impl Daemon {
         }
         progress.say("starting the vm's network");
         let network = {
-            let (rt, log, nat) = (
+            let (rt, log, egress) = (
                 runtime_dir.clone(),
                 state_dir.join(crate::net::LOG_FILE),
-                vm.nat,
+                vm.egress(),
             );
-            tokio::task::spawn_blocking(move || crate::vmm::network::start(&rt, &log, nat))
+            tokio::task::spawn_blocking(move || crate::vmm::network::start(&rt, &log, &egress))
                 .await
                 .map_err(|e| OpError::internal(format!("network task failed: {e}")))?
         };
@@ -946,6 +956,7 @@ pub(crate) struct CreatePlan {
     pub(crate) choice: crate::vmm::VmmChoice,
     pub(crate) kernel: Option<crate::kernel::KernelEntry>,
     pub(crate) published: Vec<crate::net::PortMapping>,
+    pub(crate) allow: Vec<crate::net::egress::AllowRule>,
 }
 
 /// The error for a request that needs a running VM.

@@ -222,15 +222,16 @@ impl GlobalState {
             None => {
                 say(format!("creating sandbox {name}")).await;
                 self.set_status(|s| s.vm_state = "starting".into()).await;
-                let (vcpu, memory_mib, nat) = {
+                let (vcpu, memory_mib, nat, allow) = {
                     let s = lock(&self.settings);
-                    (s.vcpu, s.memory_mib, s.nat)
+                    (s.vcpu, s.memory_mib, s.nat, s.allow.clone())
                 };
                 let params = CreateParams {
                     name: Some(name.clone()),
                     vcpu,
                     memory_mib,
                     nat,
+                    allow,
                     start: true,
                     delete_on_failure: true,
                     ..CreateParams::default()

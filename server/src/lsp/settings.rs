@@ -20,6 +20,9 @@ pub struct Settings {
     pub memory_mib: Option<u64>,
     /// Outbound network access for a VM this server creates.
     pub nat: bool,
+    /// Egress rules for a VM this server creates (`HOST[:PORT]`,
+    /// `*.DOMAIN`): only these destinations.
+    pub allow: Vec<String>,
     /// Whether the workspace is trusted: an untrusted one never runs a
     /// command named by the repository's own `.banger.toml`.
     pub trusted: bool,
@@ -34,6 +37,7 @@ impl Default for Settings {
             vcpu: None,
             memory_mib: None,
             nat: false,
+            allow: Vec::new(),
             trusted: true,
         }
     }
@@ -49,6 +53,7 @@ struct EditorSettings {
     vcpu: Option<u32>,
     memory: Option<serde_json::Value>,
     nat: Option<bool>,
+    allow: Option<Vec<String>>,
     trusted: Option<bool>,
 }
 
@@ -66,6 +71,7 @@ struct RepoSandbox {
     vcpu: Option<u32>,
     memory: Option<toml::Value>,
     nat: Option<bool>,
+    allow: Option<Vec<String>>,
 }
 
 /// Memory as `2048` (MiB) or `"2G"`.
@@ -120,7 +126,12 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
                     s.vm = sb.vm;
                     s.test_command = sb.test_command;
                     s.nat = sb.nat.unwrap_or(false);
-                } else if sb.test_command.is_some() || sb.vm.is_some() || sb.nat == Some(true) {
+                    s.allow = sb.allow.unwrap_or_default();
+                } else if sb.test_command.is_some()
+                    || sb.vm.is_some()
+                    || sb.nat == Some(true)
+                    || sb.allow.as_ref().is_some_and(|a| !a.is_empty())
+                {
                     warnings.push(
                         ".banger.toml names a test command, a VM or network access; they are ignored until the workspace is trusted"
                             .into(),
@@ -162,6 +173,19 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
     if let Some(nat) = editor.nat {
         s.nat = nat;
     }
+    if let Some(allow) = editor.allow {
+        s.allow = allow;
+    }
+    // Rules are checked here too: a bad one is a warning, not a sandbox
+    // that fails to start.
+    s.allow
+        .retain(|a| match a.parse::<crate::net::egress::AllowRule>() {
+            Ok(_) => true,
+            Err(e) => {
+                warnings.push(e);
+                false
+            }
+        });
     if let Some(m) = editor.memory.as_ref().filter(|m| !m.is_null()) {
         match memory_mib(m) {
             Ok(mib) => s.memory_mib = Some(mib),
@@ -282,6 +306,16 @@ mod tests {
         let (s, _) = resolve(empty.path(), &json!({"banger": {"nat": true}}));
         assert!(s.nat);
         assert!(!resolve(empty.path(), &json!({})).0.nat);
+        std::fs::write(
+            dir.path().join(".banger.toml"),
+            "[sandbox]\nallow = [\"pypi.org\", \"*.pythonhosted.org\", \"bad host\"]\n",
+        )
+        .unwrap();
+        let (s, w) = resolve(dir.path(), &json!({}));
+        assert_eq!(s.allow, ["pypi.org", "*.pythonhosted.org"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        let (s, _) = resolve(dir.path(), &json!({"trusted": false}));
+        assert!(s.allow.is_empty());
     }
 
     #[test]

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +15,8 @@ use tokio::net::{UdpSocket, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use super::{
-    CONFIG_FILE, CONTROL_SOCKET, Control, KeeperConfig, KeeperStatus, Reply, TAP, UPSTREAM_DNS,
-    rules,
+    CONFIG_FILE, CONTROL_SOCKET, Control, Egress, KeeperConfig, KeeperStatus, PROXY_PORT, Reply,
+    TAP, UPSTREAM_DNS, rules,
 };
 use crate::process::ProcessIdentity;
 use crate::tool::{self, Tool};
@@ -59,11 +58,43 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-struct State {
-    guest: GuestNet,
-    nat: bool,
-    dns_open: Arc<AtomicBool>,
+/// What the keeper's tasks share: the guest's addressing, its egress
+/// policy (changed at once by the daemon) and the latest refusals.
+pub(super) struct Shared {
+    pub(super) guest: GuestNet,
+    egress: Mutex<Egress>,
+    refusals: Mutex<std::collections::VecDeque<(String, u64)>>,
 }
+
+/// Refusals kept for `vm show` (each is also a line of the network log).
+const REFUSALS_KEPT: usize = 50;
+
+impl Shared {
+    /// The current policy.
+    pub(super) fn egress(&self) -> Egress {
+        self.egress.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Records a refusal, named.
+    pub(super) fn refuse(&self, what: String) {
+        eprintln!("banger-net: refused {what}");
+        if let Ok(mut r) = self.refusals.lock() {
+            // The same refusal again (a resolver's retries) counts once more.
+            if let Some((last, n)) = r.back_mut()
+                && *last == what
+            {
+                *n += 1;
+                return;
+            }
+            if r.len() == REFUSALS_KEPT {
+                r.pop_front();
+            }
+            r.push_back((what, 1));
+        }
+    }
+}
+
+type State = Shared;
 
 async fn run(dir: PathBuf) -> Result<(), String> {
     let config_path = dir.join(CONFIG_FILE);
@@ -85,23 +116,25 @@ async fn run(dir: PathBuf) -> Result<(), String> {
     // This namespace's own switch (the host's is untouched).
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| format!("cannot enable forwarding in the namespace: {e}"))?;
-    apply_rules(&guest, config.nat).await?;
+    apply_rules(&guest, &config.egress).await?;
 
-    let dns_open = Arc::new(AtomicBool::new(config.nat));
+    let state = Arc::new(Shared {
+        guest,
+        egress: Mutex::new(config.egress.clone()),
+        refusals: Mutex::default(),
+    });
     let dns = UdpSocket::bind(SocketAddr::from((guest.gateway, 53)))
         .await
         .map_err(|e| format!("cannot listen for DNS on {}:53: {e}", guest.gateway))?;
     tokio::spawn(super::dns::serve(
         dns,
         SocketAddr::from((UPSTREAM_DNS, 53)),
-        dns_open.clone(),
+        state.clone(),
     ));
-
-    let state = Arc::new(Mutex::new(State {
-        guest,
-        nat: config.nat,
-        dns_open,
-    }));
+    let proxy = tokio::net::TcpListener::bind(SocketAddr::from((guest.gateway, PROXY_PORT)))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{PROXY_PORT}: {e}", guest.gateway))?;
+    tokio::spawn(super::proxy::serve(proxy, state.clone()));
     let socket_path = dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&socket_path);
     let listener = UnixListener::bind(&socket_path)
@@ -110,8 +143,11 @@ async fn run(dir: PathBuf) -> Result<(), String> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     eprintln!(
-        "banger-net: ready: guest {}/{} via {}, nat {}",
-        guest.address, guest.prefix, guest.gateway, config.nat
+        "banger-net: ready: guest {}/{} via {}, egress {}",
+        guest.address,
+        guest.prefix,
+        guest.gateway,
+        config.egress.mode()
     );
 
     let first_watch = tokio::time::sleep(FIRST_WATCH);
@@ -142,14 +178,14 @@ async fn run(dir: PathBuf) -> Result<(), String> {
 
 async fn serve_control(
     stream: UnixStream,
-    state: Arc<Mutex<State>>,
+    state: Arc<State>,
     watch: mpsc::Sender<ProcessIdentity>,
 ) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(64 * 1024)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Ok(Control::Connect { port }) = serde_json::from_str::<Control>(&line) {
-            let guest = state.lock().map(|s| s.guest.address).ok();
+            let guest = Some(state.guest.address);
             if hand_over(&write, guest, port).await.is_err() {
                 return;
             }
@@ -225,7 +261,7 @@ async fn hand_over(
 
 async fn handle(
     request: Control,
-    state: &Arc<Mutex<State>>,
+    state: &Arc<State>,
     watch: &mpsc::Sender<ProcessIdentity>,
 ) -> Reply {
     let result = match request {
@@ -236,18 +272,12 @@ async fn handle(
             .send(vmm)
             .await
             .map_err(|_| "the keeper is ending".to_string()),
-        Control::SetNat { nat } => {
-            let guest = state.lock().map(|s| s.guest).ok();
-            match guest {
-                Some(guest) => apply_rules(&guest, nat).await.map(|()| {
-                    if let Ok(mut s) = state.lock() {
-                        s.nat = nat;
-                        s.dns_open.store(nat, Ordering::Relaxed);
-                    }
-                }),
-                None => Err("keeper state poisoned".into()),
+        Control::SetEgress { egress } => apply_rules(&state.guest, &egress).await.map(|()| {
+            eprintln!("banger-net: egress now {}", egress.mode());
+            if let Ok(mut e) = state.egress.lock() {
+                *e = egress;
             }
-        }
+        }),
     };
     match result {
         Err(e) => Reply {
@@ -256,23 +286,35 @@ async fn handle(
         },
         Ok(()) => {
             let refused = refused_count().await;
-            let status = state.lock().ok().map(|s| KeeperStatus {
-                pid: 0,
-                guest: s.guest,
-                nat: s.nat,
-                refused,
-            });
+            let refusals = state
+                .refusals
+                .lock()
+                .map(|r| {
+                    r.iter()
+                        .map(|(what, n)| match n {
+                            1 => what.clone(),
+                            n => format!("{what}, {n} times"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             Reply {
                 error: None,
-                status,
+                status: Some(KeeperStatus {
+                    pid: 0,
+                    guest: state.guest,
+                    egress: state.egress(),
+                    refused,
+                    refusals,
+                }),
             }
         }
     }
 }
 
 /// Loads the whole ruleset for the current settings (one transaction).
-async fn apply_rules(guest: &GuestNet, nat: bool) -> Result<(), String> {
-    let text = rules::ruleset(guest, nat);
+async fn apply_rules(guest: &GuestNet, egress: &Egress) -> Result<(), String> {
+    let text = rules::ruleset(guest, egress);
     nft(&["-f", "-"], Some(text))
         .await
         .map(|_| ())

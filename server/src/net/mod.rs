@@ -22,8 +22,10 @@
 //! change rules that live on the host.
 
 pub mod dns;
+pub mod egress;
 pub mod keeper;
 pub mod ports;
+mod proxy;
 pub mod rules;
 mod tap;
 
@@ -48,6 +50,9 @@ pub const UPLINK: &str = "up0";
 /// to the host's first name server (`--dns-forward`), which may be a
 /// loopback address the namespace could not reach otherwise.
 pub const UPSTREAM_DNS: Ipv4Addr = Ipv4Addr::new(169, 254, 66, 53);
+/// The keeper's proxy for guest TCP under `--allow` rules, on the
+/// router's address in the namespace.
+pub const PROXY_PORT: u16 = 15001;
 /// The guest's MAC address (each VM is alone on its link).
 pub const GUEST_MAC: &str = "52:54:00:66:00:02";
 /// The keeper's control socket, in the VM's runtime directory.
@@ -96,11 +101,32 @@ pub enum NetError {
     },
 }
 
+/// What a guest may reach beyond its link.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Egress {
+    /// Outbound access to anywhere (`--nat`).
+    pub nat: bool,
+    /// Only these destinations (`--allow`; implies outbound access).
+    #[serde(default)]
+    pub allow: Vec<egress::AllowRule>,
+}
+
+impl Egress {
+    /// How `vm show` names it: `none`, `nat` or `allow`.
+    pub fn mode(&self) -> &'static str {
+        match (self.allow.is_empty(), self.nat) {
+            (false, _) => "allow",
+            (true, true) => "nat",
+            (true, false) => "none",
+        }
+    }
+}
+
 /// What the keeper is asked to set up.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeeperConfig {
-    /// Outbound access for the guest.
-    pub nat: bool,
+    /// What the guest may reach.
+    pub egress: Egress,
 }
 
 /// A running network, as the daemon records it in the VM's runtime
@@ -140,10 +166,10 @@ impl NetworkRecord {
 pub enum Control {
     /// What the keeper has set up.
     Status,
-    /// Turns outbound access on or off, at once.
-    SetNat {
-        /// On or off.
-        nat: bool,
+    /// Replaces what the guest may reach, at once.
+    SetEgress {
+        /// The new policy.
+        egress: Egress,
     },
     /// A TCP connection to the guest's `port`, made inside the namespace
     /// and handed over with the answer (`SCM_RIGHTS`): how the host
@@ -181,10 +207,14 @@ pub struct KeeperStatus {
     pub pid: i32,
     /// The guest's addressing.
     pub guest: GuestNet,
-    /// Whether outbound access is on.
-    pub nat: bool,
+    /// What the guest may reach.
+    pub egress: Egress,
     /// Packets and connections the rules refused so far.
     pub refused: u64,
+    /// The latest refusals, named (`pypi.org:443 (not allowed)`), oldest
+    /// first.
+    #[serde(default)]
+    pub refusals: Vec<String>,
 }
 
 /// Sends one request to the keeper of the VM whose runtime directory is
@@ -358,8 +388,8 @@ mod tests {
 
     #[test]
     fn control_messages_are_one_json_object() {
-        let text = serde_json::to_string(&Control::SetNat { nat: true }).unwrap();
-        assert_eq!(text, r#"{"op":"set_nat","nat":true}"#);
+        let text = serde_json::to_string(&Control::Connect { port: 22 }).unwrap();
+        assert_eq!(text, r#"{"op":"connect","port":22}"#);
         let back: Control =
             serde_json::from_str(r#"{"op":"watch","vmm":{"pid":7,"start_time":9}}"#).unwrap();
         assert_eq!(

@@ -8,15 +8,20 @@
 
 use banger_agent::netconf::GuestNet;
 
-use super::{TAP, UPLINK, subnet};
+use super::{Egress, PROXY_PORT, TAP, UPLINK, subnet};
 
 /// The table's name (family `ip`).
 pub const TABLE: &str = "banger";
 /// The counter of refused packets.
 pub const REFUSED_COUNTER: &str = "refused";
 
-/// The whole ruleset for a guest, with outbound access or without.
-pub fn ruleset(guest: &GuestNet, nat: bool) -> String {
+/// The whole ruleset for a guest and its egress policy: nothing out, NAT
+/// to anywhere, or (with `--allow` rules) every TCP connection redirected
+/// to the keeper's proxy and nothing else out.
+pub fn ruleset(guest: &GuestNet, egress: &Egress) -> String {
+    let proxy = !egress.allow.is_empty();
+    let nat = egress.nat && !proxy;
+    let dns = egress.nat || proxy;
     let gw = guest.gateway;
     let net = subnet(guest);
     let mut out = String::new();
@@ -38,9 +43,14 @@ pub fn ruleset(guest: &GuestNet, nat: bool) -> String {
     out.push_str(&format!(
         "    iifname \"{TAP}\" ct state established,related accept\n"
     ));
-    if nat {
+    if dns {
         out.push_str(&format!(
             "    iifname \"{TAP}\" ip daddr {gw} meta l4proto {{ tcp, udp }} th dport 53 accept\n"
+        ));
+    }
+    if proxy {
+        out.push_str(&format!(
+            "    iifname \"{TAP}\" ip daddr {gw} tcp dport {PROXY_PORT} accept\n"
         ));
     }
     out.push_str(&refuse("    "));
@@ -55,6 +65,13 @@ pub fn ruleset(guest: &GuestNet, nat: bool) -> String {
     }
     out.push_str(&refuse("    "));
     out.push_str("  }\n");
+    if proxy {
+        // Every TCP connection the guest makes beyond its router goes to
+        // the keeper, which reads the name it claims and dials that name.
+        out.push_str(&format!(
+            "  chain guest_redirect {{\n    type nat hook prerouting priority -100; policy accept;\n    iifname \"{TAP}\" meta l4proto tcp ip daddr != {gw} redirect to :{PROXY_PORT}\n  }}\n"
+        ));
+    }
     if nat {
         out.push_str(&format!(
             "  chain guest_nat {{\n    type nat hook postrouting priority 100; policy accept;\n    oifname \"{UPLINK}\" ip saddr {net} masquerade\n  }}\n"
@@ -79,6 +96,13 @@ mod tests {
 
     use super::*;
 
+    fn policy(nat: bool, allow: &[&str]) -> Egress {
+        Egress {
+            nat,
+            allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
     fn guest() -> GuestNet {
         GuestNet {
             address: Ipv4Addr::new(172, 30, 66, 2),
@@ -89,7 +113,7 @@ mod tests {
 
     #[test]
     fn without_nat_nothing_leaves_and_nothing_is_masqueraded() {
-        let rules = ruleset(&guest(), false);
+        let rules = ruleset(&guest(), &policy(false, &[]));
         assert!(!rules.contains("masquerade"), "{rules}");
         assert!(!rules.contains("oifname \"up0\" ip saddr"), "{rules}");
         assert!(!rules.contains("dport 53"), "{rules}");
@@ -100,7 +124,7 @@ mod tests {
 
     #[test]
     fn with_nat_the_subnet_goes_out_masqueraded_and_dns_is_answered() {
-        let rules = ruleset(&guest(), true);
+        let rules = ruleset(&guest(), &policy(true, &[]));
         assert!(
             rules.contains("oifname \"up0\" ip saddr 172.30.66.0/24 masquerade"),
             "{rules}"
@@ -115,8 +139,27 @@ mod tests {
     }
 
     #[test]
+    fn with_allow_rules_tcp_goes_to_the_proxy_and_nothing_is_forwarded() {
+        let rules = ruleset(&guest(), &policy(true, &["deb.debian.org"]));
+        assert!(!rules.contains("masquerade"), "{rules}");
+        assert!(!rules.contains("oifname \"up0\" ip saddr"), "{rules}");
+        assert!(
+            rules.contains(&format!(
+                "iifname \"tap0\" meta l4proto tcp ip daddr != 172.30.66.1 redirect to :{PROXY_PORT}"
+            )),
+            "{rules}"
+        );
+        assert!(rules.contains(&format!(
+            "ip daddr 172.30.66.1 tcp dport {PROXY_PORT} accept"
+        )));
+        assert!(rules.contains("th dport 53 accept"));
+        // Without --nat as well: --allow implies the way out.
+        assert_eq!(ruleset(&guest(), &policy(false, &["a.org"])), rules);
+    }
+
+    #[test]
     fn the_table_is_replaced_whole() {
-        let rules = ruleset(&guest(), true);
+        let rules = ruleset(&guest(), &policy(true, &[]));
         assert!(rules.starts_with("table ip banger\ndelete table ip banger\ntable ip banger {"));
         assert_eq!(rules.matches("masquerade").count(), 1);
     }

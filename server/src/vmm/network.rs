@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::net::{self, Control, KeeperConfig, NetworkRecord};
+use crate::net::{self, Control, Egress, KeeperConfig, NetworkRecord};
 use crate::process::ProcessIdentity;
 use crate::tool::{self, Tool};
 
@@ -39,11 +39,14 @@ fn failed(detail: String) -> VmmError {
 }
 
 /// Starts the network of a VM whose runtime directory is `runtime_dir`,
-/// with outbound access or without; pasta's and the keeper's messages go
+/// with what the guest may reach; pasta's and the keeper's messages go
 /// to `log`. Blocking. On failure nothing of it is left running.
-pub fn start(runtime_dir: &Path, log: &Path, nat: bool) -> Result<NetworkRecord, VmmError> {
+pub fn start(runtime_dir: &Path, log: &Path, egress: &Egress) -> Result<NetworkRecord, VmmError> {
     let config_path = runtime_dir.join(net::CONFIG_FILE);
-    let config = serde_json::to_string(&KeeperConfig { nat }).unwrap_or_default();
+    let config = serde_json::to_string(&KeeperConfig {
+        egress: egress.clone(),
+    })
+    .unwrap_or_default();
     std::fs::write(&config_path, config).map_err(|source| VmmError::Io {
         what: "cannot write",
         path: config_path.display().to_string(),

@@ -337,6 +337,7 @@ fn an_ambiguous_id_prefix_lists_the_candidates() {
                 nat: false,
                 loopback: None,
                 published: Vec::new(),
+                allow: Vec::new(),
                 created_at: 1,
                 updated_at: 1,
             })
