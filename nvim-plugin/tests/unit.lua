@@ -21,10 +21,10 @@ local function eq(name, got, want)
 end
 
 -- Settings map to the server's names, unset ones left out.
-config.set({ path = "/opt/banger", vm = "dev", test_command = "make check", sync_on_save = false, memory = "2G", vcpu = 4, trusted = false })
+config.set({ path = "/opt/banger", vm = "dev", test_command = "make check", sync_on_save = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, trusted = false })
 eq("path is an alias of cmd", config.server_cmd(), { "/opt/banger", "lsp" })
 eq("settings", vim.json.decode(vim.json.encode(config.server_settings())), {
-  banger = { vm = "dev", testCommand = "make check", syncOnSave = false, memory = "2G", vcpu = 4, trusted = false },
+  banger = { vm = "dev", testCommand = "make check", syncOnSave = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, trusted = false },
 })
 config.set({ cmd = { "env", "banger" } })
 eq("a command list", config.server_cmd(), { "env", "banger", "lsp" })
@@ -32,6 +32,8 @@ eq("no settings: an empty object", vim.json.encode(config.server_settings()), '{
 eq("defaults", { config.options.confirm_apply, config.options.output.height, config.options.save_before_run }, { true, 12, false })
 local ok, err = pcall(config.set, { vcpu = "four" })
 eq("bad types are refused", ok == false and tostring(err):find("vcpu must be a number") ~= nil, true)
+local ok2, err2 = pcall(config.set, { allow = { 22 } })
+eq("allow rules are strings", ok2 == false and tostring(err2):find("allow must be a list of strings") ~= nil, true)
 config.set({})
 
 -- Outside a repository: no status, and the commands say why.

@@ -12,6 +12,10 @@ export interface ExtensionSettings {
   vcpu: number | null;
   /** MiB as a number, or a size such as "2G". */
   memory: number | string | null;
+  /** Outbound network access for a sandbox it creates; null: unset. */
+  nat: boolean | null;
+  /** Egress rules (HOST, HOST:PORT, *.DOMAIN); null: unset. */
+  allow: string[] | null;
 }
 
 /** What the server is sent under `banger`. */
@@ -21,6 +25,8 @@ export interface ServerSettings {
   syncOnSave: boolean;
   vcpu: number | null;
   memory: number | string | null;
+  nat: boolean | null;
+  allow: string[] | null;
   trusted: boolean;
 }
 
@@ -77,6 +83,26 @@ export function readSettings(get: Getter): { settings: ExtensionSettings; proble
     problems.push({ setting: 'banger.memory', message: `banger.memory must be MiB (2048) or a size such as "2G"; using the default` });
   }
 
+  const rawNat = get('nat');
+  let nat: boolean | null = null;
+  if (typeof rawNat === 'boolean') {
+    nat = rawNat;
+  } else if (rawNat !== undefined && rawNat !== null) {
+    problems.push({ setting: 'banger.nat', message: 'banger.nat must be true or false; using the default' });
+  }
+
+  const rawAllow = get('allow');
+  let allow: string[] | null = null;
+  if (Array.isArray(rawAllow)) {
+    const rules = rawAllow.filter((r): r is string => typeof r === 'string').map((r) => r.trim()).filter((r) => r !== '');
+    if (rules.length !== rawAllow.length) {
+      problems.push({ setting: 'banger.allow', message: 'banger.allow must be a list of host names (HOST, HOST:PORT or *.DOMAIN); other entries are left out' });
+    }
+    allow = rules;
+  } else if (rawAllow !== undefined && rawAllow !== null) {
+    problems.push({ setting: 'banger.allow', message: 'banger.allow must be a list of host names; using the default' });
+  }
+
   const sync = get('syncOnSave');
   return {
     settings: {
@@ -86,6 +112,8 @@ export function readSettings(get: Getter): { settings: ExtensionSettings; proble
       syncOnSave: typeof sync === 'boolean' ? sync : true,
       vcpu,
       memory,
+      nat,
+      allow,
     },
     problems,
   };
@@ -105,6 +133,8 @@ export function serverOptions(s: ExtensionSettings, trusted: boolean): { banger:
       syncOnSave: s.syncOnSave,
       vcpu: s.vcpu,
       memory: s.memory,
+      nat: s.nat,
+      allow: s.allow,
       trusted,
     },
   };

@@ -17,6 +17,8 @@ M.defaults = {
   sync_on_save = nil, -- banger.syncOnSave (server default: true)
   vcpu = nil, -- banger.vcpu
   memory = nil, -- banger.memory: MiB (2048) or a size ("2G")
+  nat = nil, -- banger.nat: outbound network access for a VM it creates
+  allow = nil, -- banger.allow: only these destinations ({ "pypi.org", "*.pythonhosted.org" })
   trusted = nil, -- banger.trusted (server default: true)
 
   -- Write modified buffers of the repository before :BangerExec and
@@ -48,6 +50,8 @@ function M.set(opts)
     sync_on_save = { "boolean" },
     vcpu = { "number" },
     memory = { "number", "string" },
+    nat = { "boolean" },
+    allow = { "table" },
     trusted = { "boolean" },
     output = { "table" },
   }
@@ -58,6 +62,13 @@ function M.set(opts)
         ("banger.setup: %s must be a %s, not a %s"):format(key, table.concat(allowed, " or "), type(v)),
         2
       )
+    end
+  end
+  if opts.allow ~= nil then
+    for _, rule in ipairs(opts.allow) do
+      if type(rule) ~= "string" then
+        error("banger.setup: allow must be a list of strings (HOST, HOST:PORT or *.DOMAIN)", 2)
+      end
     end
   end
   local merged = vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts)
@@ -98,6 +109,8 @@ function M.server_settings()
   s.syncOnSave = o.sync_on_save
   s.vcpu = o.vcpu
   s.memory = o.memory
+  s.nat = o.nat
+  s.allow = o.allow
   s.trusted = o.trusted
   if vim.tbl_isempty(s) then
     s = vim.empty_dict()

@@ -7,21 +7,21 @@ const getter = (values: Record<string, unknown>) => (k: string) => values[k];
 
 test('defaults: banger on PATH, everything else unset, sync on save', () => {
   const { settings, problems } = readSettings(getter({}));
-  assert.deepEqual(settings, { path: 'banger', vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null });
+  assert.deepEqual(settings, { path: 'banger', vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null });
   assert.deepEqual(problems, []);
 });
 
 test('settings become the server options, every key present, with trust', () => {
   const { settings } = readSettings(
-    getter({ path: ' /opt/banger ', vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G' }),
+    getter({ path: ' /opt/banger ', vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: [' pypi.org ', '*.pythonhosted.org'] }),
   );
   assert.equal(settings.path, '/opt/banger');
   assert.deepEqual(serverOptions(settings, false), {
-    banger: { vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', trusted: false },
+    banger: { vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: ['pypi.org', '*.pythonhosted.org'], trusted: false },
   });
   // Cleared settings are sent as empty/null, so the server drops old values.
   assert.deepEqual(serverOptions(readSettings(getter({})).settings, true), {
-    banger: { vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, trusted: true },
+    banger: { vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null, trusted: true },
   });
 });
 
@@ -57,4 +57,12 @@ test('a new path or syncOnSave restarts the server; the rest is sent to it', () 
   assert.equal(needsRestart(a, { ...a, path: '/usr/local/bin/banger' }), true);
   assert.equal(needsRestart(a, { ...a, syncOnSave: false }), true);
   assert.equal(needsRestart(a, { ...a, vm: 'other', testCommand: 'make check', vcpu: 8, memory: '4G' }), false);
+});
+
+test('nat and allow: booleans and lists of names, anything else reported', () => {
+  const r = readSettings(getter({ nat: 'yes', allow: ['a.org', 7, ''] }));
+  assert.equal(r.settings.nat, null);
+  assert.deepEqual(r.settings.allow, ['a.org']);
+  assert.deepEqual(r.problems.map((p) => p.setting), ['banger.nat', 'banger.allow']);
+  assert.equal(readSettings(getter({ allow: 'a.org' })).settings.allow, null);
 });
