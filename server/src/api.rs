@@ -774,6 +774,11 @@ pub trait BangerApi {
     #[method(name = "vm_ssh_prepare")]
     async fn vm_ssh_prepare(&self, vm: String) -> Result<SshInfo, ErrorObjectOwned>;
 
+    /// Installs the tools a running VM's workspace declares for mise
+    /// (mise itself first, when missing); returns mise's output.
+    #[method(name = "vm_bootstrap")]
+    async fn vm_bootstrap(&self, vm: String) -> Result<String, ErrorObjectOwned>;
+
     /// A running VM's listening sockets and where the host reaches each.
     #[method(name = "vm_ports")]
     async fn vm_ports(&self, vm: String) -> Result<Vec<PortView>, ErrorObjectOwned>;

@@ -81,6 +81,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE vms ADD COLUMN ssh_host_key TEXT;",
     // 12: egress rules (`--allow`, JSON): only these destinations.
     "ALTER TABLE vms ADD COLUMN allow TEXT NOT NULL DEFAULT '[]';",
+    // 13: the mise version a tooling bootstrap installed (guest commands
+    // in the workspace then run through `mise exec`).
+    "ALTER TABLE vms ADD COLUMN tooling TEXT;",
 ];
 
 /// A store operation failed.
@@ -218,6 +221,8 @@ pub struct VmRecord {
     pub published: Vec<crate::net::PortMapping>,
     /// Egress rules (`--allow`): only these destinations.
     pub allow: Vec<crate::net::egress::AllowRule>,
+    /// The mise version its tooling bootstrap installed, if any.
+    pub tooling: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -408,6 +413,15 @@ impl Store {
                 ws.is_some_and(|w| w.include_untracked),
                 now(),
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records the mise version a VM's tooling bootstrap installed.
+    pub fn set_tooling(&self, id: &str, version: Option<&str>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE vms SET tooling=?2 WHERE id=?1",
+            params![id, version],
         )?;
         Ok(())
     }
@@ -631,7 +645,7 @@ const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked, overlay_bytes, nat, loopback, published, allow FROM vms";
+    workspace_untracked, overlay_bytes, nat, loopback, published, allow, tooling FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -728,6 +742,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             loopback: r.get::<_, Option<String>>(26)?.and_then(|a| a.parse().ok()),
             published: serde_json::from_str(&r.get::<_, String>(27)?).unwrap_or_default(),
             allow: serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default(),
+            tooling: r.get(29)?,
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
@@ -782,6 +797,7 @@ mod tests {
             loopback: None,
             published: Vec::new(),
             allow: Vec::new(),
+            tooling: None,
             created_at: 1,
             updated_at: 1,
         }

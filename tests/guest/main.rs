@@ -14,6 +14,7 @@ mod lsp;
 mod net;
 mod nvim;
 mod ssh;
+mod tooling;
 mod vscode;
 mod workspace;
 

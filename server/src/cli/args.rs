@@ -199,6 +199,10 @@ pub(crate) enum VmCommand {
         dry_run: bool,
         #[command(flatten)]
         net: NetArgs,
+        /// Skip installing the tools the workspace declares for mise
+        /// (.mise.toml, .tool-versions), which otherwise needs --nat.
+        #[arg(long, requires = "path")]
+        no_bootstrap: bool,
         /// Delete the VM when the command (or the shell) ends.
         #[arg(long)]
         rm: bool,

@@ -111,6 +111,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             net,
             ws,
             dry_run,
+            no_bootstrap,
             rm,
             detach,
             command,
@@ -124,6 +125,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             let path = path.map(|p| absolute(&p));
             let client = Arc::new(client::connect_or_start(dirs).await?);
             // Check the repository (and any branch) before creating a VM.
+            let mut bootstrap = false;
             if let Some(path) = &path {
                 let plan = client
                     .workspace_plan(
@@ -134,6 +136,16 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                     )
                     .await
                     .map_err(rpc_failure)?;
+                bootstrap = !no_bootstrap
+                    && crate::daemon::tooling::declares_tools(
+                        plan.files.iter().map(|f| f.path.as_str()),
+                    );
+                if bootstrap && !dry_run && !net.nat && net.allow.is_empty() {
+                    return Err(Failure::new(
+                        2,
+                        "tooling bootstrap requires --nat (or pass --no-bootstrap to skip)",
+                    ));
+                }
                 if dry_run {
                     for f in &plan.files {
                         printer.line(&f.path);
@@ -163,6 +175,16 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                         workspace_notes(&plan, printer);
                         match client.vm_start(vm.id.clone()).await {
                             Ok(sub) => follow(sub, printer).await.map(|_| plan),
+                            Err(e) => Err(rpc_failure(e)),
+                        }
+                    }
+                    other => other,
+                };
+                let started = match started {
+                    Ok(plan) if bootstrap => {
+                        printer.progress("installing the workspace's tools with mise");
+                        match client.vm_bootstrap(vm.id.clone()).await {
+                            Ok(_) => Ok(plan),
                             Err(e) => Err(rpc_failure(e)),
                         }
                     }

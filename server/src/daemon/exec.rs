@@ -154,8 +154,15 @@ pub(super) async fn vm_exec(
             Err(_) => {}
         }
     }
+    // In a workspace whose tools mise installed, through `mise exec`.
+    let argv = match daemon.find(&params.vm) {
+        Ok(vm) if vm.tooling.is_some() && params.cwd.is_none() && vm.workspace.is_some() => {
+            super::tooling::through_mise(&params.argv)
+        }
+        _ => params.argv.clone(),
+    };
     let spec = ExecSpec {
-        argv: params.argv.clone(),
+        argv,
         env: params.env.clone(),
         cwd: params.cwd.clone(),
         stdin: params.stdin,

@@ -12,6 +12,7 @@ mod rpc;
 pub mod server;
 mod ssh;
 mod sync;
+pub(crate) mod tooling;
 mod vm;
 mod workspace;
 

@@ -413,6 +413,10 @@ impl BangerApiServer for Rpc {
         .map_err(|e| OpError::internal(format!("logs task failed: {e}")))??)
     }
 
+    async fn vm_bootstrap(&self, vm: String) -> Result<String, ErrorObjectOwned> {
+        Ok(self.0.bootstrap_tools(&vm).await?)
+    }
+
     async fn vm_ssh_prepare(&self, vm: String) -> Result<crate::api::SshInfo, ErrorObjectOwned> {
         Ok(self.0.ssh_prepare(&vm).await?)
     }

@@ -205,6 +205,7 @@ impl Daemon {
             loopback: None,
             published,
             allow,
+            tooling: None,
             created_at: ts,
             updated_at: ts,
         };

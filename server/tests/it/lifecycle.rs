@@ -338,6 +338,7 @@ fn an_ambiguous_id_prefix_lists_the_candidates() {
                 loopback: None,
                 published: Vec::new(),
                 allow: Vec::new(),
+                tooling: None,
                 created_at: 1,
                 updated_at: 1,
             })
