@@ -136,6 +136,10 @@ pub struct NetworkView {
     /// Fixed forwards (`-p`), `HOSTIP:HOSTPORT:GUESTPORT` each.
     #[serde(default)]
     pub published: Vec<String>,
+    /// Where the guest's ports are reachable now, `HOST:PORT -> GUESTPORT`
+    /// each (auto-forwarded and fixed), while it runs.
+    #[serde(default)]
+    pub forwarded: Vec<String>,
 }
 
 /// How to reach a VM with ssh (`vm_ssh_prepare`).

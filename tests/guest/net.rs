@@ -186,6 +186,11 @@ fn guest_ports_reach_the_host_on_each_vms_own_address_and_by_publish() {
         "{hidden}"
     );
     assert!(http_get(&format!("{a}:8001")).is_none());
+    let forwarded = env.show("web1")["network"]["forwarded"].to_string();
+    assert!(
+        forwarded.contains(&format!("{a}:8000 -> 8000")),
+        "{forwarded}"
+    );
     let table = env.banger(&["vm", "ports", "web1"]);
     table.ok();
     assert!(

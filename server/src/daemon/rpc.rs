@@ -133,6 +133,15 @@ impl Daemon {
                     log: dir.join(crate::net::LOG_FILE).display().to_string(),
                     host_address: vm.loopback.map(|a| a.to_string()),
                     published: vm.published.iter().map(|p| p.to_string()).collect(),
+                    forwarded: self
+                        .reach(&vm.id)
+                        .into_iter()
+                        .flat_map(|(port, at)| {
+                            at.into_iter()
+                                .filter_map(Result::ok)
+                                .map(move |a| format!("{a} -> {port}"))
+                        })
+                        .collect(),
                 }
             },
             created_at: vm.created_at,
