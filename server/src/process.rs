@@ -45,6 +45,11 @@ impl ProcessIdentity {
     /// SIGKILLs the process and waits (bounded) until it is gone.
     pub fn kill_and_wait(&self, timeout: Duration) -> bool {
         self.signal(Signal::SIGKILL);
+        self.wait_gone(timeout)
+    }
+
+    /// Waits (bounded) until the process is gone; whether it is.
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.is_alive() {
             if Instant::now() > deadline {

@@ -376,13 +376,7 @@ impl Daemon {
         };
         let network = match network {
             Ok(n) => n,
-            Err(e) => {
-                self.clear_runtime(&vm.id).await;
-                vm.state = VmState::Error;
-                vm.last_error = Some(e.to_string());
-                let _ = self.with_store(|s| s.update_vm(&vm));
-                return Err(OpError::internal(e.to_string()));
-            }
+            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
         };
         let mut drives = self.root.drives(&image.rootfs(), &state_dir);
         drives.push(WorkDisk::drive(&state_dir));
@@ -428,13 +422,7 @@ impl Daemon {
             .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
         let identity = match launched {
             Ok(id) => id,
-            Err(e) => {
-                self.clear_runtime(&vm.id).await;
-                vm.state = VmState::Error;
-                vm.last_error = Some(e.to_string());
-                let _ = self.with_store(|s| s.update_vm(&vm));
-                return Err(OpError::internal(e.to_string()));
-            }
+            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
         };
         vm.state = VmState::Starting;
         vm.pid = Some(identity.pid);
@@ -659,6 +647,16 @@ impl Daemon {
         vm.pid_start_time = None;
         vm.boot_id = None;
         Ok(())
+    }
+
+    /// A start that failed before its VMM ran: what it made is ended and
+    /// removed, and the VM is `error` with the reason.
+    async fn start_failed(&self, vm: &mut VmRecord, message: String) -> OpError {
+        self.clear_runtime(&vm.id).await;
+        vm.state = VmState::Error;
+        vm.last_error = Some(message.clone());
+        let _ = self.with_store(|s| s.update_vm(vm));
+        OpError::internal(message)
     }
 
     /// Ends what is left of a VM's run besides its VMM (its network) and

@@ -214,20 +214,9 @@ pub fn end(runtime_dir: &Path) {
 fn end_record(record: &NetworkRecord) {
     record.keeper.kill_and_wait(Duration::from_secs(5));
     // pasta ends with its child; make sure of it.
-    if !wait_gone(&record.pasta, Duration::from_secs(2)) {
+    if !record.pasta.wait_gone(Duration::from_secs(2)) {
         record.pasta.kill_and_wait(Duration::from_secs(5));
     }
-}
-
-fn wait_gone(process: &ProcessIdentity, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while process.is_alive() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 /// The last lines of the network's log, for an error message.

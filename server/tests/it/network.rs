@@ -4,7 +4,6 @@
 //! restarts, and nothing of it outlives the VM however the VM ends. Real
 //! traffic through a guest is the real-guest tier's (`tests/guest/net.rs`).
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,27 +30,16 @@ fn record(env: &Env, name: &str) -> banger::net::NetworkRecord {
     banger::net::NetworkRecord::load(&runtime_of(env, name)).expect("a network record")
 }
 
-/// The nftables ruleset of the keeper's namespace (`nft` run inside it).
+/// The nftables ruleset of the keeper's namespace (`nft` run inside it,
+/// joined the way a VMM joins it).
 fn ruleset(keeper: i32) -> String {
-    let net = std::fs::File::open(format!("/proc/{keeper}/ns/net")).unwrap();
-    let user = std::fs::File::open(format!("/proc/{keeper}/ns/user")).unwrap();
-    let same_user = std::fs::read_link("/proc/self/ns/user").ok()
-        == std::fs::read_link(format!("/proc/{keeper}/ns/user")).ok();
     let mut cmd = banger::tool::for_test(banger::tool::Tool::Nft);
     cmd.args(["list", "ruleset"]);
-    // SAFETY: only setns(2) between fork and exec, on files opened before.
-    unsafe {
-        cmd.pre_exec(move || {
-            use std::os::fd::AsRawFd;
-            if !same_user && libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    banger::vmm::network::join(
+        &mut cmd,
+        banger::vmm::network::NetAttach { keeper_pid: keeper },
+    )
+    .unwrap();
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
