@@ -498,3 +498,27 @@ fn lsp_reuses_its_sandbox_across_restarts_and_one_save_in_a_large_repo_sends_one
     );
     env.banger(&["vm", "delete", "big"]).ok();
 }
+
+/// A repository whose `.banger.toml` gives its sandbox network access
+/// (`nat = true`, a trusted workspace) and whose `.mise.toml` declares a
+/// tool: the sandbox `banger lsp` makes installs it, and the editor's
+/// commands find it.
+#[test]
+fn lsp_sandbox_gets_network_from_banger_toml_and_the_workspaces_tools() {
+    let env = Env::new();
+    let repo = env.root().join("mise-proj");
+    banger_tests::make_repo(&repo);
+    std::fs::write(repo.join(".mise.toml"), crate::tooling::MISE_TOML).unwrap();
+    std::fs::write(repo.join(".banger.toml"), "[sandbox]\nnat = true\n").unwrap();
+    git(&repo, &["add", ".mise.toml", ".banger.toml"]);
+    git(&repo, &["commit", "-q", "-m", "tools"]);
+    let repo = repo.canonicalize().unwrap();
+    let mut lsp = LspClient::start(env.cmd(&[]));
+    initialize(&mut lsp, &repo);
+    let (code, out) = exec(&mut lsp, &["esbuild", "--version"]);
+    assert_eq!((code, out.trim()), (0, "0.25.9"));
+    lsp.shutdown();
+    assert_eq!(env.show("mise-proj")["network"]["mode"], "nat");
+    env.banger(&["vm", "delete", "mise-proj"]).ok();
+    env.assert_nothing_left();
+}

@@ -8,7 +8,7 @@
 
 use banger_tests::{Env, git, make_repo};
 
-const MISE_TOML: &str = r#"[tools]
+pub(crate) const MISE_TOML: &str = r#"[tools]
 "http:esbuild" = { version = "0.25.9", url = "https://registry.npmjs.org/@esbuild/linux-x64/-/linux-x64-0.25.9.tgz", bin_path = "package/bin" }
 "#;
 

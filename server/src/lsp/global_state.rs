@@ -290,9 +290,25 @@ impl GlobalState {
                     other => rpc_error(daemon_error(other)),
                 })?;
             *lock(&self.vm) = Some(name.clone());
+            // Its tools, as `vm run PATH` installs them: only with a way
+            // out; without one the status says what to set.
+            let mut note = None;
+            if crate::daemon::tooling::declares_tools(plan.files.iter().map(|f| f.path.as_str())) {
+                if view.network.mode == "none" {
+                    note = Some(
+                        "this workspace declares tools for mise; give the sandbox network access (banger.nat or banger.allow) to install them".to_string(),
+                    );
+                } else {
+                    say("installing the workspace's tools with mise".into()).await;
+                    daemon
+                        .vm_bootstrap(name.clone())
+                        .await
+                        .map_err(|e| rpc_error(daemon_error(e)))?;
+                }
+            }
             self.set_status(|s| {
                 s.sync = "synced".into();
-                s.message = None;
+                s.message = note;
                 s.files_sent = plan.files.len() as u64;
             })
             .await;
