@@ -279,6 +279,8 @@ pub struct Daemon {
     /// VMs whose lease ended while they booted: the boot gives up.
     /// (How many deletes want it; two may at once.)
     pub(crate) cancelled: Mutex<HashMap<String, usize>>,
+    /// One agent connection attempt at a time per VM (`Daemon::agent`).
+    pub(crate) agent_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// One ssh preparation at a time per VM (`ssh.rs`).
     pub(crate) ssh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Each running VM's port forwarding (`ports.rs`).
@@ -320,6 +322,7 @@ impl Daemon {
             cancelled: Mutex::default(),
             forwards: Mutex::default(),
             ssh_locks: Mutex::default(),
+            agent_gates: Mutex::default(),
             dirs,
         });
         daemon.reconcile_all().map_err(|e| e.message)?;
@@ -455,8 +458,9 @@ impl Daemon {
     }
 
     fn forget_lock(&self, id: &str) {
-        let mut locks = lock(&self.vm_locks);
-        locks.remove(id);
+        lock(&self.vm_locks).remove(id);
+        lock(&self.agent_gates).remove(id);
+        lock(&self.ssh_locks).remove(id);
     }
 
     fn agents_get(&self, id: &str) -> Option<AgentClient> {

@@ -751,6 +751,20 @@ impl Daemon {
         {
             return Ok(c);
         }
+        // One connection attempt at a time per VM: the agent's channel
+        // takes one client (QEMU's chardev socket serves one connection;
+        // a second waits unanswered), and a daemon that starts reconnects
+        // from several tasks at once (port forwarding, the first request).
+        let gate = {
+            let mut gates = super::lock(&self.agent_gates);
+            gates.entry(vm.id.clone()).or_default().clone()
+        };
+        let _gate = gate.lock().await;
+        if let Some(c) = self.agents_get(&vm.id)
+            && !c.is_closed()
+        {
+            return Ok(c);
+        }
         let endpoint = self
             .driver(&vm.vmm)?
             .agent_endpoint(&self.dirs.vm_runtime(&vm.id));
