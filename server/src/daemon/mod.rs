@@ -5,6 +5,7 @@
 //! Long operations run in tasks detached from the request that asked for
 //! them; a client that goes away stops receiving progress, not the work.
 
+mod boot;
 mod exec;
 mod lifecycle;
 mod ports;

@@ -1,0 +1,421 @@
+//! Starting a VM: its network, boot files (with this host's agent and
+//! certificate authorities), the VMM, and waiting until its agent answers;
+//! a start that fails ends and removes what it made.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_agent::client::{AgentClient, AgentError};
+
+use super::vm::random_hex;
+use super::{Daemon, OpError, Progress};
+use crate::api::code;
+use crate::disk::WorkDisk;
+use crate::process::ProcessIdentity;
+use crate::store::{VmRecord, VmState};
+use crate::vmm::{AgentEndpoint, BootFiles, LaunchPlan};
+
+impl Daemon {
+    /// Starts a VM by name or id.
+    pub(crate) async fn start_vm(
+        self: &Arc<Self>,
+        name_or_id: &str,
+        progress: &Progress,
+    ) -> Result<VmRecord, OpError> {
+        let vm = self.find(name_or_id)?;
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        let vm = self.refresh(self.find(name_or_id)?)?;
+        if vm.state.may_have_process() {
+            return Err(OpError::new(
+                code::RUNNING,
+                format!("vm {:?} is already {}", vm.name, vm.state),
+            ));
+        }
+        self.start_vm_locked(vm, progress).await
+    }
+
+    pub(super) async fn start_vm_locked(
+        self: &Arc<Self>,
+        mut vm: VmRecord,
+        progress: &Progress,
+    ) -> Result<VmRecord, OpError> {
+        let image = self
+            .images
+            .find(&vm.image_id)
+            .map_err(OpError::from_display)?
+            .ok_or_else(|| {
+                OpError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "image {} ({}) of vm {:?} is gone; delete the vm or rebuild the image",
+                        vm.image_name, vm.image_id, vm.name
+                    ),
+                )
+            })?;
+        let driver = self.driver(&vm.vmm)?;
+        let kernel = match &vm.kernel_id {
+            Some(id) => Some(self.find_kernel(id)?),
+            None => None,
+        };
+        let host_accel =
+            crate::accel::choose_for(&self.host, kernel.as_ref().is_some_and(|k| k.pvm));
+        let accel = if vm.vmm == crate::vmm::qemu::NAME {
+            host_accel
+        } else {
+            crate::vmm::choose_vmm(crate::vmm::VmmPreference::Firecracker, &host_accel, None).accel
+        };
+        progress.say("preparing boot files");
+        // Reads and writes whole initramfs files: off the async workers.
+        let initrd = tokio::task::block_in_place(|| self.agent_initrd(&image))?;
+        let runtime_dir = self.dirs.vm_runtime(&vm.id);
+        crate::paths::Dirs::ensure_private(&runtime_dir).map_err(|e| {
+            OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
+        })?;
+        let state_dir = self.dirs.vm_state(&vm.id);
+        if vm.loopback.is_none() {
+            // A VM made before ports were forwarded gets its address now.
+            let id = vm.id.clone();
+            vm.loopback = self.with_store(|s| {
+                let taken = s.loopbacks()?;
+                let address = crate::net::ports::allocate_loopback(&taken);
+                let mut row = s
+                    .find_vm(&id)?
+                    .ok_or(crate::store::StoreError::Corrupt(format!(
+                        "vm {id} vanished"
+                    )))?;
+                row.loopback = address;
+                s.update_vm(&row)?;
+                Ok(address)
+            })?;
+        }
+        progress.say("starting the vm's network");
+        let network = {
+            let (rt, log, egress) = (
+                runtime_dir.clone(),
+                state_dir.join(crate::net::LOG_FILE),
+                vm.egress(),
+            );
+            tokio::task::spawn_blocking(move || crate::vmm::network::start(&rt, &log, &egress))
+                .await
+                .map_err(|e| OpError::internal(format!("network task failed: {e}")))?
+        };
+        let network = match network {
+            Ok(n) => n,
+            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
+        };
+        let mut drives = self.root.drives(&image.rootfs(), &state_dir);
+        drives.push(WorkDisk::drive(&state_dir));
+        let plan = LaunchPlan {
+            name: vm.name.clone(),
+            vcpu: vm.spec.vcpu,
+            memory_mib: vm.spec.memory_mib,
+            boot: match &kernel {
+                Some(k) => BootFiles {
+                    bzimage: k.path.clone(),
+                    vmlinux: k.vmlinux.clone().unwrap_or_else(|| k.path.clone()),
+                    initrd,
+                },
+                None => BootFiles {
+                    bzimage: image.kernel(),
+                    vmlinux: image.vmlinux(),
+                    initrd,
+                },
+            },
+            kernel_args: vec![
+                self.root.kernel_arg().to_string(),
+                network.guest.kernel_arg(),
+            ],
+            drives,
+            accel: accel.clone(),
+            tsc_khz: self.host.tsc_khz,
+            runtime_dir: runtime_dir.clone(),
+            console_log: state_dir.join("console.log"),
+            network: Some(crate::vmm::network::NetAttach {
+                keeper_pid: network.keeper.pid,
+            }),
+        };
+        progress.say(&format!(
+            "starting {} (accel: {} ({}))",
+            driver.name(),
+            accel.accel.as_str(),
+            accel.reason
+        ));
+        let plan_kernel = (plan.boot.bzimage.clone(), plan.boot.vmlinux.clone());
+        let launcher = driver.clone();
+        let launched = tokio::task::spawn_blocking(move || launcher.launch(&plan))
+            .await
+            .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
+        let identity = match launched {
+            Ok(id) => id,
+            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
+        };
+        vm.state = VmState::Starting;
+        vm.pid = Some(identity.pid);
+        vm.pid_start_time = Some(identity.start_time);
+        vm.accel = Some(accel.accel.as_str().to_string());
+        vm.accel_reason = Some(accel.reason.clone());
+        vm.kernel = Some(match vm.vmm.as_str() {
+            crate::vmm::qemu::NAME => plan_kernel.0.display().to_string(),
+            _ => plan_kernel.1.display().to_string(),
+        });
+        vm.last_error = None;
+        vm.boot_id = None;
+        self.with_store(|s| s.update_vm(&vm))?;
+        // From here the network ends with the VMM, whoever ends it.
+        {
+            let rt = runtime_dir.clone();
+            let watched =
+                tokio::task::spawn_blocking(move || crate::vmm::network::watch(&rt, identity))
+                    .await;
+            if let Ok(Err(e)) = watched {
+                tracing::warn!(vm = %vm.name, "the network does not watch the VMM: {e}");
+            }
+        }
+
+        progress.say("booting guest (waiting for the agent)");
+        let endpoint = driver.agent_endpoint(&runtime_dir);
+        match self
+            .wait_ready(
+                &endpoint,
+                identity,
+                &state_dir.join("console.log"),
+                Some(&vm.id),
+            )
+            .await
+        {
+            Ok((client, boot_id)) => {
+                self.agents_insert(&vm.id, client);
+                vm.state = VmState::Running;
+                tracing::info!(vm = %vm.name, boot_id = %boot_id, "running");
+                vm.boot_id = Some(boot_id);
+                self.with_store(|s| s.update_vm(&vm))?;
+                // Recorded as running first: both ask for a running VM.
+                self.start_forwarding(&vm);
+                // Its ssh host key (made now, on its first boot) and
+                // known_hosts, before anyone runs ssh; off the boot's path.
+                // Never for the debug builds' fake VMM, whose "guest" is
+                // this host.
+                if !(cfg!(debug_assertions) && vm.vmm == "fake") {
+                    let daemon = self.clone();
+                    let id = vm.id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = daemon.ssh_prepare(&id).await {
+                            tracing::warn!(vm = %id, "ssh not prepared: {}", e.message);
+                        }
+                    });
+                }
+                Ok(vm)
+            }
+            Err(message) => {
+                let vmm_exited = !identity.is_alive();
+                let _ = tokio::task::spawn_blocking(move || {
+                    identity.kill_and_wait(Duration::from_secs(5))
+                })
+                .await;
+                self.clear_runtime(&vm.id).await;
+                let console = state_dir.join("console.log");
+                let tail = console_tail(&console, 8);
+                // The VMM's own word on why it ended comes first: the
+                // console's last lines are often harmless boot noise.
+                let message = match (driver.failure_hint(&state_dir), vmm_exited) {
+                    (Some(hint), _) => format!("{message} ({hint})"),
+                    (None, true) => format!(
+                        "{message} (it left no message: killed with SIGKILL, by a user or the kernel's out-of-memory killer)"
+                    ),
+                    (None, false) => message,
+                };
+                let message = format!(
+                    "{message}; console log: {}{}",
+                    console.display(),
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\nthe console's last lines:\n{tail}")
+                    }
+                );
+                tracing::warn!(vm = %vm.name, "start failed: {message}");
+                vm.state = VmState::Error;
+                vm.pid = None;
+                vm.pid_start_time = None;
+                vm.last_error = Some(message.clone());
+                let _ = self.with_store(|s| s.update_vm(&vm));
+                Err(OpError::internal(message))
+            }
+        }
+    }
+
+    /// Waits until the agent answers hello, or the VMM dies, or time runs
+    /// out, or the guest's console stays silent for longer than any boot
+    /// needs (a guest stuck before its kernel prints a line, e.g. while
+    /// calibrating its clock, would otherwise use the whole boot timeout).
+    async fn wait_ready(
+        &self,
+        endpoint: &AgentEndpoint,
+        identity: ProcessIdentity,
+        console: &std::path::Path,
+        cancel_id: Option<&str>,
+    ) -> Result<(AgentClient, String), String> {
+        let timeout = self.boot_timeout;
+        let silent_limit = silent_console_limit(timeout);
+        let console_len = || std::fs::metadata(console).map_or(0, |m| m.len());
+        // The log may hold earlier boots: only growth counts.
+        let console_at_start = console_len();
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut client: Option<AgentClient> = None;
+        loop {
+            if !identity.is_alive() {
+                return Err(format!(
+                    "guest did not become ready: the VMM exited after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            if let Some(id) = cancel_id
+                && self.is_cancelled(id)
+            {
+                return Err(
+                    "the boot was cancelled: the vm is being deleted (by its user, or because the client that asked for it went away)".into(),
+                );
+            }
+            if started.elapsed() > silent_limit && console_len() <= console_at_start {
+                return Err(format!(
+                    "guest did not become ready: its console stayed silent for {} s (the kernel never started; `banger doctor` shows the accelerator and the TSC frequency guests get)",
+                    silent_limit.as_secs()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "guest did not become ready within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            if client.as_ref().is_none_or(AgentClient::is_closed) {
+                client = connect_endpoint(endpoint).await.ok();
+            }
+            if let Some(c) = &client {
+                // A hello sent before the agent opens its port waits in the
+                // socket; re-asking now and then covers an agent restart.
+                match tokio::time::timeout(Duration::from_secs(2), c.hello()).await {
+                    Ok(Ok(info)) => return Ok((c.clone(), info.boot_id)),
+                    Ok(Err(AgentError::Version { guest, host })) => {
+                        return Err(AgentError::Version { guest, host }.to_string());
+                    }
+                    Ok(Err(_)) => client = None,
+                    Err(_) => {}
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// A start that failed before its VMM ran: what it made is ended and
+    /// removed, and the VM is `error` with the reason.
+    async fn start_failed(&self, vm: &mut VmRecord, message: String) -> OpError {
+        self.clear_runtime(&vm.id).await;
+        vm.state = VmState::Error;
+        vm.last_error = Some(message.clone());
+        let _ = self.with_store(|s| s.update_vm(vm));
+        OpError::internal(message)
+    }
+
+    /// The image's initramfs followed by a segment with this host's `/init`
+    /// and agent, cached per (image, host segment) pair. The guest always
+    /// runs the boot logic and agent that match this daemon, whatever image
+    /// it boots.
+    fn agent_initrd(&self, image: &crate::image::Image) -> Result<PathBuf, OpError> {
+        let segment = crate::image::host_segment(&self.agent.bytes, &host_cas())
+            .map_err(|e| OpError::internal(format!("cannot write the host initramfs: {e}")))?;
+        use sha2::Digest;
+        let key = format!("{:x}", sha2::Sha256::digest(&segment));
+        let dir = self.dirs.cache.join("initrd");
+        let path = dir.join(format!(
+            "{}-{}.img",
+            &image.id[..16.min(image.id.len())],
+            &key[..16]
+        ));
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OpError::internal(format!("cannot create {}: {e}", dir.display())))?;
+        let base = std::fs::read(image.initrd()).map_err(|e| {
+            OpError::internal(format!("cannot read {}: {e}", image.initrd().display()))
+        })?;
+        let mut out = base;
+        out.extend_from_slice(&segment);
+        let tmp = dir.join(format!(".{}.tmp", random_hex(4)?));
+        std::fs::write(&tmp, &out)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                OpError::internal(format!("cannot write {}: {e}", path.display()))
+            })?;
+        Ok(path)
+    }
+}
+
+/// The host's own certificate authorities (Debian's local ones, in
+/// `/usr/local/share/ca-certificates`), concatenated in name order: the
+/// guest trusts them too, so a TLS proxy the host trusts works in it.
+fn host_cas() -> Vec<u8> {
+    fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                collect(&path, out);
+            } else if path.extension().is_some_and(|e| e == "crt") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    collect(
+        std::path::Path::new("/usr/local/share/ca-certificates"),
+        &mut files,
+    );
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        if let Ok(pem) = std::fs::read(&file)
+            && pem.starts_with(b"-----BEGIN CERTIFICATE-----")
+        {
+            out.extend_from_slice(&pem);
+            if !pem.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+    }
+    out
+}
+
+/// How long a booting guest's console may stay empty: a third of the boot
+/// timeout (60 s under emulation), `BANGER_SILENT_CONSOLE` seconds if set.
+fn silent_console_limit(boot_timeout: Duration) -> Duration {
+    std::env::var("BANGER_SILENT_CONSOLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(boot_timeout / 3)
+}
+
+pub(super) async fn connect_endpoint(endpoint: &AgentEndpoint) -> Result<AgentClient, AgentError> {
+    match endpoint {
+        AgentEndpoint::Stream(path) => AgentClient::connect_unix(path).await,
+        AgentEndpoint::HybridVsock { socket, port } => {
+            AgentClient::connect_hybrid_vsock(socket, *port).await
+        }
+    }
+}
+
+fn console_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
