@@ -39,18 +39,7 @@ impl Daemon {
         };
         let _guard = lock.lock().await;
         let out = self
-            .guest_run(
-                &vm.id,
-                vec![
-                    "sh".into(),
-                    "-c".into(),
-                    PREPARE_SCRIPT.into(),
-                    "sh".into(),
-                    public,
-                ],
-                Vec::new(),
-                16 << 10,
-            )
+            .guest_script(&vm.id, PREPARE_SCRIPT, &[&public], 16 << 10)
             .await
             .map_err(|(code, err)| {
                 OpError::internal(format!(

@@ -161,6 +161,20 @@ impl Daemon {
         }
     }
 
+    /// Runs a shell script in the guest with `args` as `$1`...; returns its
+    /// stdout (bounded) when it exits 0, else its exit code and stderr.
+    pub(super) async fn guest_script(
+        &self,
+        vm: &str,
+        script: &str,
+        args: &[&str],
+        max_out: usize,
+    ) -> Result<Vec<u8>, (Option<i32>, String)> {
+        let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), script.into(), "sh".into()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.guest_run(vm, argv, Vec::new(), max_out).await
+    }
+
     /// Runs a guest program with `input` on stdin; returns its stdout
     /// (bounded) when it exits 0, else its exit code and stderr.
     pub(super) async fn guest_run(

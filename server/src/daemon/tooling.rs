@@ -73,18 +73,10 @@ impl Daemon {
             ));
         }
         let out = self
-            .guest_run(
+            .guest_script(
                 &vm.id,
-                vec![
-                    "sh".into(),
-                    "-c".into(),
-                    BOOTSTRAP_SCRIPT.into(),
-                    "sh".into(),
-                    MISE_URL.into(),
-                    MISE_SHA256.into(),
-                    ws.guest_path.clone(),
-                ],
-                Vec::new(),
+                BOOTSTRAP_SCRIPT,
+                &[MISE_URL, MISE_SHA256, &ws.guest_path],
                 4 << 20,
             )
             .await
