@@ -11,6 +11,7 @@
 //! system_overlay_size = "16G"
 //! vmm = "qemu"
 //! kernel = "my-kernel"     # a catalog kernel (banger kernel list)
+//! image = "py-dev"         # an image by name or id (banger image list)
 //! ```
 //!
 //! What a new VM gets is decided by [`resolve`], a pure function: a flag
@@ -51,6 +52,8 @@ pub struct VmDefaults {
     pub vmm: Option<String>,
     /// A catalog kernel by name or id.
     pub kernel: Option<String>,
+    /// An image by name or id.
+    pub image: Option<String>,
 }
 
 /// Memory in the file: `2048` (MiB) or `"2G"`.
@@ -129,6 +132,8 @@ pub struct Effective {
     pub vmm: Setting<String>,
     /// Catalog kernel (`None`: the image's).
     pub kernel: Setting<Option<String>>,
+    /// Image (`None`: the default image).
+    pub image: Setting<Option<String>>,
 }
 
 /// What flags asked for (`None`: not given).
@@ -146,6 +151,8 @@ pub struct Flags {
     pub vmm: Option<String>,
     /// `--kernel`.
     pub kernel: Option<String>,
+    /// `--image`.
+    pub image: Option<String>,
 }
 
 fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>, default: T) -> Setting<T> {
@@ -221,6 +228,12 @@ pub fn resolve(
             flags.kernel.clone().map(Some),
             None,
             d.kernel.clone().map(Some),
+            None,
+        ),
+        image: pick(
+            flags.image.clone().map(Some),
+            None,
+            d.image.clone().filter(|i| !i.is_empty()).map(Some),
             None,
         ),
     })

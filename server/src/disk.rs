@@ -55,15 +55,23 @@ pub enum DriveRole {
     Overlay,
     /// The work disk, mounted at /root.
     Work,
+    /// Layer `n` (1 = the lowest) of a derived image, read-only, between
+    /// the base and the per-VM upper.
+    Layer(u8),
 }
+
+/// The most layers an image may have over its base: each is a virtio-mmio
+/// device, and QEMU's microvm has a fixed number of those.
+pub const MAX_LAYERS: usize = 8;
 
 impl DriveRole {
     /// The virtio-blk serial the guest's initramfs looks for.
-    pub fn serial(self) -> &'static str {
+    pub fn serial(self) -> String {
         match self {
-            DriveRole::Rootfs => "rootfs",
-            DriveRole::Overlay => "overlay",
-            DriveRole::Work => "work",
+            DriveRole::Rootfs => "rootfs".into(),
+            DriveRole::Overlay => "overlay".into(),
+            DriveRole::Work => "work".into(),
+            DriveRole::Layer(n) => format!("layer{n}"),
         }
     }
 }
@@ -88,8 +96,9 @@ pub trait RootStrategy: Send + Sync {
     /// Creates the per-VM root layer in `vm_dir` (`bytes`: its apparent
     /// size, sparse); O(1) in the image size.
     fn create(&self, vm_dir: &Path, bytes: u64) -> Result<(), DiskError>;
-    /// The drives to attach at boot.
-    fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive>;
+    /// The drives to attach at boot: the image's base disk and its layers
+    /// (lowest first), then the VM's own.
+    fn drives(&self, base_image: &Path, layers: &[PathBuf], vm_dir: &Path) -> Vec<Drive>;
 }
 
 /// overlayfs assembled by the guest's initramfs: lower = the shared base
@@ -119,19 +128,23 @@ impl RootStrategy for OverlayRoot {
         make_ext4(&vm_dir.join(Self::FILE), bytes, "overlay", None)
     }
 
-    fn drives(&self, base_image: &Path, vm_dir: &Path) -> Vec<Drive> {
-        vec![
-            Drive {
-                role: DriveRole::Rootfs,
-                path: base_image.to_path_buf(),
-                read_only: true,
-            },
-            Drive {
-                role: DriveRole::Overlay,
-                path: vm_dir.join(Self::FILE),
-                read_only: false,
-            },
-        ]
+    fn drives(&self, base_image: &Path, layers: &[PathBuf], vm_dir: &Path) -> Vec<Drive> {
+        let mut drives = vec![Drive {
+            role: DriveRole::Rootfs,
+            path: base_image.to_path_buf(),
+            read_only: true,
+        }];
+        drives.extend(layers.iter().zip(1u8..).map(|(path, n)| Drive {
+            role: DriveRole::Layer(n),
+            path: path.clone(),
+            read_only: true,
+        }));
+        drives.push(Drive {
+            role: DriveRole::Overlay,
+            path: vm_dir.join(Self::FILE),
+            read_only: false,
+        });
+        drives
     }
 }
 
@@ -433,12 +446,20 @@ mod tests {
             .unwrap()
             .len();
         assert_eq!(size, 4 << 30, "the upper disk has the size asked for");
-        let drives = strategy.drives(Path::new("/images/base.ext4"), dir.path());
+        let drives = strategy.drives(Path::new("/images/base.ext4"), &[], dir.path());
         assert_eq!(drives[0].role, DriveRole::Rootfs);
         assert!(drives[0].read_only);
         assert_eq!(drives[1].path, dir.path().join("overlay.ext4"));
         assert!(!drives[1].read_only);
         assert!(allocated_bytes(&drives[1].path) < 32 << 20);
+        // A derived image's layers sit between the base and the upper,
+        // read-only, lowest first.
+        let layers = [PathBuf::from("/images/l1.ext4"), PathBuf::from("/images/l2.ext4")];
+        let drives = strategy.drives(Path::new("/images/base.ext4"), &layers, dir.path());
+        let roles: Vec<String> = drives.iter().map(|d| d.role.serial()).collect();
+        assert_eq!(roles, ["rootfs", "layer1", "layer2", "overlay"]);
+        assert_eq!(drives[2].path, layers[1]);
+        assert!(drives[1].read_only && drives[2].read_only);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum Tool {
     Debugfs,
     /// `e2fsck`.
     E2fsck,
+    /// `resize2fs` (shrinks a derived image's layer to its contents).
+    Resize2fs,
     /// `git`.
     Git,
     /// `sh`.
@@ -131,6 +133,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Mkfs, "mkfs.ext4", "e2fsprogs", Need::Core),
     p(Tool::Debugfs, "debugfs", "e2fsprogs", Need::Core),
     p(Tool::E2fsck, "e2fsck", "e2fsprogs", Need::Core),
+    p(Tool::Resize2fs, "resize2fs", "e2fsprogs", Need::Core),
     p(Tool::Git, "git", "git", Need::Core),
     p(Tool::Sh, "sh", "dash", Need::Core),
     p(Tool::Tar, "tar", "tar", Need::Core),

@@ -145,6 +145,10 @@ pub(crate) struct SpecArgs {
     /// like 16G.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) system_overlay_size: Option<u64>,
+    /// Boot this image (name or id; see `banger image list`) instead of
+    /// the default one. Default: `vm_defaults.image` in config.toml.
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) image: Option<String>,
     /// Boot a kernel from the catalog instead of the image's (see `banger
     /// kernel list`).
     #[arg(long, value_name = "KERNEL")]

@@ -19,6 +19,7 @@ pub(crate) fn run(cmd: ConfigCommand, dirs: &Dirs, printer: &Printer) -> Result<
         system_overlay_bytes: flags.system_overlay_size,
         vmm: flags.vmm.map(|v| v.as_str().to_string()),
         kernel: flags.kernel,
+        image: flags.image,
     };
     let e = resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
         .map_err(|m| Failure::new(2, format!("{}: {m}", file.display())))?;
@@ -60,6 +61,14 @@ pub(crate) fn run(cmd: ConfigCommand, dirs: &Dirs, printer: &Printer) -> Result<
                 .clone()
                 .unwrap_or_else(|| "(the image's)".into()),
             e.kernel.source,
+        ),
+        (
+            "image",
+            e.image
+                .value
+                .clone()
+                .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
+            e.image.source,
         ),
     ];
     for (key, value, source) in rows {

@@ -41,7 +41,7 @@ pub(crate) fn create_params(
         memory_mib: spec.memory,
         disk_bytes: spec.disk_size,
         system_overlay_bytes: spec.system_overlay_size,
-        image: None,
+        image: spec.image.clone(),
         vmm: spec.vmm.map(|v| v.as_str().to_string()),
         kernel: spec.kernel.clone(),
         start,

@@ -105,7 +105,8 @@ impl Daemon {
             Ok(n) => n,
             Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
         };
-        let mut drives = self.root.drives(&image.rootfs(), &state_dir);
+        let layers = image.layers();
+        let mut drives = self.root.drives(&image.rootfs(), &layers, &state_dir);
         drives.push(WorkDisk::drive(&state_dir));
         let plan = LaunchPlan {
             name: vm.name.clone(),
@@ -123,10 +124,13 @@ impl Daemon {
                     initrd,
                 },
             },
-            kernel_args: vec![
+            kernel_args: [
                 self.root.kernel_arg().to_string(),
                 network.guest.kernel_arg(),
-            ],
+            ]
+            .into_iter()
+            .chain((!layers.is_empty()).then(|| format!("banger.layers={}", layers.len())))
+            .collect(),
             drives,
             accel: accel.clone(),
             tsc_khz: self.host.tsc_khz,

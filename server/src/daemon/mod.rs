@@ -479,24 +479,43 @@ impl Daemon {
         agents.remove(id);
     }
 
-    /// Finds an image, building the default one if it is missing.
+    /// Finds an image; the default one (no name, or its name) is the
+    /// newest built with this banger's recipe, and is built when there is
+    /// none (missing, or only older recipes).
     pub(crate) async fn ensure_image(
         &self,
         name: Option<&str>,
         progress: &Progress,
     ) -> Result<Image, OpError> {
-        let wanted = name.unwrap_or(DEFAULT_IMAGE);
-        if let Some(image) = self.images.find(wanted).map_err(OpError::from_display)? {
-            return Ok(image);
+        match name.filter(|n| *n != DEFAULT_IMAGE) {
+            Some(wanted) => self
+                .images
+                .find(wanted)
+                .map_err(OpError::from_display)?
+                .ok_or_else(|| {
+                    OpError::new(
+                        code::NOT_FOUND,
+                        format!("no image named {wanted:?}; list them with: banger image list"),
+                    )
+                }),
+            None => {
+                let recipe = self.default_build_options().recipe();
+                if let Some(image) = current_default(&self.images, &recipe)? {
+                    return Ok(image);
+                }
+                let why = if self.images.find(DEFAULT_IMAGE).ok().flatten().is_some() {
+                    "was built by an older banger"
+                } else {
+                    "is missing"
+                };
+                progress.say(&format!("image {DEFAULT_IMAGE} {why}; building it (once)"));
+                self.build_image(progress, true).await
+            }
         }
-        if wanted != DEFAULT_IMAGE {
-            return Err(OpError::new(
-                code::NOT_FOUND,
-                format!("no image named {wanted:?}; list them with: banger image list"),
-            ));
-        }
-        progress.say(&format!("image {wanted} is missing; building it (once)"));
-        self.build_image(progress, true).await
+    }
+
+    fn default_build_options(&self) -> BuildOptions {
+        BuildOptions::default_for(self.agent.path.clone(), &self.dirs.cache)
     }
 
     /// Builds the default image. One build at a time, also across daemons
@@ -508,7 +527,7 @@ impl Daemon {
         only_if_missing: bool,
     ) -> Result<Image, OpError> {
         let _guard = self.build_lock.lock().await;
-        let opts = BuildOptions::default_for(self.agent.path.clone(), &self.dirs.cache);
+        let opts = self.default_build_options();
         let store = ImageStore::new(self.images.root());
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
@@ -523,9 +542,7 @@ impl Daemon {
             // Holding the lock, any half-built directory is from a build that
             // was killed: nobody else can be writing it.
             remove_stale_builds(store.root());
-            if only_if_missing
-                && let Some(image) = store.find(DEFAULT_IMAGE).map_err(OpError::from_display)?
-            {
+            if only_if_missing && let Some(image) = current_default(&store, &opts.recipe())? {
                 return Ok(image);
             }
             crate::image::build(&store, &opts, &mut |msg: &str| progress.say(msg))
@@ -534,6 +551,19 @@ impl Daemon {
         .await
         .map_err(|e| OpError::internal(format!("image build task failed: {e}")))?
     }
+}
+
+/// The newest default image built with `recipe`.
+fn current_default(store: &ImageStore, recipe: &str) -> Result<Option<Image>, OpError> {
+    Ok(store
+        .list()
+        .map_err(OpError::from_display)?
+        .into_iter()
+        .find(|i| {
+            i.name == DEFAULT_IMAGE
+                && matches!(&i.manifest.source, Some(crate::image::Source::Debian { recipe: r, packages })
+                    if r == recipe && packages.is_empty())
+        }))
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ impl Daemon {
             system_overlay_bytes: params.system_overlay_bytes,
             vmm: params.vmm.clone(),
             kernel: params.kernel.clone(),
+            image: params.image.clone(),
         };
         let effective = crate::config::resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
             .map_err(|e| {
@@ -158,6 +159,7 @@ impl Daemon {
             kernel,
             published,
             allow,
+            image: effective.image.value,
         })
     }
 
@@ -177,9 +179,10 @@ impl Daemon {
             kernel,
             published,
             allow,
+            image,
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
-        let image = self.ensure_image(params.image.as_deref(), progress).await?;
+        let image = self.ensure_image(image.as_deref(), progress).await?;
         let ts = now();
         let mut record = VmRecord {
             id: random_hex(6)?,
@@ -583,6 +586,8 @@ pub(crate) struct CreatePlan {
     pub(crate) kernel: Option<crate::kernel::KernelEntry>,
     pub(crate) published: Vec<crate::net::PortMapping>,
     pub(crate) allow: Vec<crate::net::egress::AllowRule>,
+    /// The image asked for (flag, then config); `None`: the default.
+    pub(crate) image: Option<String>,
 }
 
 /// The error for a request that needs a running VM.

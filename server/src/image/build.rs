@@ -28,8 +28,11 @@ const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// Where busybox comes from (static, so it runs in the initramfs as is).
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Packages installed on top of mmdebstrap's `minbase` variant.
-const INCLUDE: &str =
-    "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl,python3";
+const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl,python3,python3-pip,python3-venv";
+/// Bumped when the build changes in a way the hashed inputs below do not
+/// show (a new step in the Rust code): images of an older recipe are then
+/// out of date and the default one is built again.
+const RECIPE_VERSION: u32 = 2;
 /// Where the customize hook finds the staged files, inside the tree.
 const STAGING_IN_TREE: &str = "/tmp/banger-staging";
 /// Subordinate ids needed for a Debian tree (uids/gids 0..65535).
@@ -54,6 +57,7 @@ const GUEST_FILES: &[(&str, &str)] = &[
         "journald-banger.conf",
         include_str!("guest/journald-banger.conf"),
     ),
+    ("pip-banger.conf", include_str!("guest/pip-banger.conf")),
 ];
 
 /// What to build.
@@ -71,6 +75,8 @@ pub struct BuildOptions {
     pub agent_binary: PathBuf,
     /// Where downloaded `.deb` files are kept between builds (`<cache>/debs`).
     pub download_cache: PathBuf,
+    /// Packages to install beyond banger's own list.
+    pub packages: Vec<String>,
 }
 
 impl BuildOptions {
@@ -85,23 +91,40 @@ impl BuildOptions {
             mirrors: default_mirrors(suite),
             agent_binary,
             download_cache: cache_dir.join("debs"),
+            packages: Vec::new(),
         }
     }
 
-    fn validate(&self) -> Result<(), ImageError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && self.name.as_bytes()[0].is_ascii_alphanumeric();
-        if !name_ok {
-            return Err(ImageError::InvalidOptions(format!(
-                "image name {:?} is not usable; use up to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit",
-                self.name
-            )));
+    /// Hash of everything this build puts into the root file system except
+    /// the agent (which every boot replaces): two builds with the same
+    /// recipe make the same image, and an image whose recipe differs from
+    /// the current default's is out of date.
+    pub fn recipe(&self) -> String {
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(&RECIPE_VERSION.to_le_bytes());
+        field(INCLUDE.as_bytes());
+        field(self.suite.as_bytes());
+        for m in &self.mirrors {
+            field(m.as_bytes());
         }
+        field(b"packages");
+        for p in &self.packages {
+            field(p.as_bytes());
+        }
+        field(b"files");
+        for (name, text) in GUEST_FILES {
+            field(name.as_bytes());
+            field(text.as_bytes());
+        }
+        store::hex(&h.finalize())
+    }
+
+    fn validate(&self) -> Result<(), ImageError> {
+        super::validate_name(&self.name)?;
         let suite_ok = !self.suite.is_empty()
             && self
                 .suite
@@ -111,6 +134,11 @@ impl BuildOptions {
             return Err(ImageError::InvalidOptions(format!(
                 "suite {:?} is not a Debian suite name; use e.g. bookworm",
                 self.suite
+            )));
+        }
+        if let Some(bad) = self.packages.iter().find(|p| !valid_package(p)) {
+            return Err(ImageError::InvalidOptions(format!(
+                "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
             )));
         }
         if self
@@ -124,6 +152,30 @@ impl BuildOptions {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a Debian package name (policy 5.6.1: lowercase
+/// letters, digits, `+`, `-`, `.`; at least two characters, starting with
+/// a letter or digit), optionally with `=VERSION` or `/SUITE`: never an
+/// option or anything a shell or apt would read otherwise.
+pub(crate) fn valid_package(spec: &str) -> bool {
+    let (name, rest) = match spec.find(['=', '/']) {
+        Some(i) => spec.split_at(i),
+        None => (spec, ""),
+    };
+    let name_ok = name.len() >= 2
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    let rest_ok = rest.len() <= 128
+        && rest
+            .bytes()
+            .skip(1)
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.~:".contains(&b))
+        && (rest.is_empty() || rest.len() > 1);
+    name_ok && rest_ok
 }
 
 /// `deb.debian.org` main, updates and security lines for `suite`.
@@ -296,6 +348,10 @@ pub fn build(
             .map(|m| m.to_string())
             .collect(),
         files,
+        source: Some(super::Source::Debian {
+            recipe: opts.recipe(),
+            packages: opts.packages.clone(),
+        }),
     };
     manifest.id = manifest.compute_id();
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {
@@ -624,6 +680,9 @@ impl Tools {
             .arg(work.mode.mmdebstrap_mode())
             .arg("--variant=minbase")
             .arg(format!("--include={INCLUDE}"))
+            .args(
+                (!opts.packages.is_empty()).then(|| format!("--include={}", opts.packages.join(","))),
+            )
             .arg(format!("--customize-hook=mkdir -p \"$1{STAGING_IN_TREE}\""))
             // Paths outside the chroot are relative to the current directory.
             .arg(format!("--customize-hook=sync-in staging {STAGING_IN_TREE}"))

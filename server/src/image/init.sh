@@ -6,6 +6,9 @@
 #
 #   banger.root=overlay   disk "rootfs"  = image base, ext4, mounted read-only (lower)
 #                         disk "overlay" = per-VM ext4, upper/ and work/ of the overlay
+#   banger.layers=N       disks "layer1".."layerN" = a derived image's layers, ext4,
+#                         read-only; each one's upper/ goes between the base (below)
+#                         and the VM's upper, layer N the highest
 #   every mode            disk "work"    = per-VM ext4, mounted at /root
 #   /banger/banger-agent  if a later initramfs segment carries it, it replaces
 #                         /usr/sbin/banger-agent in the new root
@@ -40,12 +43,18 @@ while read -r ko name; do
 done </lib/modules/load-order
 
 root_mode=
+layers=0
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
 	case $arg in
 	banger.root=*) root_mode=${arg#banger.root=} ;;
+	banger.layers=*) layers=${arg#banger.layers=} ;;
 	esac
 done
+case $layers in
+[0-9]) ;;
+*) fail "bad banger.layers=$layers (0-9)" ;;
+esac
 
 # disk_by_serial SERIAL: set $disk to the /dev/vdX whose virtio-blk serial is
 # SERIAL; return 1 (and set $disk to "") if there is none (yet).
@@ -90,13 +99,29 @@ mount_disk() {
 # Read-only image base + per-VM upper disk, joined by overlayfs at /newroot.
 # /mnt/lower and /mnt/upper stay mounted but unreachable after switch_root.
 root_overlay() {
-	wait_for_disks rootfs overlay work
+	wanted="rootfs overlay work"
+	n=1
+	while [ "$n" -le "$layers" ]; do
+		wanted="$wanted layer$n"
+		n=$((n + 1))
+	done
+	# shellcheck disable=SC2086 # one word per serial
+	wait_for_disks $wanted
 	mount_disk rootfs /mnt/lower ro
+	# Layers stack over the base: the highest first in lowerdir.
+	lower=/mnt/lower
+	n=1
+	while [ "$n" -le "$layers" ]; do
+		mount_disk "layer$n" "/mnt/layer$n" ro
+		[ -d "/mnt/layer$n/upper" ] || fail "disk layer$n has no upper/ directory"
+		lower="/mnt/layer$n/upper:$lower"
+		n=$((n + 1))
+	done
 	# discard: space the guest frees goes back to the host's sparse file.
 	mount_disk overlay /mnt/upper rw,discard
 	mkdir -p /mnt/upper/upper /mnt/upper/work || fail "cannot create upper/ and work/ on the overlay disk"
 	mount -t overlay overlay \
-		-o lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work /newroot ||
+		-o "lowerdir=$lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work" /newroot ||
 		fail "cannot mount the overlay root"
 }
 

@@ -33,6 +33,7 @@
 
 mod build;
 pub mod cpio;
+mod derive;
 mod initramfs;
 mod store;
 mod vmlinux;
@@ -40,8 +41,9 @@ mod vmlinux;
 use std::path::PathBuf;
 
 pub use build::{BuildOptions, build};
+pub use derive::{add_derived, shrink_layer, validate_name};
 pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
-pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef};
+pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
 pub use vmlinux::extract_vmlinux;
 
 /// Name of the image the daemon builds and uses when none is given.

@@ -75,8 +75,65 @@ pub struct Manifest {
     pub agent_sha256: String,
     /// Values of `banger.root=` the image's `/init` understands.
     pub root_modes: Vec<String>,
-    /// Files of the image by role (`rootfs`, `kernel`, `vmlinux`, `initrd`).
+    /// Files of the image by role (`rootfs`, `kernel`, `vmlinux`, `initrd`,
+    /// and `layer1`, `layer2`, ... for a derived image, bottom first).
     pub files: BTreeMap<String, FileEntry>,
+    /// What made the image (absent in images built before banger recorded
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// What an image was made from: enough to make it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Built from Debian packages with mmdebstrap.
+    Debian {
+        /// Hash of everything the build put in (suite, mirrors, package
+        /// list, the files and scripts it installs): an image whose recipe
+        /// differs from this build's is out of date.
+        recipe: String,
+        /// Packages asked for beyond banger's own list.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        packages: Vec<String>,
+    },
+    /// Another image plus one layer made by running a step in a guest
+    /// booted from it.
+    Derived {
+        /// The image it was made from (id).
+        parent: String,
+        /// That image's name at the time.
+        parent_name: String,
+        /// The step that made the layer.
+        step: Step,
+        /// Hash of the parent id and the step (with its inputs' contents):
+        /// the same key means the same image, so it is made once.
+        key: String,
+    },
+}
+
+/// The step a derived image's layer comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// `apt-get install` of these packages.
+    Packages {
+        /// The packages, as given.
+        packages: Vec<String>,
+    },
+    /// A project's setup command, run in its workspace.
+    Setup {
+        /// The shell command.
+        command: String,
+        /// The files it depends on (path in the repository -> sha256).
+        inputs: BTreeMap<String, String>,
+    },
+}
+
+/// Role of a derived image's `n`th layer (1 = the lowest).
+pub(crate) fn layer_role(n: usize) -> String {
+    format!("layer{n}")
 }
 
 /// A Debian package name and version.
@@ -139,6 +196,23 @@ impl Image {
     /// The initramfs (uncompressed newc), for every VMM.
     pub fn initrd(&self) -> PathBuf {
         self.file(INITRD)
+    }
+
+    /// The layers over the base disk, lowest first (none for an image built
+    /// from packages).
+    pub fn layers(&self) -> Vec<PathBuf> {
+        (1..)
+            .map_while(|n| self.manifest.files.get(&layer_role(n)))
+            .map(|entry| self.dir.join(&entry.path))
+            .collect()
+    }
+
+    /// The cache key of a derived image.
+    pub fn key(&self) -> Option<&str> {
+        match &self.manifest.source {
+            Some(Source::Derived { key, .. }) => Some(key),
+            _ => None,
+        }
     }
 
     fn file(&self, (role, default): (&str, &str)) -> PathBuf {
@@ -225,6 +299,11 @@ impl ImageStore {
     pub fn find(&self, name_or_id: &str) -> Result<Option<Image>, ImageError> {
         let images = self.list()?;
         pick(images, name_or_id)
+    }
+
+    /// The newest derived image made with this key.
+    pub fn find_key(&self, key: &str) -> Result<Option<Image>, ImageError> {
+        Ok(self.list()?.into_iter().find(|i| i.key() == Some(key)))
     }
 
     /// Deletes an image found as by [`ImageStore::find`] and returns what it
@@ -336,8 +415,10 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), ImageError> {
         .map_err(|e| ImageError::io(format!("cannot chmod {}", path.display()), e))
 }
 
-/// Makes an image directory and its files writable again so it can be
-/// renamed and removed by a non-root owner.
+/// Makes an image directory (and any below it) writable again so it can be
+/// renamed and its files removed by a non-root owner. Files keep their
+/// mode: removing one needs only its directory writable, and a file may be
+/// a hard link shared with another image that must stay read-only.
 fn make_writable(dir: &Path) -> Result<(), ImageError> {
     set_mode(dir, 0o755)?;
     let entries = fs::read_dir(dir)
@@ -350,8 +431,6 @@ fn make_writable(dir: &Path) -> Result<(), ImageError> {
             .map_err(|e| ImageError::io(format!("cannot stat {}", entry.path().display()), e))?;
         if file_type.is_dir() {
             make_writable(&entry.path())?;
-        } else if file_type.is_file() {
-            set_mode(&entry.path(), 0o644)?;
         }
     }
     Ok(())
@@ -363,7 +442,7 @@ fn remove_tree(dir: &Path) -> Result<(), ImageError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn manifest(name: &str, created_at: u64) -> Manifest {
@@ -396,6 +475,7 @@ mod tests {
             agent_sha256: "00".repeat(32),
             root_modes: vec!["overlay".into()],
             files,
+            source: None,
         };
         manifest.id = manifest.compute_id();
         manifest
@@ -403,7 +483,7 @@ mod tests {
 
     /// Writes a fake image the way a build leaves it: files named in the
     /// manifest, everything read-only.
-    fn fake_image(store: &ImageStore, name: &str, created_at: u64) -> String {
+    pub(crate) fn fake_image(store: &ImageStore, name: &str, created_at: u64) -> String {
         let manifest = manifest(name, created_at);
         let dir = store.root().join(&manifest.id);
         fs::create_dir_all(&dir).unwrap();

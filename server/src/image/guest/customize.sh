@@ -44,6 +44,7 @@ done
 
 mkdir -p /etc/systemd/journald.conf.d "$system/ssh.service.d" /etc/ssh/sshd_config.d
 install -o root -g root -m 0644 "$staging/journald-banger.conf" /etc/systemd/journald.conf.d/banger.conf
+install -o root -g root -m 0644 "$staging/pip-banger.conf" /etc/pip.conf
 install -o root -g root -m 0644 "$staging/ssh-service-banger.conf" "$system/ssh.service.d/banger.conf"
 install -o root -g root -m 0644 "$staging/sshd-banger.conf" /etc/ssh/sshd_config.d/banger.conf
 
