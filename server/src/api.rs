@@ -10,9 +10,11 @@ use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
 
+mod image;
 mod net;
 mod workspace;
 
+pub use image::{ImageBuildParams, ImageView, SetupParams};
 pub use net::{NetworkView, PortView, SshInfo};
 pub use workspace::{
     AcceptEntry, ChangeStatus, ExportResult, FetchedFile, FileKind, GuestChange, GuestChanges,
@@ -279,25 +281,6 @@ pub enum ExecEvent {
     },
 }
 
-/// An image as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageView {
-    /// Content id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Directory holding it.
-    pub dir: String,
-    /// Guest kernel version.
-    pub kernel_version: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Total bytes of its files.
-    pub size_bytes: u64,
-    /// The full manifest.
-    pub manifest: serde_json::Value,
-}
-
 /// A guest kernel: from the catalog, or brought by an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelView {
@@ -431,7 +414,7 @@ pub struct DaemonInfo {
 /// together whatever their builds; bump it with any change a client or
 /// daemon of the previous version would misread (a method, a parameter, a
 /// wire type). 0 is a daemon from before versions existed.
-pub const API_VERSION: u32 = 2;
+pub const API_VERSION: u32 = 3;
 
 /// The API version this build speaks, as a daemon and as a client. Debug
 /// builds let a test pose as another version (`BANGER_TEST_API_VERSION`),
@@ -582,9 +565,15 @@ pub trait BangerApi {
     #[method(name = "exec_signal")]
     async fn exec_signal(&self, exec_id: u64, signal: i32) -> Result<(), ErrorObjectOwned>;
 
-    /// Builds an image (the default one when `name` is absent).
+    /// Builds an image: the default one, one from Debian packages, or one
+    /// that adds packages to another.
     #[subscription(name = "image_build" => "image_build_event", unsubscribe = "image_build_unsubscribe", item = OpEvent)]
-    async fn image_build(&self, name: Option<String>) -> SubscriptionResult;
+    async fn image_build(&self, params: ImageBuildParams) -> SubscriptionResult;
+
+    /// A project's image: its setup run once over a base image (made now
+    /// unless one with the same base, command and inputs exists).
+    #[subscription(name = "image_setup" => "image_setup_event", unsubscribe = "image_setup_unsubscribe", item = OpEvent)]
+    async fn image_setup(&self, params: SetupParams) -> SubscriptionResult;
 
     /// Built images.
     #[method(name = "image_list")]

@@ -454,7 +454,10 @@ mod tests {
         assert!(allocated_bytes(&drives[1].path) < 32 << 20);
         // A derived image's layers sit between the base and the upper,
         // read-only, lowest first.
-        let layers = [PathBuf::from("/images/l1.ext4"), PathBuf::from("/images/l2.ext4")];
+        let layers = [
+            PathBuf::from("/images/l1.ext4"),
+            PathBuf::from("/images/l2.ext4"),
+        ];
         let drives = strategy.drives(Path::new("/images/base.ext4"), &layers, dir.path());
         let roles: Vec<String> = drives.iter().map(|d| d.role.serial()).collect();
         assert_eq!(roles, ["rootfs", "layer1", "layer2", "overlay"]);

@@ -17,6 +17,7 @@ pub mod lsp;
 pub mod net;
 pub mod paths;
 pub mod process;
+pub mod project;
 pub mod spec;
 pub mod ssh;
 pub mod store;

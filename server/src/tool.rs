@@ -49,6 +49,8 @@ pub enum Tool {
     E2fsck,
     /// `resize2fs` (shrinks a derived image's layer to its contents).
     Resize2fs,
+    /// `tune2fs` (drops a layer's journal: it is never written again).
+    Tune2fs,
     /// `git`.
     Git,
     /// `sh`.
@@ -134,6 +136,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Debugfs, "debugfs", "e2fsprogs", Need::Core),
     p(Tool::E2fsck, "e2fsck", "e2fsprogs", Need::Core),
     p(Tool::Resize2fs, "resize2fs", "e2fsprogs", Need::Core),
+    p(Tool::Tune2fs, "tune2fs", "e2fsprogs", Need::Core),
     p(Tool::Git, "git", "git", Need::Core),
     p(Tool::Sh, "sh", "dash", Need::Core),
     p(Tool::Tar, "tar", "tar", Need::Core),

@@ -207,6 +207,10 @@ pub(crate) enum VmCommand {
         /// (.mise.toml, .tool-versions), which otherwise needs --nat.
         #[arg(long, requires = "path")]
         no_bootstrap: bool,
+        /// Ignore the repository's .banger.toml (its image, setup, network
+        /// and size settings).
+        #[arg(long, requires = "path")]
+        no_project: bool,
         /// Delete the VM when the command (or the shell) ends.
         #[arg(long)]
         rm: bool,
@@ -585,10 +589,23 @@ pub(crate) struct ListArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
-    /// Build the default image (debian-bookworm) from Debian's packages.
+    /// Build an image: without arguments the default one (debian-bookworm)
+    /// from Debian's packages; `NAME --packages a,b` adds packages to the
+    /// default image (or to --from IMAGE) in a guest, sharing everything
+    /// else with it; `NAME --suite trixie [--packages ...]` builds a whole
+    /// new one.
     Build {
         /// Image name.
         name: Option<String>,
+        /// The image to add packages to (name or id).
+        #[arg(long, value_name = "IMAGE")]
+        from: Option<String>,
+        /// Debian packages to add (comma-separated, repeatable).
+        #[arg(long, value_name = "PKG,...", value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Debian suite of a whole new image: bookworm, trixie, ...
+        #[arg(long)]
+        suite: Option<String>,
     },
     /// List built images.
     List,

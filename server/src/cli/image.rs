@@ -10,8 +10,19 @@ use crate::paths::Dirs;
 pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
     let client = client::connect_or_start(dirs).await?;
     match cmd {
-        ImageCommand::Build { name } => {
-            let sub = client.image_build(name).await.map_err(rpc_failure)?;
+        ImageCommand::Build {
+            name,
+            from,
+            packages,
+            suite,
+        } => {
+            let params = crate::api::ImageBuildParams {
+                name,
+                from,
+                packages,
+                suite,
+            };
+            let sub = client.image_build(params).await.map_err(rpc_failure)?;
             if let OpEvent::Image { image } = follow(sub, printer).await? {
                 printer.clear_progress();
                 printer.line(&format!("{} {}", image.name, image.id));
@@ -23,7 +34,11 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
                 printer.line(&pretty(&images));
             } else {
                 let rows: Vec<Vec<String>> = images.iter().map(image_row).collect();
-                print_table(printer, &["NAME", "ID", "KERNEL", "SIZE", "CREATED"], &rows);
+                print_table(
+                    printer,
+                    &["NAME", "ID", "KIND", "KERNEL", "SIZE", "CREATED"],
+                    &rows,
+                );
             }
         }
         ImageCommand::Show { image } => {
@@ -46,6 +61,10 @@ fn image_row(i: &ImageView) -> Vec<String> {
     vec![
         i.name.clone(),
         i.id[..12.min(i.id.len())].to_string(),
+        match &i.parent {
+            Some(parent) => format!("{} of {parent}", i.kind),
+            None => i.kind.clone(),
+        },
         i.kernel_version.clone(),
         format!("{}M", i.size_bytes >> 20),
         utc_time(i.created_at),

@@ -19,6 +19,7 @@ mod exec;
 mod image;
 mod kernel;
 pub mod printer;
+mod project;
 mod ssh;
 mod system;
 mod terminal;

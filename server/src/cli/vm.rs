@@ -107,11 +107,12 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
     match cmd {
         VmCommand::Run {
             path,
-            spec,
-            net,
+            mut spec,
+            mut net,
             ws,
             dry_run,
             no_bootstrap,
+            no_project,
             rm,
             detach,
             command,
@@ -123,6 +124,13 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                 ));
             }
             let path = path.map(|p| absolute(&p));
+            // The repository's .banger.toml fills in what flags left unset.
+            let setup = match &path {
+                Some(path) if !no_project => {
+                    super::project::apply(path, &mut spec, &mut net, printer)?
+                }
+                _ => None,
+            };
             let client = Arc::new(client::connect_or_start(dirs).await?);
             // Check the repository (and any branch) before creating a VM.
             let mut bootstrap = false;
@@ -154,6 +162,15 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                     workspace_notes(&plan, printer);
                     return Ok(0);
                 }
+            }
+            if let Some(setup) = setup {
+                let image = super::project::setup_image(&client, setup, printer)
+                    .await
+                    .map_err(|f| {
+                        let exit = if f.code == 2 { 2 } else { EXIT_RUN_FAILED };
+                        f.exit(exit)
+                    })?;
+                spec.image = Some(image);
             }
             // full_copy writes the disk before the first boot.
             let full_copy = path.is_some() && ws.full_copy();

@@ -6,7 +6,9 @@
 //! them; a client that goes away stops receiving progress, not the work.
 
 mod boot;
+mod derive;
 mod exec;
+mod images;
 mod lifecycle;
 mod ports;
 mod rpc;
@@ -267,6 +269,8 @@ pub struct Daemon {
     /// One live sync at a time per VM.
     sync_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     build_lock: tokio::sync::Mutex<()>,
+    /// One derived image made at a time (`derive.rs`).
+    derive_lock: tokio::sync::Mutex<()>,
     pub(crate) execs: exec::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
     /// Held (shared) by a create from choosing its image and kernel until
@@ -315,6 +319,7 @@ impl Daemon {
             vm_locks: Mutex::default(),
             sync_locks: Mutex::default(),
             build_lock: tokio::sync::Mutex::new(()),
+            derive_lock: tokio::sync::Mutex::new(()),
             execs: exec::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),
             catalog: tokio::sync::RwLock::new(()),
@@ -331,6 +336,8 @@ impl Daemon {
     }
 
     /// The VMs bound to `lease`, or to any lease (`None`).
+    /// (Held by clients through `lease_hold`, or by the daemon itself
+    /// through [`LeaseGuard`].)
     pub fn leased(&self, lease: Option<&str>) -> Vec<String> {
         self.with_store(|s| s.leased_vms(lease))
             .unwrap_or_else(|e| {
@@ -518,16 +525,26 @@ impl Daemon {
         BuildOptions::default_for(self.agent.path.clone(), &self.dirs.cache)
     }
 
-    /// Builds the default image. One build at a time, also across daemons
-    /// sharing the cache (a file lock); with `only_if_missing`, whoever
-    /// waited finds the image built and builds nothing.
+    /// Builds the default image; with `only_if_missing`, whoever waited
+    /// for another build finds the image built and builds nothing.
     pub(crate) async fn build_image(
         &self,
         progress: &Progress,
         only_if_missing: bool,
     ) -> Result<Image, OpError> {
+        self.build_with(self.default_build_options(), progress, only_if_missing)
+            .await
+    }
+
+    /// Builds an image from Debian packages. One build at a time, also
+    /// across daemons sharing the cache (a file lock).
+    pub(crate) async fn build_with(
+        &self,
+        opts: BuildOptions,
+        progress: &Progress,
+        only_if_missing: bool,
+    ) -> Result<Image, OpError> {
         let _guard = self.build_lock.lock().await;
-        let opts = self.default_build_options();
         let store = ImageStore::new(self.images.root());
         let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
@@ -550,6 +567,46 @@ impl Daemon {
         })
         .await
         .map_err(|e| OpError::internal(format!("image build task failed: {e}")))?
+    }
+}
+
+/// A lease: VMs created under it are removed when it drops (whatever ends
+/// its holder), or by the next daemon if this one dies first.
+pub(crate) struct LeaseGuard(Arc<Daemon>, String);
+
+impl LeaseGuard {
+    /// Holds `token` (refused if it is held already).
+    pub(crate) fn take(daemon: &Arc<Daemon>, token: String) -> Result<LeaseGuard, OpError> {
+        if !lock(&daemon.leases).insert(token.clone()) {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!("lease {token:?} is already held"),
+            ));
+        }
+        Ok(LeaseGuard(daemon.clone(), token))
+    }
+
+    /// A new lease of the daemon's own.
+    pub(crate) fn hold(daemon: &Arc<Daemon>) -> Result<LeaseGuard, OpError> {
+        LeaseGuard::take(daemon, format!("bangerd-{}", vm::random_hex(12)?))
+    }
+
+    /// Its token (for `CreateParams::lease`).
+    pub(crate) fn token(&self) -> &str {
+        &self.1
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let (daemon, lease) = (self.0.clone(), std::mem::take(&mut self.1));
+        lock(&daemon.leases).remove(&lease);
+        let ids = daemon.leased(Some(&lease));
+        // Without a runtime (the daemon is going away) the next daemon
+        // removes them at its start.
+        if let (false, Ok(rt)) = (ids.is_empty(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move { daemon.remove_leased(ids).await });
+        }
     }
 }
 
@@ -589,6 +646,8 @@ mod tests {
             "{err}"
         );
         drop(holder);
-        lock_exclusive(&path, Duration::from_secs(1), || panic!("still held")).unwrap();
+        // Free again once dropped. (Not "at once": a process another test
+        // forks at that moment shares the open lock file until its exec.)
+        lock_exclusive(&path, Duration::from_secs(5), || {}).unwrap();
     }
 }

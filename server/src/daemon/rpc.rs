@@ -9,7 +9,7 @@ use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{Daemon, OpError, Progress, lock};
+use super::{Daemon, OpError, Progress};
 use crate::api::{
     BangerApiServer, CreateParams, DaemonInfo, ExecParams, ImageView, OpEvent, VmView, code,
 };
@@ -53,6 +53,28 @@ where
         let _ = tx.send(event);
     });
     relay(sink, rx).await;
+}
+
+/// An operation that ends with an image, detached from the request like
+/// [`vm_operation`].
+async fn image_operation<F, Fut>(pending: PendingSubscriptionSink, op: F) -> SubscriptionResult
+where
+    F: FnOnce(Progress) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<crate::image::Image, OpError>> + Send + 'static,
+{
+    let sink = pending.accept().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let event = match op(Progress::to(tx.clone())).await {
+            Ok(image) => OpEvent::Image {
+                image: Box::new(image_view(&image)),
+            },
+            Err(e) => failed(e),
+        };
+        let _ = tx.send(event);
+    });
+    relay(sink, rx).await;
+    Ok(())
 }
 
 /// A long operation on an existing VM: refused before the subscription
@@ -149,16 +171,36 @@ impl Daemon {
     }
 }
 
+/// An image for clients. The size of a derived image is what it adds to
+/// its parent (its top layer; the rest is shared).
 fn image_view(image: &crate::image::Image) -> ImageView {
-    let size_bytes = std::fs::read_dir(&image.dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let top_layer = image.layers().pop();
+    let size_bytes = match &top_layer {
+        Some(layer) => std::fs::metadata(layer).map(|m| m.len()).unwrap_or(0),
+        None => std::fs::read_dir(&image.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0),
+    };
+    let (kind, parent) = match &image.manifest.source {
+        Some(crate::image::Source::Debian { .. }) | None => ("debian", None),
+        Some(crate::image::Source::Derived {
+            parent,
+            parent_name,
+            ..
+        }) => (
+            "derived",
+            Some(format!(
+                "{parent_name} ({})",
+                &parent[..12.min(parent.len())]
+            )),
+        ),
+    };
     ImageView {
         id: image.id.clone(),
         name: image.name.clone(),
@@ -166,6 +208,8 @@ fn image_view(image: &crate::image::Image) -> ImageView {
         kernel_version: image.manifest.kernel_version.clone(),
         created_at: image.manifest.created_at as i64,
         size_bytes,
+        kind: kind.into(),
+        parent,
         manifest: serde_json::to_value(&image.manifest).unwrap_or_default(),
     }
 }
@@ -258,31 +302,14 @@ impl BangerApiServer for Rpc {
                 .await;
             return Ok(());
         }
-        if !lock(&self.0.leases).insert(lease.clone()) {
-            pending
-                .reject(crate::api::error(
-                    code::CONFLICT,
-                    format!("lease {lease:?} is already held"),
-                ))
-                .await;
-            return Ok(());
-        }
-        let daemon = self.0.clone();
         // Whatever happens to this request, the lease ends with it.
-        struct Ending(Arc<Daemon>, String);
-        impl Drop for Ending {
-            fn drop(&mut self) {
-                let (daemon, lease) = (self.0.clone(), std::mem::take(&mut self.1));
-                lock(&daemon.leases).remove(&lease);
-                let ids = daemon.leased(Some(&lease));
-                // Without a runtime (the daemon is going away) the next
-                // daemon removes them at its start.
-                if let (false, Ok(rt)) = (ids.is_empty(), tokio::runtime::Handle::try_current()) {
-                    rt.spawn(async move { daemon.remove_leased(ids).await });
-                }
+        let _held = match super::LeaseGuard::take(&self.0, lease) {
+            Ok(held) => held,
+            Err(e) => {
+                pending.reject(ErrorObjectOwned::from(e)).await;
+                return Ok(());
             }
-        }
-        let _ending = Ending(daemon, lease);
+        };
         let sink = pending.accept().await?;
         if send(&sink, &crate::api::LeaseEvent::Held).await {
             sink.closed().await;
@@ -477,35 +504,37 @@ impl BangerApiServer for Rpc {
     async fn image_build(
         &self,
         pending: PendingSubscriptionSink,
-        name: Option<String>,
+        params: crate::api::ImageBuildParams,
     ) -> SubscriptionResult {
-        if let Some(name) = name.filter(|n| n != crate::image::DEFAULT_IMAGE) {
-            pending
-                .reject(crate::api::error(
-                    code::INVALID,
-                    format!(
-                        "banger can build only {:?} so far, not {name:?}",
-                        crate::image::DEFAULT_IMAGE
-                    ),
-                ))
-                .await;
+        // Bad options are refused before anything starts.
+        let plan = match super::images::plan_build(params) {
+            Ok(plan) => plan,
+            Err(e) => {
+                pending.reject(ErrorObjectOwned::from(e)).await;
+                return Ok(());
+            }
+        };
+        let daemon = self.0.clone();
+        image_operation(pending, move |progress| async move {
+            daemon.run_build(plan, &progress).await
+        })
+        .await
+    }
+
+    async fn image_setup(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: crate::api::SetupParams,
+    ) -> SubscriptionResult {
+        if let Err(e) = super::images::check_setup(&params) {
+            pending.reject(ErrorObjectOwned::from(e)).await;
             return Ok(());
         }
-        let sink = pending.accept().await?;
-        let (tx, rx) = mpsc::unbounded_channel();
         let daemon = self.0.clone();
-        tokio::spawn(async move {
-            let progress = Progress::to(tx.clone());
-            let event = match daemon.build_image(&progress, false).await {
-                Ok(image) => OpEvent::Image {
-                    image: Box::new(image_view(&image)),
-                },
-                Err(e) => failed(e),
-            };
-            let _ = tx.send(event);
-        });
-        relay(sink, rx).await;
-        Ok(())
+        image_operation(pending, move |progress| async move {
+            daemon.setup_image(params, &progress).await
+        })
+        .await
     }
 
     async fn workspace_plan(

@@ -154,11 +154,16 @@ impl BuildOptions {
     }
 }
 
+/// The recipe of the default image this build of banger makes.
+pub fn default_recipe() -> String {
+    BuildOptions::default_for(PathBuf::new(), Path::new("")).recipe()
+}
+
 /// Whether `name` is a Debian package name (policy 5.6.1: lowercase
 /// letters, digits, `+`, `-`, `.`; at least two characters, starting with
 /// a letter or digit), optionally with `=VERSION` or `/SUITE`: never an
 /// option or anything a shell or apt would read otherwise.
-pub(crate) fn valid_package(spec: &str) -> bool {
+pub fn valid_package(spec: &str) -> bool {
     let (name, rest) = match spec.find(['=', '/']) {
         Some(i) => spec.split_at(i),
         None => (spec, ""),
@@ -179,7 +184,7 @@ pub(crate) fn valid_package(spec: &str) -> bool {
 }
 
 /// `deb.debian.org` main, updates and security lines for `suite`.
-fn default_mirrors(suite: &str) -> Vec<String> {
+pub fn default_mirrors(suite: &str) -> Vec<String> {
     vec![
         format!("deb http://deb.debian.org/debian {suite} main"),
         format!("deb http://deb.debian.org/debian {suite}-updates main"),

@@ -40,9 +40,10 @@ mod vmlinux;
 
 use std::path::PathBuf;
 
-pub use build::{BuildOptions, build};
+pub use build::{BuildOptions, build, default_mirrors, default_recipe, valid_package};
 pub use derive::{add_derived, shrink_layer, validate_name};
 pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
+pub(crate) use store::hex;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
 pub use vmlinux::extract_vmlinux;
 

@@ -121,6 +121,10 @@ pub enum Step {
     Packages {
         /// The packages, as given.
         packages: Vec<String>,
+        /// What was installed for them (`name=version`), recorded after
+        /// the step; not part of the key.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resolved: Vec<String>,
     },
     /// A project's setup command, run in its workspace.
     Setup {

@@ -26,6 +26,12 @@ pub struct Settings {
     /// Whether the workspace is trusted: an untrusted one never runs a
     /// command named by the repository's own `.banger.toml`.
     pub trusted: bool,
+    /// The image a VM this server creates boots.
+    pub image: Option<String>,
+    /// The project's setup command (`.banger.toml` only, trusted).
+    pub setup: Option<String>,
+    /// The files the setup reads.
+    pub setup_inputs: Vec<String>,
 }
 
 impl Default for Settings {
@@ -39,6 +45,9 @@ impl Default for Settings {
             nat: false,
             allow: Vec::new(),
             trusted: true,
+            image: None,
+            setup: None,
+            setup_inputs: Vec::new(),
         }
     }
 }
@@ -55,23 +64,7 @@ struct EditorSettings {
     nat: Option<bool>,
     allow: Option<Vec<String>>,
     trusted: Option<bool>,
-}
-
-/// `.banger.toml`.
-#[derive(Debug, Default, Deserialize)]
-struct RepoFile {
-    sandbox: Option<RepoSandbox>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RepoSandbox {
-    vm: Option<String>,
-    test_command: Option<String>,
-    vcpu: Option<u32>,
-    memory: Option<toml::Value>,
-    nat: Option<bool>,
-    allow: Option<Vec<String>>,
+    image: Option<String>,
 }
 
 /// Memory as `2048` (MiB) or `"2G"`.
@@ -113,46 +106,34 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
     let mut s = Settings::default();
     let editor = editor_part(options);
     s.trusted = editor.trusted.unwrap_or(true);
-    let file = repo_root.join(".banger.toml");
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        match toml::from_str::<RepoFile>(&text) {
-            Ok(RepoFile {
-                sandbox: Some(sb), ..
-            }) => {
-                // An untrusted repository picks neither the command that
-                // runs nor the VM it runs in (another repository's VM).
-                // Nor does it give its sandbox a way out to the network.
-                if s.trusted {
-                    s.vm = sb.vm;
-                    s.test_command = sb.test_command;
-                    s.nat = sb.nat.unwrap_or(false);
-                    s.allow = sb.allow.unwrap_or_default();
-                } else if sb.test_command.is_some()
-                    || sb.vm.is_some()
-                    || sb.nat == Some(true)
-                    || sb.allow.as_ref().is_some_and(|a| !a.is_empty())
-                {
-                    warnings.push(
-                        ".banger.toml names a test command, a VM or network access; they are ignored until the workspace is trusted"
-                            .into(),
-                    );
-                }
-                s.vcpu = sb.vcpu;
-                if let Some(m) = sb.memory {
-                    let json = match m {
-                        toml::Value::Integer(i) => serde_json::json!(i),
-                        toml::Value::String(st) => serde_json::json!(st),
-                        other => serde_json::json!(format!("{other:?}")),
-                    };
-                    match memory_mib(&json) {
-                        Ok(mib) => s.memory_mib = Some(mib),
-                        Err(e) => warnings.push(format!(".banger.toml: {e}")),
-                    }
-                }
+    match crate::project::load(repo_root) {
+        Ok(Some(sb)) => {
+            // An untrusted repository picks neither the command that runs
+            // (its tests, its setup) nor the VM it runs in (another
+            // repository's VM). Nor does it give its sandbox a way out to
+            // the network.
+            if s.trusted {
+                s.vm = sb.vm.clone();
+                s.test_command = sb.test_command.clone();
+                s.nat = sb.nat.unwrap_or(false);
+                s.allow = sb.allow.clone().unwrap_or_default();
+                s.setup = sb.setup.clone();
+                s.setup_inputs = sb.setup_inputs.clone().unwrap_or_default();
+            } else if sb.asks_for_trust() {
+                warnings.push(
+                    ".banger.toml names a test command, a setup, a VM or network access; they are ignored until the workspace is trusted"
+                        .into(),
+                );
             }
-            Ok(_) => {}
-            Err(e) => warnings.push(format!("{}: {e}", file.display())),
+            s.vcpu = sb.vcpu;
+            s.image = sb.image.clone();
+            match sb.memory_mib() {
+                Ok(mib) => s.memory_mib = mib,
+                Err(e) => warnings.push(format!(".banger.toml: {e}")),
+            }
         }
+        Ok(None) => {}
+        Err(e) => warnings.push(e),
     }
     if editor.vm.as_deref().is_some_and(|v| !v.is_empty()) {
         s.vm = editor.vm;
@@ -175,6 +156,9 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
     }
     if let Some(allow) = editor.allow {
         s.allow = allow;
+    }
+    if editor.image.as_deref().is_some_and(|v| !v.is_empty()) {
+        s.image = editor.image;
     }
     // Rules are checked here too: a bad one is a warning, not a sandbox
     // that fails to start.

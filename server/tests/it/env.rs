@@ -233,6 +233,10 @@ impl Env {
             agent_sha256: "00".repeat(32),
             root_modes: vec!["overlay".into()],
             files,
+            source: Some(banger::image::Source::Debian {
+                recipe: banger::image::default_recipe(),
+                packages: Vec::new(),
+            }),
         };
         manifest.id = manifest.compute_id();
         let dir = self.image_dir().join(&manifest.id);

@@ -114,6 +114,10 @@ impl Host {
             agent_sha256: String::new(),
             root_modes: Vec::new(),
             files: Default::default(),
+            source: Some(banger::image::Source::Debian {
+                recipe: banger::image::default_recipe(),
+                packages: Vec::new(),
+            }),
         };
         manifest.id = manifest.compute_id();
         let dir = self.path("cache/banger/images").join(&manifest.id);

@@ -1,0 +1,345 @@
+//! `image build` and a project's setup, decided here and carried out by
+//! the image build (`image::build`) or in a guest (`derive.rs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::derive::{DeriveRequest, MAX_INPUT_BYTES, MAX_INPUTS, input_hashes};
+use super::{Daemon, OpError, Progress};
+use crate::api::{ImageBuildParams, SetupParams, code};
+use crate::image::{DEFAULT_IMAGE, Image, Step};
+
+/// The longest setup command accepted.
+const MAX_COMMAND: usize = 64 << 10;
+
+/// What an `image build` request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BuildPlan {
+    /// The default image, built again.
+    Default,
+    /// A full build from Debian packages.
+    Full {
+        name: String,
+        suite: String,
+        packages: Vec<String>,
+    },
+    /// Packages added to an image (the default one without `from`).
+    Packages {
+        name: String,
+        from: Option<String>,
+        packages: Vec<String>,
+    },
+}
+
+fn invalid(message: impl Into<String>) -> OpError {
+    OpError::new(code::INVALID, message)
+}
+
+/// Decides what `image build` does (pure).
+pub(crate) fn plan_build(p: ImageBuildParams) -> Result<BuildPlan, OpError> {
+    let packages: Vec<String> = p
+        .packages
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(bad) = packages.iter().find(|p| !crate::image::valid_package(p)) {
+        return Err(invalid(format!(
+            "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
+        )));
+    }
+    let named = p.name.clone().filter(|n| n != DEFAULT_IMAGE);
+    if let Some(name) = &named {
+        crate::image::validate_name(name).map_err(|e| invalid(e.to_string()))?;
+    }
+    let custom_name = || {
+        named.clone().ok_or_else(|| {
+            invalid(format!(
+                "give the new image a name (not {DEFAULT_IMAGE}, which is banger's own): banger image build NAME ..."
+            ))
+        })
+    };
+    match (p.from, p.suite) {
+        (Some(_), Some(_)) => Err(invalid(
+            "--suite makes a full build from Debian packages; it cannot be combined with --from",
+        )),
+        (Some(from), None) if packages.is_empty() => Err(invalid(format!(
+            "--from {from} needs --packages: what to add to it"
+        ))),
+        (from, None) if !packages.is_empty() => Ok(BuildPlan::Packages {
+            name: custom_name()?,
+            from,
+            packages,
+        }),
+        (None, None) if named.is_none() => Ok(BuildPlan::Default),
+        (None, suite) => {
+            let suite = suite.unwrap_or_else(|| "bookworm".into());
+            Ok(BuildPlan::Full {
+                name: custom_name()?,
+                suite,
+                packages,
+            })
+        }
+        (Some(_), None) => unreachable!("handled above: --from with or without packages"),
+    }
+}
+
+/// Checks a setup request before anything starts.
+pub(crate) fn check_setup(p: &SetupParams) -> Result<(), OpError> {
+    if p.command.trim().is_empty() {
+        return Err(invalid("the setup command is empty"));
+    }
+    if p.command.len() > MAX_COMMAND || p.command.contains('\0') {
+        return Err(invalid(format!(
+            "the setup command is over {MAX_COMMAND} bytes or holds a NUL byte"
+        )));
+    }
+    if p.inputs.len() > MAX_INPUTS {
+        return Err(invalid(format!(
+            "a setup reads at most {MAX_INPUTS} input files, not {}",
+            p.inputs.len()
+        )));
+    }
+    for input in &p.inputs {
+        crate::project::validate_input(input).map_err(invalid)?;
+    }
+    if !Path::new(&p.repo).is_absolute() {
+        return Err(invalid(format!("{:?} is not an absolute path", p.repo)));
+    }
+    Ok(())
+}
+
+/// Reads a setup's input files: regular files inside `repo` (no symlink
+/// leads out of it), bounded in number and size.
+fn read_inputs(repo: &Path, inputs: &[String]) -> Result<Vec<(String, Vec<u8>)>, OpError> {
+    let root = repo.canonicalize().map_err(|e| {
+        invalid(format!(
+            "cannot open the repository {}: {e}",
+            repo.display()
+        ))
+    })?;
+    let mut files = Vec::new();
+    let mut total = 0usize;
+    for input in inputs {
+        let path: PathBuf = root.join(input);
+        let real = path.canonicalize().map_err(|e| {
+            invalid(format!(
+                "setup input {input}: {e} (setup-inputs names files of the repository)"
+            ))
+        })?;
+        if !real.starts_with(&root) {
+            return Err(invalid(format!(
+                "setup input {input} leads out of the repository"
+            )));
+        }
+        if !real.is_file() {
+            return Err(invalid(format!("setup input {input} is not a file")));
+        }
+        let data = std::fs::read(&real)
+            .map_err(|e| invalid(format!("cannot read setup input {input}: {e}")))?;
+        total += data.len();
+        if total > MAX_INPUT_BYTES {
+            return Err(invalid(format!(
+                "the setup inputs are over {} MiB together",
+                MAX_INPUT_BYTES >> 20
+            )));
+        }
+        files.push((input.clone(), data));
+    }
+    files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
+    Ok(files)
+}
+
+impl Daemon {
+    /// Carries out an `image build` plan.
+    pub(crate) async fn run_build(
+        self: &Arc<Self>,
+        plan: BuildPlan,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        match plan {
+            BuildPlan::Default => self.build_image(progress, false).await,
+            BuildPlan::Full {
+                name,
+                suite,
+                packages,
+            } => {
+                let mut opts = crate::image::BuildOptions::default_for(
+                    self.agent.path.clone(),
+                    &self.dirs.cache,
+                );
+                opts.mirrors = crate::image::default_mirrors(&suite);
+                opts.name = name;
+                opts.suite = suite;
+                opts.packages = packages;
+                self.build_with(opts, progress, false).await
+            }
+            BuildPlan::Packages {
+                name,
+                from,
+                packages,
+            } => {
+                let request = DeriveRequest {
+                    base: from,
+                    name,
+                    step: Step::Packages {
+                        packages,
+                        resolved: Vec::new(),
+                    },
+                    files: Vec::new(),
+                    nat: true,
+                    allow: Vec::new(),
+                    vcpu: None,
+                    memory_mib: None,
+                };
+                self.derive_image(request, progress).await
+            }
+        }
+    }
+
+    /// A project's image: its setup over its base image, made once per
+    /// (base, command, inputs' contents).
+    pub(crate) async fn setup_image(
+        self: &Arc<Self>,
+        p: SetupParams,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        let repo = PathBuf::from(&p.repo);
+        let files = {
+            let (repo, inputs) = (repo.clone(), p.inputs.clone());
+            tokio::task::spawn_blocking(move || read_inputs(&repo, &inputs))
+                .await
+                .map_err(|e| OpError::internal(format!("input task failed: {e}")))??
+        };
+        let name = format!("setup-{}", crate::lsp::settings::base_vm_name(&repo));
+        let request = DeriveRequest {
+            base: p.image,
+            name,
+            step: Step::Setup {
+                command: p.command,
+                inputs: input_hashes(&files),
+            },
+            files,
+            nat: p.nat || !p.allow.is_empty(),
+            allow: p.allow,
+            vcpu: p.vcpu,
+            memory_mib: p.memory_mib,
+        };
+        self.derive_image(request, progress).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(
+        name: Option<&str>,
+        from: Option<&str>,
+        packages: &[&str],
+        suite: Option<&str>,
+    ) -> ImageBuildParams {
+        ImageBuildParams {
+            name: name.map(Into::into),
+            from: from.map(Into::into),
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+            suite: suite.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn build_requests_are_decided_or_refused_with_a_reason() {
+        assert_eq!(
+            plan_build(params(None, None, &[], None)).unwrap(),
+            BuildPlan::Default
+        );
+        assert_eq!(
+            plan_build(params(Some(DEFAULT_IMAGE), None, &[], None)).unwrap(),
+            BuildPlan::Default
+        );
+        assert_eq!(
+            plan_build(params(
+                Some("py"),
+                None,
+                &["python3-dev,libssl-dev", " "],
+                None
+            ))
+            .unwrap(),
+            BuildPlan::Packages {
+                name: "py".into(),
+                from: None,
+                packages: vec!["python3-dev".into(), "libssl-dev".into()],
+            }
+        );
+        assert_eq!(
+            plan_build(params(Some("t"), None, &[], Some("trixie"))).unwrap(),
+            BuildPlan::Full {
+                name: "t".into(),
+                suite: "trixie".into(),
+                packages: vec![],
+            }
+        );
+        let refused = [
+            (
+                params(None, None, &["hello"], None),
+                "give the new image a name",
+            ),
+            (
+                params(Some("x"), Some("base"), &[], None),
+                "needs --packages",
+            ),
+            (
+                params(Some("x"), Some("base"), &["a1"], Some("trixie")),
+                "cannot be combined",
+            ),
+            (
+                params(Some("x"), None, &["-o=evil"], None),
+                "not a Debian package name",
+            ),
+            (params(Some("x y"), None, &["hello"], None), "not usable"),
+            (
+                params(Some("x"), None, &["hello;rm"], None),
+                "not a Debian package name",
+            ),
+        ];
+        for (p, why) in refused {
+            let err = plan_build(p.clone()).unwrap_err();
+            assert!(err.message.contains(why), "{p:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn setup_inputs_are_files_inside_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("sub")).unwrap();
+        std::fs::write(repo.join("requirements.txt"), "pytest\n").unwrap();
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink("../../secret", repo.join("sub/out")).unwrap();
+        std::os::unix::fs::symlink("../requirements.txt", repo.join("sub/in")).unwrap();
+        let files = read_inputs(&repo, &["requirements.txt".into(), "sub/in".into()]).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].1, b"pytest\n");
+        for (bad, why) in [
+            ("sub/out", "leads out of the repository"),
+            ("sub", "is not a file"),
+            ("missing.txt", "setup input missing.txt"),
+        ] {
+            let err = read_inputs(&repo, &[bad.into()]).unwrap_err();
+            assert!(err.message.contains(why), "{bad}: {}", err.message);
+        }
+        let mut p = SetupParams {
+            repo: repo.display().to_string(),
+            command: "pip install -r requirements.txt".into(),
+            inputs: vec!["../x".into()],
+            ..SetupParams::default()
+        };
+        assert!(check_setup(&p).is_err());
+        p.inputs = vec!["requirements.txt".into()];
+        check_setup(&p).unwrap();
+        p.command = " ".into();
+        assert!(check_setup(&p).is_err());
+    }
+}
