@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)] // tests drive banger as a user would: by spawning it
 
 mod firecracker;
+mod images;
 mod lifecycle;
 mod lsp;
 mod net;

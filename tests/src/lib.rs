@@ -234,7 +234,13 @@ impl Env {
     pub fn ensure_image(&self) {
         let images = self.banger(&["image", "list", "--json"]);
         images.ok();
-        if images.stdout.contains("debian-bookworm") {
+        let list: serde_json::Value = serde_json::from_str(&images.stdout).unwrap();
+        let recipe = banger::image::default_recipe();
+        let current = list.as_array().into_iter().flatten().any(|i| {
+            i["name"] == banger::image::DEFAULT_IMAGE
+                && i["manifest"]["source"]["recipe"].as_str() == Some(recipe.as_str())
+        });
+        if current {
             return;
         }
         self.banger(&["vm", "create", "--no-start", "--name", "image-probe"])

@@ -163,16 +163,42 @@ impl Daemon {
             parent.name, req.name
         ));
         let vm = self.create_vm(params, progress).await?;
-        let resolved = self.run_step(&vm.id, &req, progress).await?;
+        let made = self.make_layer(&vm.id, parent, key, req, progress).await;
+        // Gone before the caller hears the outcome (the lease would remove
+        // it too, but later).
+        if let Err(e) = self.delete_vm(&vm.id).await {
+            tracing::warn!(vm = %vm.name, "cannot delete the vm that made an image: {}", e.message);
+        }
+        drop(lease);
+        let image = made?;
+        tracing::info!(image = %image.name, id = %image.id, "derived image made");
+        Ok(image)
+    }
+
+    /// The step, then the VM's upper disk kept as the new image's layer.
+    async fn make_layer(
+        &self,
+        vm: &str,
+        parent: Image,
+        key: String,
+        req: DeriveRequest,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        let resolved = self.run_step(vm, &req, progress).await?;
         progress.say("sealing the new layer");
-        self.guest_script(&vm.id, SEAL_SCRIPT, &[], 64 << 10)
+        self.guest_script(vm, SEAL_SCRIPT, &[], 64 << 10)
             .await
             .map_err(|(_, e)| {
                 OpError::internal(format!(
                     "cannot clean up the guest before keeping its layer: {e}"
                 ))
             })?;
-        self.stop_vm(&vm.id).await?;
+        {
+            let lock = self.vm_lock(vm);
+            let _guard = lock.lock().await;
+            let mut record = self.refresh(self.find(vm)?)?;
+            self.stop_locked(&mut record).await?;
+        }
         progress.say("keeping the layer");
         let step = match req.step {
             Step::Packages { packages, .. } => Step::Packages { packages, resolved },
@@ -184,10 +210,10 @@ impl Daemon {
             step,
             key,
         };
-        let upper = crate::disk::OverlayRoot::path(&self.dirs.vm_state(&vm.id));
+        let upper = crate::disk::OverlayRoot::path(&self.dirs.vm_state(vm));
         let store = ImageStore::new(self.images.root());
-        let name = req.name.clone();
-        let image = tokio::task::spawn_blocking(move || {
+        let name = req.name;
+        tokio::task::spawn_blocking(move || {
             let lock_path = store.root().join(".build.lock");
             let _lock = super::lock_exclusive(&lock_path, super::BUILD_LOCK_TIMEOUT, || {})
                 .map_err(OpError::internal)?;
@@ -196,10 +222,7 @@ impl Daemon {
                 .map_err(OpError::from_display)
         })
         .await
-        .map_err(|e| OpError::internal(format!("image task failed: {e}")))??;
-        drop(lease);
-        tracing::info!(image = %image.name, id = %image.id, "derived image made");
-        Ok(image)
+        .map_err(|e| OpError::internal(format!("image task failed: {e}")))?
     }
 
     /// Runs the step in the VM, its output shown as progress; returns the
