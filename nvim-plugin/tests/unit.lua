@@ -21,10 +21,10 @@ local function eq(name, got, want)
 end
 
 -- Settings map to the server's names, unset ones left out.
-config.set({ path = "/opt/banger", vm = "dev", test_command = "make check", sync_on_save = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, trusted = false })
+config.set({ path = "/opt/banger", vm = "dev", test_command = "make check", sync_on_save = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, image = "py-dev", trusted = false })
 eq("path is an alias of cmd", config.server_cmd(), { "/opt/banger", "lsp" })
 eq("settings", vim.json.decode(vim.json.encode(config.server_settings())), {
-  banger = { vm = "dev", testCommand = "make check", syncOnSave = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, trusted = false },
+  banger = { vm = "dev", testCommand = "make check", syncOnSave = false, memory = "2G", vcpu = 4, nat = true, allow = { "pypi.org" }, image = "py-dev", trusted = false },
 })
 config.set({ cmd = { "env", "banger" } })
 eq("a command list", config.server_cmd(), { "env", "banger", "lsp" })

@@ -16,6 +16,8 @@ export interface ExtensionSettings {
   nat: boolean | null;
   /** Egress rules (HOST, HOST:PORT, *.DOMAIN); null: unset. */
   allow: string[] | null;
+  /** The image a sandbox it creates boots; '': unset. */
+  image: string;
 }
 
 /** What the server is sent under `banger`. */
@@ -27,6 +29,7 @@ export interface ServerSettings {
   memory: number | string | null;
   nat: boolean | null;
   allow: string[] | null;
+  image: string;
   trusted: boolean;
 }
 
@@ -114,6 +117,7 @@ export function readSettings(get: Getter): { settings: ExtensionSettings; proble
       memory,
       nat,
       allow,
+      image: str(get('image')),
     },
     problems,
   };
@@ -135,6 +139,7 @@ export function serverOptions(s: ExtensionSettings, trusted: boolean): { banger:
       memory: s.memory,
       nat: s.nat,
       allow: s.allow,
+      image: s.image,
       trusted,
     },
   };

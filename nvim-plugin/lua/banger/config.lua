@@ -19,6 +19,7 @@ M.defaults = {
   memory = nil, -- banger.memory: MiB (2048) or a size ("2G")
   nat = nil, -- banger.nat: outbound network access for a VM it creates
   allow = nil, -- banger.allow: only these destinations ({ "pypi.org", "*.pythonhosted.org" })
+  image = nil, -- banger.image: the image a VM it creates boots
   trusted = nil, -- banger.trusted (server default: true)
 
   -- Write modified buffers of the repository before :BangerExec and
@@ -52,6 +53,7 @@ function M.set(opts)
     memory = { "number", "string" },
     nat = { "boolean" },
     allow = { "table" },
+    image = { "string" },
     trusted = { "boolean" },
     output = { "table" },
   }
@@ -111,6 +113,7 @@ function M.server_settings()
   s.memory = o.memory
   s.nat = o.nat
   s.allow = o.allow
+  s.image = o.image
   s.trusted = o.trusted
   if vim.tbl_isempty(s) then
     s = vim.empty_dict()

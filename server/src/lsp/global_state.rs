@@ -23,7 +23,8 @@ use super::settings::{self, Settings};
 use super::sync::SyncJob;
 use crate::api::GuestChange;
 use crate::api::{
-    BangerApiClient, CreateParams, GuestChanges, OpEvent, PrepareParams, SyncParams, VmView, code,
+    BangerApiClient, CreateParams, GuestChanges, OpEvent, PrepareParams, SetupParams, SyncParams,
+    VmView, code,
 };
 use crate::paths::Dirs;
 
@@ -222,16 +223,49 @@ impl GlobalState {
             None => {
                 say(format!("creating sandbox {name}")).await;
                 self.set_status(|s| s.vm_state = "starting".into()).await;
-                let (vcpu, memory_mib, nat, allow) = {
+                let (vcpu, memory_mib, nat, allow, mut image, setup) = {
                     let s = lock(&self.settings);
-                    (s.vcpu, s.memory_mib, s.nat, s.allow.clone())
+                    (
+                        s.vcpu,
+                        s.memory_mib,
+                        s.nat,
+                        s.allow.clone(),
+                        s.image.clone(),
+                        s.setup
+                            .clone()
+                            .map(|command| (command, s.setup_inputs.clone())),
+                    )
                 };
+                // The project's setup (trusted .banger.toml only) makes, once,
+                // the image its sandbox boots.
+                if let Some((command, inputs)) = setup {
+                    say("project setup: looking for its image".into()).await;
+                    let params = SetupParams {
+                        repo: root.display().to_string(),
+                        command,
+                        inputs,
+                        image: image.clone(),
+                        nat,
+                        allow: allow.clone(),
+                        vcpu,
+                        memory_mib,
+                    };
+                    let sub = daemon
+                        .image_setup(params)
+                        .await
+                        .map_err(|e| rpc_error(daemon_error(e)))?;
+                    match self.follow_event(sub, progress).await? {
+                        OpEvent::Image { image: made } => image = Some(made.id),
+                        other => return Err(rpc_error(format!("unexpected result {other:?}"))),
+                    }
+                }
                 let params = CreateParams {
                     name: Some(name.clone()),
                     vcpu,
                     memory_mib,
                     nat,
                     allow,
+                    image,
                     start: true,
                     delete_on_failure: true,
                     ..CreateParams::default()
@@ -319,9 +353,22 @@ impl GlobalState {
 
     pub(crate) async fn follow_op(
         &self,
-        mut sub: jsonrpsee::core::client::Subscription<OpEvent>,
+        sub: jsonrpsee::core::client::Subscription<OpEvent>,
         progress: Option<&Progress>,
     ) -> Result<VmView, RpcError> {
+        match self.follow_event(sub, progress).await? {
+            OpEvent::Vm { vm } => Ok(*vm),
+            other => Err(rpc_error(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Reports an operation's progress (work-done progress in the editor)
+    /// and returns how it ended; a failure is an error.
+    pub(crate) async fn follow_event(
+        &self,
+        mut sub: jsonrpsee::core::client::Subscription<OpEvent>,
+        progress: Option<&Progress>,
+    ) -> Result<OpEvent, RpcError> {
         while let Some(ev) = sub.next().await {
             match ev.map_err(|e| rpc_error(e.to_string()))? {
                 OpEvent::Progress { message } => {
@@ -329,9 +376,8 @@ impl GlobalState {
                         p.report(&message).await;
                     }
                 }
-                OpEvent::Vm { vm } => return Ok(*vm),
                 OpEvent::Failed { message, .. } => return Err(rpc_error(message)),
-                OpEvent::Image { .. } => {}
+                done => return Ok(done),
             }
         }
         Err(rpc_error("bangerd closed the operation before it finished"))

@@ -303,6 +303,26 @@ mod tests {
     }
 
     #[test]
+    fn a_setup_comes_only_from_a_trusted_repo_file_and_the_image_from_either() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".banger.toml"),
+            "[sandbox]\nimage = \"py\"\nsetup = \"pip install -r r.txt\"\nsetup-inputs = [\"r.txt\"]\n",
+        )
+        .unwrap();
+        let (s, w) = resolve(dir.path(), &json!({}));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.setup.as_deref(), Some("pip install -r r.txt"));
+        assert_eq!(s.setup_inputs, ["r.txt"]);
+        assert_eq!(s.image.as_deref(), Some("py"));
+        let (s, w) = resolve(dir.path(), &json!({"trusted": false}));
+        assert_eq!((s.setup, s.image.as_deref()), (None, Some("py")));
+        assert_eq!(w.len(), 1, "{w:?}");
+        let (s, _) = resolve(dir.path(), &json!({"banger": {"image": "mine"}}));
+        assert_eq!(s.image.as_deref(), Some("mine"));
+    }
+
+    #[test]
     fn a_bad_repo_file_is_a_warning_not_a_failure() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".banger.toml"), "[sandbox]\nvmm = 1\n").unwrap();

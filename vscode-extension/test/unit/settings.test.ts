@@ -7,21 +7,21 @@ const getter = (values: Record<string, unknown>) => (k: string) => values[k];
 
 test('defaults: banger on PATH, everything else unset, sync on save', () => {
   const { settings, problems } = readSettings(getter({}));
-  assert.deepEqual(settings, { path: 'banger', vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null });
+  assert.deepEqual(settings, { path: 'banger', vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null, image: '' });
   assert.deepEqual(problems, []);
 });
 
 test('settings become the server options, every key present, with trust', () => {
   const { settings } = readSettings(
-    getter({ path: ' /opt/banger ', vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: [' pypi.org ', '*.pythonhosted.org'] }),
+    getter({ path: ' /opt/banger ', vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: [' pypi.org ', '*.pythonhosted.org'], image: ' py-dev ' }),
   );
   assert.equal(settings.path, '/opt/banger');
   assert.deepEqual(serverOptions(settings, false), {
-    banger: { vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: ['pypi.org', '*.pythonhosted.org'], trusted: false },
+    banger: { vm: 'dev', testCommand: 'cargo test', syncOnSave: false, vcpu: 4, memory: '2G', nat: true, allow: ['pypi.org', '*.pythonhosted.org'], image: 'py-dev', trusted: false },
   });
   // Cleared settings are sent as empty/null, so the server drops old values.
   assert.deepEqual(serverOptions(readSettings(getter({})).settings, true), {
-    banger: { vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null, trusted: true },
+    banger: { vm: '', testCommand: '', syncOnSave: true, vcpu: null, memory: null, nat: null, allow: null, image: '', trusted: true },
   });
 });
 
