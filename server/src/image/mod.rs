@@ -35,14 +35,16 @@ mod build;
 pub mod cpio;
 mod derive;
 mod initramfs;
+mod recipe;
 mod store;
 mod vmlinux;
 
 use std::path::PathBuf;
 
-pub use build::{BuildOptions, build, default_mirrors, default_recipe, valid_package};
+pub use build::build;
 pub use derive::{add_derived, shrink_layer, validate_name};
 pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
+pub use recipe::{BuildOptions, default_mirrors, default_recipe, valid_package};
 pub(crate) use store::hex;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
 pub use vmlinux::extract_vmlinux;
