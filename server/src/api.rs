@@ -14,7 +14,7 @@ mod image;
 mod net;
 mod workspace;
 
-pub use image::{ImageBuildParams, ImageView, SetupParams};
+pub use image::{ImageBuildParams, ImagePullParams, ImageView, SetupParams};
 pub use net::{NetworkView, PortView, SshInfo};
 pub use workspace::{
     AcceptEntry, ChangeStatus, ExportResult, FetchedFile, FileKind, GuestChange, GuestChanges,
@@ -569,6 +569,10 @@ pub trait BangerApi {
     /// that adds packages to another.
     #[subscription(name = "image_build" => "image_build_event", unsubscribe = "image_build_unsubscribe", item = OpEvent)]
     async fn image_build(&self, params: ImageBuildParams) -> SubscriptionResult;
+
+    /// Pulls an OCI image from a registry and makes it a banger image.
+    #[subscription(name = "image_pull" => "image_pull_event", unsubscribe = "image_pull_unsubscribe", item = OpEvent)]
+    async fn image_pull(&self, params: ImagePullParams) -> SubscriptionResult;
 
     /// A project's image: its setup run once over a base image (made now
     /// unless one with the same base, command and inputs exists).

@@ -100,6 +100,14 @@ pub enum Tool {
     Node,
     /// `ssh` (tests reach VMs as users do: `ssh NAME.vm`).
     Ssh,
+    /// `docker-registry` (Debian's distribution: the OCI tests' registry).
+    DockerRegistry,
+    /// `umoci` (the OCI tests make images from trees with it).
+    Umoci,
+    /// `skopeo` (the OCI tests push images to their registry with it).
+    Skopeo,
+    /// `busybox` (static, from busybox-static: the OCI tests' tiny tree).
+    Busybox,
 }
 
 /// One entry of the list.
@@ -166,6 +174,15 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Chattr, "chattr", "e2fsprogs", Need::Tests),
     p(Tool::Node, "node", "nodejs", Need::Tests),
     p(Tool::Ssh, "ssh", "openssh-client", Need::Tests),
+    p(
+        Tool::DockerRegistry,
+        "docker-registry",
+        "docker-registry",
+        Need::Tests,
+    ),
+    p(Tool::Umoci, "umoci", "umoci", Need::Tests),
+    p(Tool::Skopeo, "skopeo", "skopeo", Need::Tests),
+    p(Tool::Busybox, "busybox", "busybox-static", Need::Tests),
 ];
 
 /// Packages that ship no program banger runs but that the programs need:

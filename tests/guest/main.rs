@@ -14,6 +14,7 @@ mod lifecycle;
 mod lsp;
 mod net;
 mod nvim;
+mod oci;
 mod ssh;
 mod tooling;
 mod vscode;

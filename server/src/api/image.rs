@@ -75,3 +75,13 @@ pub struct SetupParams {
     #[serde(default)]
     pub memory_mib: Option<u64>,
 }
+
+/// `image pull`: an OCI image from a registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImagePullParams {
+    /// `[REGISTRY/]REPOSITORY[:TAG|@DIGEST]` (Docker Hub when no registry).
+    pub reference: String,
+    /// The banger image's name; from the reference when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}

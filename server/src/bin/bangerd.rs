@@ -9,6 +9,11 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("net-keeper") {
         return ExitCode::from(banger::net::keeper::main(&args[1..]).clamp(0, 255) as u8);
     }
+    // `bangerd oci-unpack TREE LAYER...`: an OCI image's layers applied to
+    // its tree, run by the daemon as the tree's root (see banger::image::oci).
+    if args.first().map(String::as_str) == Some("oci-unpack") {
+        return ExitCode::from(banger::image::oci::unpack::main(&args[1..]).clamp(0, 255) as u8);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")

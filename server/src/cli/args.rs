@@ -607,6 +607,18 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         suite: Option<String>,
     },
+    /// Pull an OCI image (python:3.12-slim, ghcr.io/o/i:tag, REF@sha256:...)
+    /// from its registry and make it a banger image: its layers on one
+    /// disk, banger's kernel, init and agent. Credentials come from
+    /// ~/.docker/config.json; registries on this machine use plain HTTP.
+    Pull {
+        /// The image reference.
+        reference: String,
+        /// The banger image's name (default: from the reference, e.g.
+        /// python-3.12-slim).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List built images.
     List,
     /// Show one image's manifest as JSON.

@@ -28,6 +28,14 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
                 printer.line(&format!("{} {}", image.name, image.id));
             }
         }
+        ImageCommand::Pull { reference, name } => {
+            let params = crate::api::ImagePullParams { reference, name };
+            let sub = client.image_pull(params).await.map_err(rpc_failure)?;
+            if let OpEvent::Image { image } = follow(sub, printer).await? {
+                printer.clear_progress();
+                printer.line(&format!("{} {}", image.name, image.id));
+            }
+        }
         ImageCommand::List => {
             let images = client.image_list().await.map_err(rpc_failure)?;
             if printer.json() {

@@ -130,6 +130,14 @@ impl Daemon {
             ]
             .into_iter()
             .chain((!layers.is_empty()).then(|| format!("banger.layers={}", layers.len())))
+            // An OCI image has no init that would start the agent.
+            .chain(
+                matches!(
+                    image.manifest.source,
+                    Some(crate::image::Source::Oci { .. })
+                )
+                .then(|| "banger.init=agent".to_string()),
+            )
             .collect(),
             drives,
             accel: accel.clone(),

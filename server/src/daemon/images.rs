@@ -199,6 +199,61 @@ impl Daemon {
         }
     }
 
+    /// An OCI image pulled from its registry and made a banger image (the
+    /// same name and manifest digest pulled again is the image made before).
+    pub(crate) async fn pull_image(
+        self: &Arc<Self>,
+        p: crate::api::ImagePullParams,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        let name = p
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::image::oci::default_name(&p.reference));
+        crate::image::validate_name(&name).map_err(|e| invalid(e.to_string()))?;
+        // Its kernel, initramfs and agent are the default image's.
+        let boot_from = self.ensure_image(None, progress).await?;
+        let blobs = self.dirs.cache.join("oci/blobs");
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let say = |m: &str| progress.say(m);
+        let fetched = crate::image::oci::fetch(&p.reference, &blobs, home.as_deref(), &say)
+            .await
+            .map_err(|e| OpError::new(code::CANNOT_RUN, e.to_string()))?;
+        let same = |i: &Image| {
+            i.name == name
+                && matches!(&i.manifest.source, Some(crate::image::Source::Oci { digest, .. }) if *digest == fetched.digest)
+        };
+        if let Some(image) = self
+            .images
+            .list()
+            .map_err(OpError::from_display)?
+            .into_iter()
+            .find(same)
+        {
+            return Ok(image);
+        }
+        let unpack = std::env::current_exe()
+            .map_err(|e| OpError::internal(format!("cannot find bangerd itself: {e}")))?;
+        let store = crate::image::ImageStore::new(self.images.root());
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let lock_path = store.root().join(".build.lock");
+            let _lock = super::lock_exclusive(&lock_path, super::BUILD_LOCK_TIMEOUT, || {})
+                .map_err(OpError::internal)?;
+            crate::image::oci::convert(
+                &store,
+                &boot_from,
+                &name,
+                &fetched,
+                &unpack,
+                &mut |m: &str| progress.say(m),
+            )
+            .map_err(OpError::from_display)
+        })
+        .await
+        .map_err(|e| OpError::internal(format!("image task failed: {e}")))?
+    }
+
     /// A project's image: its setup over its base image, made once per
     /// (base, command, inputs' contents).
     pub(crate) async fn setup_image(

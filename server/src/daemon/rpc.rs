@@ -189,6 +189,7 @@ fn image_view(image: &crate::image::Image) -> ImageView {
     };
     let (kind, parent) = match &image.manifest.source {
         Some(crate::image::Source::Debian { .. }) | None => ("debian", None),
+        Some(crate::image::Source::Oci { reference, .. }) => ("oci", Some(reference.clone())),
         Some(crate::image::Source::Derived {
             parent,
             parent_name,
@@ -517,6 +518,26 @@ impl BangerApiServer for Rpc {
         let daemon = self.0.clone();
         image_operation(pending, move |progress| async move {
             daemon.run_build(plan, &progress).await
+        })
+        .await
+    }
+
+    async fn image_pull(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: crate::api::ImagePullParams,
+    ) -> SubscriptionResult {
+        if let Some(name) = &params.name
+            && let Err(e) = crate::image::validate_name(name)
+        {
+            pending
+                .reject(crate::api::error(code::INVALID, e.to_string()))
+                .await;
+            return Ok(());
+        }
+        let daemon = self.0.clone();
+        image_operation(pending, move |progress| async move {
+            daemon.pull_image(params, &progress).await
         })
         .await
     }

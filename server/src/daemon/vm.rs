@@ -406,18 +406,46 @@ impl Daemon {
         Ok(())
     }
 
+    /// What commands in `vm` take from its image (an OCI image's config;
+    /// nothing for banger's own images).
+    fn image_run_config(&self, vm: &VmRecord) -> crate::image::oci::RunConfig {
+        match self.images.find(&vm.image_id) {
+            Ok(Some(image)) => match image.manifest.source {
+                Some(crate::image::Source::Oci { config, .. }) => config,
+                _ => Default::default(),
+            },
+            _ => Default::default(),
+        }
+    }
+
     /// Starts a command in a running VM: in its workspace when it has one
-    /// (unless the spec names a directory), else in root's home.
+    /// (unless the spec names a directory), else in its image's working
+    /// directory (an OCI image's), else in root's home.
     pub(crate) async fn exec(
         &self,
         name_or_id: &str,
         mut spec: ExecSpec,
     ) -> Result<(VmRecord, ExecSession), OpError> {
         let (vm, client) = self.running_agent(name_or_id).await?;
+        // An OCI image's Env and WorkingDir, as a container would have
+        // them; the request's own variables and directory win.
+        let run = self.image_run_config(&vm);
+        if !run.env.is_empty() {
+            let mut env: Vec<(String, String)> = run
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| !spec.env.iter().any(|(own, _)| own == k))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            env.append(&mut spec.env);
+            spec.env = env;
+        }
         if spec.cwd.is_none() {
-            spec.cwd = Some(match &vm.workspace {
-                Some(w) => w.guest_path.clone(),
-                None => "/root".to_string(),
+            spec.cwd = Some(match (&vm.workspace, run.working_dir) {
+                (Some(w), _) => w.guest_path.clone(),
+                (None, Some(dir)) => dir,
+                (None, None) => "/root".to_string(),
             });
         }
         let session = client.exec(spec).await.map_err(|e| match e {

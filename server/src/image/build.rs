@@ -229,6 +229,45 @@ pub fn build(
     })
 }
 
+/// Makes an ext4 base disk at `out` from a root tree that `fill` writes:
+/// `fill` gets the tree's path (not yet created) and runs `program ARGS`
+/// through the function it is given, as the tree's root (root, or root of
+/// the build's user namespace, so owners are kept). The tree is removed
+/// afterwards, whatever happens. For images whose tree comes from
+/// elsewhere than mmdebstrap (OCI layers).
+pub(super) fn rootfs_from(
+    build_dir: &Path,
+    out: &Path,
+    fill: impl FnOnce(&Path, &dyn Fn(&Path) -> Command) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let mode = BuildMode::detect()?;
+    let tools = Tools::new();
+    let mut needed = vec![Tool::Mkfs, Tool::Du, Tool::Find];
+    if let BuildMode::Unshare { .. } = mode {
+        needed.extend([Tool::Unshare, Tool::Newuidmap, Tool::Newgidmap]);
+    }
+    for tool in needed {
+        if tool.find().is_none() {
+            return Err(ToolError::NotFound {
+                program: tool.name().to_owned(),
+                hint: tool.install_hint(),
+            }
+            .into());
+        }
+    }
+    let mut work = RootfsWork::new(mode, build_dir)?;
+    if let BuildMode::Unshare { .. } = mode {
+        // The namespace's root (a subordinate id) makes the tree in it.
+        store::set_mode(work.dir(), 0o777)?;
+    }
+    let tree = work.dir().join("tree");
+    let as_root = |program: &Path| tools.program_as_tree_root(mode, program);
+    fill(&tree, &as_root)?;
+    let rootfs = tools.make_ext4(&work)?;
+    work.remove_tree(&tools)?;
+    move_file(&rootfs, out)
+}
+
 /// The versioned kernel package named by the metapackage's Depends, as an
 /// apt spec (`linux-image-6.1.0-56-cloud-amd64=6.1.192-2`).
 fn kernel_dependency(depends: &str) -> Option<String> {
@@ -451,21 +490,39 @@ impl Tools {
     fn as_tree_root(&self, mode: BuildMode, program: Tool) -> Command {
         match mode {
             BuildMode::Root => self.command(program),
-            BuildMode::Unshare { uid, gid } => {
-                let mut command = self.command(Tool::Unshare);
-                command.args([
-                    format!("--map-users={uid},0,{SUBID_COUNT}"),
-                    format!("--map-groups={gid},0,{SUBID_COUNT}"),
-                    "--setuid".into(),
-                    "0".into(),
-                    "--setgid".into(),
-                    "0".into(),
-                    "--".into(),
-                    program.name().into(),
-                ]);
+            BuildMode::Unshare { .. } => self.in_mapping(mode, program.name().as_ref()),
+        }
+    }
+
+    /// A program of banger's own (by path) run as root of the tree.
+    fn program_as_tree_root(&self, mode: BuildMode, program: &Path) -> Command {
+        match mode {
+            #[allow(clippy::disallowed_methods)] // banger's own binary, not a host tool
+            BuildMode::Root => {
+                let mut command = Command::new(program);
+                command.env("LC_ALL", "C");
                 command
             }
+            BuildMode::Unshare { .. } => self.in_mapping(mode, program.as_os_str()),
         }
+    }
+
+    fn in_mapping(&self, mode: BuildMode, program: &std::ffi::OsStr) -> Command {
+        let BuildMode::Unshare { uid, gid } = mode else {
+            unreachable!("only a user-namespace build maps ids");
+        };
+        let mut command = self.command(Tool::Unshare);
+        command.args([
+            format!("--map-users={uid},0,{SUBID_COUNT}"),
+            format!("--map-groups={gid},0,{SUBID_COUNT}"),
+            "--setuid".into(),
+            "0".into(),
+            "--setgid".into(),
+            "0".into(),
+            "--".into(),
+        ]);
+        command.arg(program);
+        command
     }
 
     /// Downloads `spec` (`name` or `name=version`) into `cache` unless a

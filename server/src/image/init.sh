@@ -10,6 +10,11 @@
 #                         read-only; each one's upper/ goes between the base (below)
 #                         and the VM's upper, layer N the highest
 #   every mode            disk "work"    = per-VM ext4, mounted at /root
+#   banger.init=systemd   (default) hand over to the image's /sbin/init
+#   banger.init=agent     an image with no init banger can use (an OCI image):
+#                         this busybox becomes /.banger/busybox, PID 1 as busybox
+#                         init, which mounts /dev/pts, /dev/shm, /run and keeps
+#                         the agent running
 #   /banger/banger-agent  if a later initramfs segment carries it, it replaces
 #                         /usr/sbin/banger-agent in the new root
 #
@@ -43,12 +48,14 @@ while read -r ko name; do
 done </lib/modules/load-order
 
 root_mode=
+init_mode=systemd
 layers=0
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
 	case $arg in
 	banger.root=*) root_mode=${arg#banger.root=} ;;
 	banger.layers=*) layers=${arg#banger.layers=} ;;
+	banger.init=*) init_mode=${arg#banger.init=} ;;
 	esac
 done
 case $layers in
@@ -134,6 +141,7 @@ esac
 mount_disk work /newroot/root rw,discard
 
 if [ -f /banger/banger-agent ]; then
+	mkdir -p /newroot/usr/sbin &&
 	cp /banger/banger-agent /newroot/usr/sbin/banger-agent.new &&
 		chmod 0755 /newroot/usr/sbin/banger-agent.new &&
 		mv -f /newroot/usr/sbin/banger-agent.new /newroot/usr/sbin/banger-agent ||
@@ -149,8 +157,39 @@ if [ -f /banger/host-ca.pem ]; then
 fi
 
 for fs in dev proc sys; do
-	mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs into the new root"
+	# A container image may lack the mount points.
+	mkdir -p "/newroot/$fs" &&
+		mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs into the new root"
 done
 
-exec switch_root /newroot /sbin/init
-fail "switch_root to /sbin/init failed"
+case $init_mode in
+systemd)
+	exec switch_root /newroot /sbin/init
+	fail "switch_root to /sbin/init failed"
+	;;
+agent)
+	[ -x /newroot/usr/sbin/banger-agent ] || fail "no agent to run (banger.init=agent needs the host's agent segment)"
+	mkdir -p /newroot/.banger /newroot/etc || fail "cannot create /.banger in the new root"
+	cp /bin/busybox /newroot/.banger/busybox || fail "cannot copy busybox into the new root"
+	printf '%s\n' \
+		'# banger: PID 1 of an image without an init of its own.' \
+		'B=/.banger/busybox' \
+		'$B mkdir -p /dev/pts /dev/shm /run /tmp /var/tmp' \
+		'$B mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts' \
+		'$B mount -t tmpfs -o mode=1777 tmpfs /dev/shm' \
+		'$B mount -t tmpfs -o mode=755 tmpfs /run' \
+		'$B chmod 1777 /tmp /var/tmp' \
+		'$B hostname -F /etc/hostname 2>/dev/null || :' >/newroot/.banger/rc ||
+		fail "cannot write /.banger/rc"
+	printf '%s\n' \
+		'# banger: busybox init of an image without an init of its own.' \
+		'::sysinit:/.banger/busybox sh /.banger/rc' \
+		'::respawn:/usr/sbin/banger-agent' \
+		'::ctrlaltdel:/.banger/busybox poweroff -f' \
+		'::shutdown:/.banger/busybox sync' >/newroot/etc/inittab ||
+		fail "cannot write /etc/inittab"
+	exec switch_root /newroot /.banger/busybox init
+	fail "switch_root to busybox init failed"
+	;;
+*) fail "unknown banger.init=$init_mode; known: systemd, agent" ;;
+esac

@@ -35,6 +35,7 @@ mod build;
 pub mod cpio;
 mod derive;
 mod initramfs;
+pub mod oci;
 mod recipe;
 mod store;
 mod vmlinux;

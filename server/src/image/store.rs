@@ -111,6 +111,17 @@ pub enum Source {
         /// the same key means the same image, so it is made once.
         key: String,
     },
+    /// An OCI image from a registry, its layers applied to one tree.
+    Oci {
+        /// The reference pulled, whole (`registry/repository:tag`).
+        reference: String,
+        /// Digest of its manifest (linux/amd64's, for an index).
+        digest: String,
+        /// Its layers' digests, lowest first.
+        layers: Vec<String>,
+        /// What `vm run`/`exec` take from its config.
+        config: super::oci::RunConfig,
+    },
 }
 
 /// The step a derived image's layer comes from.
