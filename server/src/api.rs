@@ -14,7 +14,7 @@ mod image;
 mod net;
 mod workspace;
 
-pub use image::{ImageBuildParams, ImagePullParams, ImageView, SetupParams};
+pub use image::{ImageBuildParams, ImageImportParams, ImagePullParams, ImageView, SetupParams};
 pub use net::{NetworkView, PortView, SshInfo};
 pub use workspace::{
     AcceptEntry, ChangeStatus, ExportResult, FetchedFile, FileKind, GuestChange, GuestChanges,
@@ -573,6 +573,10 @@ pub trait BangerApi {
     /// Pulls an OCI image from a registry and makes it a banger image.
     #[subscription(name = "image_pull" => "image_pull_event", unsubscribe = "image_pull_unsubscribe", item = OpEvent)]
     async fn image_pull(&self, params: ImagePullParams) -> SubscriptionResult;
+
+    /// Makes a banger image of an OCI layout or `docker save` archive.
+    #[subscription(name = "image_import" => "image_import_event", unsubscribe = "image_import_unsubscribe", item = OpEvent)]
+    async fn image_import(&self, params: ImageImportParams) -> SubscriptionResult;
 
     /// A project's image: its setup run once over a base image (made now
     /// unless one with the same base, command and inputs exists).

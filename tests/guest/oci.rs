@@ -225,6 +225,45 @@ fn pulled_images_run_with_their_env_and_layers() {
     );
     env.assert_nothing_left();
 
+    // From archives: an OCI layout and docker save output, as skopeo
+    // writes them.
+    let layout = work.path().join("img");
+    for (kind, file) in [
+        ("oci-archive", "bb-oci.tar"),
+        ("docker-archive", "bb-docker.tar"),
+    ] {
+        let archive = work.path().join(file);
+        run(for_test(Tool::Skopeo)
+            .args(["copy", "-q"])
+            .arg(format!("oci:{}:base", layout.display()))
+            .arg(format!("{kind}:{}:test/bb:1", archive.display())));
+        let imported = env.banger(&[
+            "image",
+            "import",
+            archive.to_str().unwrap(),
+            "--name",
+            &format!("{name}-{kind}"),
+        ]);
+        imported.ok();
+    }
+    let ran = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--image",
+        &format!("{name}-docker-archive"),
+        "--",
+        "bb-hello",
+    ]);
+    assert_eq!(ran.stdout, "only-in-bb hi-from-config\n", "{}", ran.stderr);
+    let not_an_archive = env.banger(&["image", "import", "/etc/passwd"]);
+    not_an_archive.expect_code(2);
+    assert!(
+        not_an_archive.stderr.contains("not a readable tar archive"),
+        "{}",
+        not_an_archive.stderr
+    );
+
     // By digest, and through a multi-arch index: the same layers, from
     // the cache this time.
     let by_digest = env.banger(&[
@@ -287,7 +326,13 @@ fn pulled_images_run_with_their_env_and_layers() {
         "the amd64 entry: {shown}"
     );
 
-    for n in [name.clone(), format!("{name}-d"), format!("{name}-m")] {
+    for n in [
+        name.clone(),
+        format!("{name}-d"),
+        format!("{name}-m"),
+        format!("{name}-oci-archive"),
+        format!("{name}-docker-archive"),
+    ] {
         env.banger(&["image", "delete", &n]).ok();
     }
 }

@@ -76,6 +76,16 @@ pub struct SetupParams {
     pub memory_mib: Option<u64>,
 }
 
+/// `image import`: an OCI image layout or `docker save` archive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageImportParams {
+    /// The archive (host path).
+    pub file: String,
+    /// The banger image's name; from the archive's tag, else its file name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// `image pull`: an OCI image from a registry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImagePullParams {

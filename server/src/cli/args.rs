@@ -619,6 +619,16 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Make a banger image of an image archive: an OCI layout
+    /// (skopeo copy ... oci-archive:FILE) or `docker save` output.
+    Import {
+        /// The archive (tar, or tar.gz).
+        file: String,
+        /// The banger image's name (default: the archive's tag, else its
+        /// file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List built images.
     List,
     /// Show one image's manifest as JSON.

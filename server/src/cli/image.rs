@@ -36,6 +36,17 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
                 printer.line(&format!("{} {}", image.name, image.id));
             }
         }
+        ImageCommand::Import { file, name } => {
+            let params = crate::api::ImageImportParams {
+                file: super::absolute(&file),
+                name,
+            };
+            let sub = client.image_import(params).await.map_err(rpc_failure)?;
+            if let OpEvent::Image { image } = follow(sub, printer).await? {
+                printer.clear_progress();
+                printer.line(&format!("{} {}", image.name, image.id));
+            }
+        }
         ImageCommand::List => {
             let images = client.image_list().await.map_err(rpc_failure)?;
             if printer.json() {

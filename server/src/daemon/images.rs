@@ -219,6 +219,48 @@ impl Daemon {
         let fetched = crate::image::oci::fetch(&p.reference, &blobs, home.as_deref(), &say)
             .await
             .map_err(|e| OpError::new(code::CANNOT_RUN, e.to_string()))?;
+        self.oci_image(boot_from, name, fetched, progress).await
+    }
+
+    /// An OCI layout or `docker save` archive made a banger image.
+    pub(crate) async fn import_image(
+        self: &Arc<Self>,
+        p: crate::api::ImageImportParams,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
+        let boot_from = self.ensure_image(None, progress).await?;
+        let blobs = self.dirs.cache.join("oci/blobs");
+        let file = PathBuf::from(&p.file);
+        progress.say(&format!("reading {}", file.display()));
+        let fetched = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || crate::image::oci::import::import(&file, &blobs))
+                .await
+                .map_err(|e| OpError::internal(format!("import task failed: {e}")))?
+                .map_err(|e| OpError::new(code::INVALID, e.to_string()))?
+        };
+        let name = match p.name {
+            Some(name) => name,
+            None => match &fetched.tag {
+                Some(tag) => crate::image::oci::default_name(tag),
+                None => crate::image::oci::default_name(
+                    &file.file_stem().unwrap_or_default().to_string_lossy(),
+                ),
+            },
+        };
+        crate::image::validate_name(&name).map_err(|e| invalid(e.to_string()))?;
+        self.oci_image(boot_from, name, fetched, progress).await
+    }
+
+    /// The banger image of fetched OCI layers: the one made before from the
+    /// same manifest under the same name, else a new one.
+    async fn oci_image(
+        &self,
+        boot_from: Image,
+        name: String,
+        fetched: crate::image::oci::Fetched,
+        progress: &Progress,
+    ) -> Result<Image, OpError> {
         let same = |i: &Image| {
             i.name == name
                 && matches!(&i.manifest.source, Some(crate::image::Source::Oci { digest, .. }) if *digest == fetched.digest)

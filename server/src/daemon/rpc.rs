@@ -542,6 +542,37 @@ impl BangerApiServer for Rpc {
         .await
     }
 
+    async fn image_import(
+        &self,
+        pending: PendingSubscriptionSink,
+        params: crate::api::ImageImportParams,
+    ) -> SubscriptionResult {
+        let bad_name = params
+            .name
+            .as_deref()
+            .and_then(|n| crate::image::validate_name(n).err());
+        if let Some(e) = bad_name {
+            pending
+                .reject(crate::api::error(code::INVALID, e.to_string()))
+                .await;
+            return Ok(());
+        }
+        if !std::path::Path::new(&params.file).is_file() {
+            pending
+                .reject(crate::api::error(
+                    code::INVALID,
+                    format!("{} is not a file", params.file),
+                ))
+                .await;
+            return Ok(());
+        }
+        let daemon = self.0.clone();
+        image_operation(pending, move |progress| async move {
+            daemon.import_image(params, &progress).await
+        })
+        .await
+    }
+
     async fn image_setup(
         &self,
         pending: PendingSubscriptionSink,

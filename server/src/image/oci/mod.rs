@@ -11,6 +11,7 @@
 //! Layers are kept by digest in `<cache>/oci/blobs/sha256/` and shared
 //! between images; a blob is stored only once its digest matched.
 
+pub mod import;
 pub mod unpack;
 
 use std::collections::BTreeMap;
@@ -50,8 +51,10 @@ pub struct Fetched {
     pub digest: String,
     /// What run/exec honour.
     pub config: RunConfig,
-    /// Layer blobs, lowest first, with their compression.
+    /// Layer blobs, lowest first, with their compression and digest.
     pub layers: Vec<(PathBuf, Compression, String)>,
+    /// The tag an archive names its image by (`repo:tag`), if any.
+    pub tag: Option<String>,
 }
 
 fn err(what: impl Into<String>) -> ImageError {
@@ -161,25 +164,7 @@ pub async fn fetch(
             "{parsed} is for {os}/{arch}; banger runs linux/amd64 images"
         )));
     }
-    let c = &config_file["config"];
-    let run = RunConfig {
-        env: c["Env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        working_dir: c["WorkingDir"]
-            .as_str()
-            .filter(|w| !w.is_empty())
-            .map(String::from),
-        user: c["User"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .map(String::from),
-    };
+    let run = import::run_config(&config_file);
     let mut layers = Vec::new();
     let total = manifest.layers.len();
     for (i, layer) in manifest.layers.iter().enumerate() {
@@ -212,6 +197,7 @@ pub async fn fetch(
         digest,
         config: run,
         layers,
+        tag: None,
     })
 }
 
