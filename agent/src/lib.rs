@@ -10,3 +10,4 @@ pub mod ports;
 pub mod protocol;
 pub mod session;
 pub mod sync;
+pub mod user;

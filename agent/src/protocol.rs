@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Bytes of output an exec may send before the host grants more with
 /// [`Request::Credit`], and bytes of stdin the host may send before the
@@ -183,6 +183,10 @@ pub struct ExecSpec {
     /// all on it; output comes back as stdout).
     #[serde(default)]
     pub tty: Option<TtySize>,
+    /// Run as this user (`NAME`, `UID`, `NAME:GROUP` or `UID:GID`, as an
+    /// OCI image's `User` says); root when absent.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A terminal's size.
@@ -419,6 +423,7 @@ mod tests {
                     cwd: Some("/root".into()),
                     stdin: true,
                     tty: Some(TtySize { rows: 24, cols: 80 }),
+                    user: Some("app:staff".into()),
                 }),
             ),
             Frame::request(

@@ -373,13 +373,22 @@ async fn run_exec(
         out.error(stream, "empty command".into()).await;
         return;
     };
-    let cwd = spec.cwd.clone().unwrap_or_else(|| "/root".into());
+    let account = match crate::user::for_spec(&spec) {
+        Ok(a) => a,
+        Err(message) => {
+            unregister(&streams, stream);
+            out.error(stream, message).await;
+            return;
+        }
+    };
+    let cwd = crate::user::cwd(&spec, account.as_ref());
     // The agent's one job is running the host's programs in the guest.
     #[allow(clippy::disallowed_methods)]
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
         .envs(base_env())
+        .envs(crate::user::env(account.as_ref()))
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&cwd)
         .process_group(0)
@@ -390,6 +399,10 @@ async fn run_exec(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(a) = &account {
+        // std drops root's supplementary groups when it switches ids.
+        cmd.uid(a.uid).gid(a.gid);
+    }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -521,7 +534,11 @@ async fn run_exec_tty(
         Ok(pair) => pair,
         Err(e) => return fail(format!("cannot open a pseudo-terminal: {e}")).await,
     };
-    let cwd = spec.cwd.clone().unwrap_or_else(|| "/root".into());
+    let account = match crate::user::for_spec(&spec) {
+        Ok(a) => a,
+        Err(message) => return fail(message).await,
+    };
+    let cwd = crate::user::cwd(&spec, account.as_ref());
     let slave_io = || slave.try_clone().map(Stdio::from);
     let (Ok(i), Ok(o), Ok(e)) = (slave_io(), slave_io(), slave_io()) else {
         return fail("cannot duplicate the pseudo-terminal".into()).await;
@@ -531,11 +548,15 @@ async fn run_exec_tty(
     cmd.args(args)
         .env_clear()
         .envs(base_env())
+        .envs(crate::user::env(account.as_ref()))
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&cwd)
         .stdin(i)
         .stdout(o)
         .stderr(e);
+    if let Some(a) = &account {
+        cmd.uid(a.uid).gid(a.gid);
+    }
     // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and use no
     // memory of the parent; they run in the child between fork and exec.
     unsafe {

@@ -2,7 +2,7 @@
 //! `docker-registry`, on loopback) holding images the test makes with
 //! `umoci` from a busybox-only tree (Debian's busybox-static) and pushes
 //! with `skopeo`: never an outside registry. Pull by tag, by digest and
-//! through a multi-arch index; the image's Env and WorkingDir apply; a file
+//! through a multi-arch index; the image's Env, WorkingDir and User apply; a file
 //! deleted in an upper layer is absent; a layer whose bytes do not match
 //! its digest is refused and nothing of it is kept.
 
@@ -89,8 +89,8 @@ fn run(cmd: &mut Command) -> String {
 
 /// Makes an OCI layout in `dir` whose image `img:base` has two layers (a
 /// busybox tree with `bb-hello` and `/etc/deleted-later`, then that file
-/// removed, plus `/etc/marker` holding `marker`), `GREETING` in its Env
-/// and `/etc` as its WorkingDir; pushes it as `repo:tag`.
+/// removed, plus `/etc/marker` holding `marker`), `GREETING` in its Env,
+/// `/etc` as its WorkingDir and user 1000; pushes it as `repo:tag`.
 fn make_and_push(dir: &Path, registry: &Registry, repo_tag: &str, marker: &str) {
     let layout = dir.join("img");
     let image = format!("{}:base", layout.display());
@@ -111,7 +111,7 @@ fn make_and_push(dir: &Path, registry: &Registry, repo_tag: &str, marker: &str) 
         .find()
         .expect("busybox (busybox-static)");
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "test", "pwd", "env"] {
+    for applet in ["sh", "ls", "cat", "test", "pwd", "env", "id"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(
@@ -145,6 +145,8 @@ fn make_and_push(dir: &Path, registry: &Registry, repo_tag: &str, marker: &str) 
         "GREETING=hi-from-config",
         "--config.workingdir",
         "/etc",
+        "--config.user",
+        "1000:1000",
     ]));
     run(for_test(Tool::Skopeo)
         .args(["copy", "-q", "--dest-tls-verify=false"])
@@ -214,12 +216,12 @@ fn pulled_images_run_with_their_env_and_layers() {
         "--",
         "sh",
         "-c",
-        "bb-hello; pwd; cat /etc/marker; echo; test -e /etc/deleted-later && echo still-there; exit 3",
+        "bb-hello; pwd; id -u; cat /etc/marker; echo; test -e /etc/deleted-later && echo still-there; exit 3",
     ]);
     ran.expect_code(3);
     assert_eq!(
         ran.stdout,
-        format!("only-in-bb hi-from-config\n/etc\n{marker}\n"),
+        format!("only-in-bb hi-from-config\n/etc\n1000\n{marker}\n"),
         "{}",
         ran.stderr
     );

@@ -264,6 +264,7 @@ impl Daemon {
             cwd: Some(cwd),
             stdin: false,
             tty: None,
+            user: None,
         };
         let (_, mut session) = self.exec(vm, spec).await?;
         let mut tail: std::collections::VecDeque<String> = Default::default();

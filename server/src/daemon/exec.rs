@@ -155,12 +155,16 @@ pub(super) async fn vm_exec(
         }
     }
     // In a workspace whose tools mise installed, through `mise exec`.
-    let argv = match daemon.find(&params.vm) {
+    let found = daemon.find(&params.vm);
+    let argv = match &found {
         Ok(vm) if vm.tooling.is_some() && params.cwd.is_none() && vm.workspace.is_some() => {
             super::tooling::through_mise(&params.argv)
         }
         _ => params.argv.clone(),
     };
+    // A client's command runs as its image's user (an OCI image's User);
+    // banger's own guest scripts stay root's.
+    let user = found.ok().and_then(|vm| daemon.image_run_config(&vm).user);
     let spec = ExecSpec {
         argv,
         env: params.env.clone(),
@@ -170,6 +174,7 @@ pub(super) async fn vm_exec(
             rows: t.rows,
             cols: t.cols,
         }),
+        user,
     };
     let (vm, mut session) = match daemon.exec(&params.vm, spec).await {
         Ok(ok) => ok,

@@ -190,6 +190,7 @@ impl Daemon {
             cwd: Some("/".into()),
             stdin: true,
             tty: None,
+            user: None,
         };
         let (_, mut session) = self.exec(vm, spec).await.map_err(|e| (None, e.message))?;
         let control = session.control();

@@ -408,7 +408,7 @@ impl Daemon {
 
     /// What commands in `vm` take from its image (an OCI image's config;
     /// nothing for banger's own images).
-    fn image_run_config(&self, vm: &VmRecord) -> crate::image::oci::RunConfig {
+    pub(super) fn image_run_config(&self, vm: &VmRecord) -> crate::image::oci::RunConfig {
         match self.images.find(&vm.image_id) {
             Ok(Some(image)) => match image.manifest.source {
                 Some(crate::image::Source::Oci { config, .. }) => config,
@@ -442,11 +442,13 @@ impl Daemon {
             spec.env = env;
         }
         if spec.cwd.is_none() {
-            spec.cwd = Some(match (&vm.workspace, run.working_dir) {
-                (Some(w), _) => w.guest_path.clone(),
-                (None, Some(dir)) => dir,
-                (None, None) => "/root".to_string(),
-            });
+            spec.cwd = match (&vm.workspace, run.working_dir) {
+                (Some(w), _) => Some(w.guest_path.clone()),
+                (None, Some(dir)) => Some(dir),
+                // Another user starts in its own home (the agent's choice).
+                (None, None) if spec.user.is_some() => None,
+                (None, None) => Some("/root".to_string()),
+            };
         }
         let session = client.exec(spec).await.map_err(|e| match e {
             // An exec the guest refuses is a program it cannot start.

@@ -222,6 +222,7 @@ impl Daemon {
             cwd: Some("/root".into()),
             stdin: false,
             tty: None,
+            user: None,
         };
         let (_, mut session) = self.exec(vm, spec).await?;
         let (mut patch, mut stderr) = (Vec::new(), Vec::new());
@@ -349,6 +350,7 @@ impl Daemon {
             cwd: Some("/".into()),
             stdin: false,
             tty: None,
+            user: None,
         };
         if let Ok((_, mut session)) = self.exec(vm, spec).await {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
@@ -487,6 +489,7 @@ impl Daemon {
             cwd: Some("/root".into()),
             stdin: true,
             tty: None,
+            user: None,
         };
         let (record, mut session) = self.exec(vm, spec).await?;
         let control = session.control();
@@ -534,6 +537,12 @@ impl Daemon {
                     record.name,
                     sel.root.display()
                 ),
+            ));
+        }
+        if status.code == Some(6) {
+            return Err(OpError::new(
+                code::CANNOT_RUN,
+                String::from_utf8_lossy(&stderr).trim().to_string(),
             ));
         }
         if status.code != Some(0) {

@@ -28,6 +28,11 @@ pub const GUEST_SCRIPT: &str = r#"set -eu
 dest=$1
 name=$2
 email=$3
+# An image without them (a container image) cannot hold a workspace.
+if ! command -v git >/dev/null 2>&1 || ! tar --help 2>&1 | grep -q -e --transform; then
+    echo "this image lacks git or GNU tar, which a workspace needs in the guest; use an image that has them (or add them: banger image build NAME --from IMAGE --packages git,tar)" >&2
+    exit 6
+fi
 if [ -e "$dest" ] || [ -L "$dest" ]; then
     if [ "${4:-}" != replace ]; then
         echo "$dest already exists in the guest" >&2
