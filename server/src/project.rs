@@ -115,6 +115,252 @@ pub fn validate_input(path: &str) -> Result<(), String> {
     }
 }
 
+/// Dependency manifests at a repository's top level: a setup's inputs when
+/// `setup-inputs` names none (the setup is made again when one changes).
+pub const DEFAULT_INPUTS: &[&str] = &[
+    "requirements.txt",
+    "requirements-dev.txt",
+    "pyproject.toml",
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "package.json",
+    "package-lock.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "Cargo.toml",
+    "Cargo.lock",
+    "go.mod",
+    "go.sum",
+    "Gemfile",
+    "Gemfile.lock",
+];
+
+/// The inputs of a setup: those named, else the dependency manifests the
+/// repository has.
+pub fn setup_inputs(repo_root: &Path, named: Option<&[String]>) -> Vec<String> {
+    match named {
+        Some(named) => named.to_vec(),
+        None => DEFAULT_INPUTS
+            .iter()
+            .filter(|f| repo_root.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect(),
+    }
+}
+
+/// What banger takes from a Dev Container definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevContainer {
+    /// The OCI image (`image`).
+    pub image: Option<String>,
+    /// `containerEnv` then `remoteEnv`, as `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// `onCreateCommand`, `updateContentCommand` and `postCreateCommand`,
+    /// in that order, as one shell command: the project's setup.
+    pub setup: Option<String>,
+    /// Fields banger does not carry out (named in a warning).
+    pub unsupported: Vec<String>,
+    /// The file it came from, relative to the repository.
+    pub file: String,
+}
+
+/// Reads `.devcontainer/devcontainer.json` (or `.devcontainer.json`);
+/// `Ok(None)` when there is neither. `local_env` resolves
+/// `${localEnv:NAME}`.
+pub fn devcontainer(
+    repo_root: &Path,
+    local_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<DevContainer>, String> {
+    let Some((file, text)) = [".devcontainer/devcontainer.json", ".devcontainer.json"]
+        .iter()
+        .find_map(|f| {
+            std::fs::read_to_string(repo_root.join(f))
+                .ok()
+                .map(|t| (*f, t))
+        })
+    else {
+        return Ok(None);
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&strip_jsonc(&text)).map_err(|e| format!("{file}: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| format!("{file}: not a JSON object"))?;
+    let mut dc = DevContainer {
+        file: file.to_string(),
+        ..DevContainer::default()
+    };
+    let mut container_env = Vec::new();
+    for (key, v) in obj {
+        match key.as_str() {
+            "image" => dc.image = v.as_str().map(String::from),
+            "containerEnv" | "remoteEnv" => {
+                for (k, val) in v.as_object().into_iter().flatten() {
+                    let Some(val) = val.as_str() else { continue };
+                    let val = substitute(val, local_env, &container_env);
+                    if key == "containerEnv" {
+                        container_env.push((k.clone(), val.clone()));
+                    }
+                    dc.env.push(format!("{k}={val}"));
+                }
+            }
+            "onCreateCommand" | "updateContentCommand" | "postCreateCommand" => {}
+            // Descriptive, or the editor's own business.
+            "name" | "$schema" | "customizations" | "forwardPorts" => {}
+            other => dc.unsupported.push(other.to_string()),
+        }
+    }
+    let steps: Vec<String> = [
+        "onCreateCommand",
+        "updateContentCommand",
+        "postCreateCommand",
+    ]
+    .iter()
+    .filter_map(|k| obj.get(*k).and_then(command_line))
+    .collect();
+    if !steps.is_empty() {
+        dc.setup = Some(steps.join(" && "));
+    }
+    dc.unsupported.sort();
+    Ok(Some(dc))
+}
+
+/// A lifecycle command as a shell line: a string as it is, an array as
+/// quoted words, an object's commands one after the other.
+fn command_line(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Array(words) => {
+            let words: Vec<String> = words
+                .iter()
+                .filter_map(|w| w.as_str())
+                .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+                .collect();
+            (!words.is_empty()).then(|| words.join(" "))
+        }
+        serde_json::Value::Object(map) => {
+            let parts: Vec<String> = map.values().filter_map(command_line).collect();
+            (!parts.is_empty()).then(|| parts.join(" && "))
+        }
+        _ => None,
+    }
+}
+
+/// `${localEnv:NAME}` and `${containerEnv:NAME}` in a value.
+fn substitute(
+    value: &str,
+    local_env: &dyn Fn(&str) -> Option<String>,
+    container_env: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &rest[start + 2..start + end];
+        let (var, default) = match inner.split_once(':') {
+            Some((kind, name)) => {
+                let (name, default) = name.split_once(':').unwrap_or((name, ""));
+                let found = match kind {
+                    "localEnv" => local_env(name),
+                    "containerEnv" => container_env
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone()),
+                    _ => None,
+                };
+                (found, default.to_string())
+            }
+            None => (None, String::new()),
+        };
+        out.push_str(&var.unwrap_or(default));
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// JSON with comments (`//`, `/* */`) and trailing commas made JSON.
+pub fn strip_jsonc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    // Trailing commas: a comma whose next non-space is } or ].
+    let bytes: Vec<char> = out.chars().collect();
+    let mut cleaned = String::with_capacity(out.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_string {
+            cleaned.push(c);
+            if c == '\\' && i + 1 < bytes.len() {
+                cleaned.push(bytes[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            cleaned.push(c);
+        } else if c == ',' {
+            let next = bytes[i + 1..].iter().find(|n| !n.is_whitespace());
+            if !matches!(next, Some('}') | Some(']')) {
+                cleaned.push(c);
+            }
+        } else {
+            cleaned.push(c);
+        }
+        i += 1;
+    }
+    cleaned
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +399,66 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "a/"] {
             assert!(validate_input(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_devcontainer_gives_its_image_env_and_setup_and_names_what_it_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".devcontainer")).unwrap();
+        std::fs::write(
+            dir.path().join(".devcontainer/devcontainer.json"),
+            r#"{
+  // a comment, "with quotes"
+  "name": "py",
+  "image": "127.0.0.1:5000/test/py:1", /* inline */
+  "containerEnv": {"APP_MODE": "test", "URL": "http://x//y"},
+  "remoteEnv": {"FROM_HOST": "${localEnv:HOST_THING}", "MODE2": "${containerEnv:APP_MODE}-2", "D": "${localEnv:NOPE:dflt}"},
+  "onCreateCommand": ["echo", "it's"],
+  "postCreateCommand": {"a": "pip install -r requirements.txt", "b": "true"},
+  "features": {"ghcr.io/devcontainers/features/node:1": {}},
+  "build": {"dockerfile": "Dockerfile"},
+}"#,
+        )
+        .unwrap();
+        let local = |k: &str| (k == "HOST_THING").then(|| "h".to_string());
+        let dc = devcontainer(dir.path(), &local).unwrap().unwrap();
+        assert_eq!(dc.image.as_deref(), Some("127.0.0.1:5000/test/py:1"));
+        assert_eq!(
+            dc.env,
+            // containerEnv first (remoteEnv may use it), each by key.
+            [
+                "APP_MODE=test",
+                "URL=http://x//y",
+                "D=dflt",
+                "FROM_HOST=h",
+                "MODE2=test-2"
+            ]
+        );
+        assert_eq!(
+            dc.setup.as_deref(),
+            Some("'echo' 'it'\\''s' && pip install -r requirements.txt && true")
+        );
+        assert_eq!(dc.unsupported, ["build", "features"]);
+        assert_eq!(dc.file, ".devcontainer/devcontainer.json");
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(devcontainer(none.path(), &local).unwrap(), None);
+        std::fs::write(none.path().join(".devcontainer.json"), "{nope").unwrap();
+        assert!(
+            devcontainer(none.path(), &local)
+                .unwrap_err()
+                .contains(".devcontainer.json")
+        );
+    }
+
+    #[test]
+    fn setup_inputs_default_to_the_dependency_manifests_present() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("requirements.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("go.mod"), "x").unwrap();
+        assert_eq!(
+            setup_inputs(dir.path(), None),
+            ["requirements.txt", "go.mod"]
+        );
+        assert_eq!(setup_inputs(dir.path(), Some(&["a".to_string()])), ["a"]);
     }
 }

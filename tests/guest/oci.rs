@@ -382,3 +382,134 @@ fn a_layer_whose_bytes_do_not_match_its_digest_is_refused_and_not_kept() {
     assert_ne!(shown.code, 0, "no image was made: {}", shown.stdout);
     env.assert_nothing_left();
 }
+
+/// Writes an OCI layout at `dir` whose one (uncompressed) layer is the
+/// root tree tarball `rootfs` and tags it `tag`.
+fn layout_from_tarball(dir: &Path, rootfs: &Path, tag: &str) {
+    use sha2::Digest;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let layer = std::fs::read(rootfs).unwrap();
+    let (layer_digest, layer_size) = put(&layer);
+    drop(layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+                       "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}]
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A repository with `.devcontainer/devcontainer.json` naming an image of
+/// the test registry (a Debian slim tree from mmdebstrap, with git): its
+/// image is pulled, its containerEnv reaches the setup and later commands,
+/// its postCreateCommand is the cached setup (made again when an input
+/// changes), and the fields banger does not carry out are named.
+#[test]
+fn a_devcontainer_image_env_and_post_create_command_make_the_sandbox() {
+    let env = Env::new();
+    env.ensure_image();
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let tarball = work.path().join("rootfs.tar");
+    run(for_test(Tool::Mmdebstrap)
+        .args(["--quiet", "--variant=minbase", "--include=git", "bookworm"])
+        .arg(&tarball));
+    let layout = work.path().join("layout");
+    layout_from_tarball(&layout, &tarball, "dev");
+    run(for_test(Tool::Skopeo)
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:dev", layout.display()))
+        .arg(format!("docker://{}/test/deb:1", registry.addr)));
+
+    let repo = env.root().join("dc-project");
+    banger_tests::make_repo(&repo);
+    let marker = marker();
+    std::fs::write(repo.join("deps.txt"), format!("v1 {marker}\n")).unwrap();
+    std::fs::create_dir(repo.join(".devcontainer")).unwrap();
+    std::fs::write(
+        repo.join(".devcontainer/devcontainer.json"),
+        format!(
+            r#"{{
+  // JSON with comments, as editors write it
+  "image": "{}/test/deb:1",
+  "containerEnv": {{"APP_MODE": "dc"}},
+  "postCreateCommand": "cp deps.txt /opt/deps-installed && echo \"$APP_MODE\" > /opt/mode",
+  "features": {{"ghcr.io/devcontainers/features/node:1": {{}}}},
+}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".banger.toml"),
+        "[sandbox]\nsetup-inputs = [\"deps.txt\"]\n",
+    )
+    .unwrap();
+    banger_tests::git(&repo, &["add", "."]);
+    banger_tests::git(&repo, &["commit", "-q", "-m", "devcontainer"]);
+    let path = repo.to_str().unwrap();
+    let script = "cat /opt/deps-installed /opt/mode; echo \"$APP_MODE\"; pwd";
+
+    let first = env.banger(&["vm", "run", "--rm", path, "--", "sh", "-c", script]);
+    first.ok();
+    assert_eq!(
+        first.stdout,
+        format!("v1 {marker}\ndc\ndc\n/root/repo\n"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("does not carry out features"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("running setup: cp deps.txt"),
+        "{}",
+        first.stderr
+    );
+    let second = env.banger(&["vm", "run", "--rm", path, "--", "sh", "-c", script]);
+    second.ok();
+    assert_eq!(second.stdout, first.stdout);
+    assert!(
+        !second.stderr.contains("running setup"),
+        "{}",
+        second.stderr
+    );
+    env.assert_nothing_left();
+
+    // Clean up this test's images: the project's, and the pulled one.
+    let list: serde_json::Value =
+        serde_json::from_str(&env.banger(&["image", "list", "--json"]).stdout).unwrap();
+    for image in list.as_array().unwrap() {
+        let source = &image["manifest"]["source"];
+        let ours = source["step"]["inputs"].to_string().contains("deps.txt")
+            && image["name"] == "setup-dc-project";
+        if ours {
+            env.banger(&["image", "delete", image["id"].as_str().unwrap()])
+                .ok();
+        }
+    }
+    env.banger(&["image", "delete", "deb-1"]).ok();
+}

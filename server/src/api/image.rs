@@ -74,6 +74,9 @@ pub struct SetupParams {
     /// Memory of the setup's VM, MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
+    /// Variables (`KEY=VALUE`) the project's image gives every command.
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 /// `image import`: an OCI image layout or `docker save` archive.

@@ -125,11 +125,11 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             }
             let path = path.map(|p| absolute(&p));
             // The repository's .banger.toml fills in what flags left unset.
-            let setup = match &path {
+            let project = match &path {
                 Some(path) if !no_project => {
                     super::project::apply(path, &mut spec, &mut net, printer)?
                 }
-                _ => None,
+                _ => super::project::Plan::default(),
             };
             let client = Arc::new(client::connect_or_start(dirs).await?);
             // Check the repository (and any branch) before creating a VM.
@@ -163,14 +163,14 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                     return Ok(0);
                 }
             }
-            if let Some(setup) = setup {
-                let image = super::project::setup_image(&client, setup, printer)
-                    .await
-                    .map_err(|f| {
-                        let exit = if f.code == 2 { 2 } else { EXIT_RUN_FAILED };
-                        f.exit(exit)
-                    })?;
-                spec.image = Some(image);
+            let prepared = super::project::prepare(&client, project, printer)
+                .await
+                .map_err(|f| {
+                    let exit = if f.code == 2 { 2 } else { EXIT_RUN_FAILED };
+                    f.exit(exit)
+                })?;
+            if prepared.is_some() {
+                spec.image = prepared;
             }
             // full_copy writes the disk before the first boot.
             let full_copy = path.is_some() && ws.full_copy();

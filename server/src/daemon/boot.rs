@@ -130,13 +130,13 @@ impl Daemon {
             ]
             .into_iter()
             .chain((!layers.is_empty()).then(|| format!("banger.layers={}", layers.len())))
-            // An OCI image has no init that would start the agent.
+            // An OCI image (and one derived from it) has no init that
+            // would start the agent.
             .chain(
-                matches!(
-                    image.manifest.source,
-                    Some(crate::image::Source::Oci { .. })
-                )
-                .then(|| "banger.init=agent".to_string()),
+                image
+                    .manifest
+                    .agent_init
+                    .then(|| "banger.init=agent".to_string()),
             )
             .collect(),
             drives,

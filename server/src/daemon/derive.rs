@@ -260,7 +260,15 @@ impl Daemon {
         progress.say(&what);
         let spec = ExecSpec {
             argv,
-            env: Vec::new(),
+            // A setup sees the variables its image will give commands.
+            env: match &req.step {
+                Step::Setup { env, .. } => env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                Step::Packages { .. } => Vec::new(),
+            },
             cwd: Some(cwd),
             stdin: false,
             tty: None,
@@ -389,6 +397,7 @@ mod tests {
         let setup = |command: &str, data: &[u8]| Step::Setup {
             command: command.into(),
             inputs: input_hashes(&[("requirements.txt".into(), data.to_vec())]),
+            env: Vec::new(),
         };
         let k = derive_key(
             "p1",

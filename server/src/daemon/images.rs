@@ -317,6 +317,7 @@ impl Daemon {
             step: Step::Setup {
                 command: p.command,
                 inputs: input_hashes(&files),
+                env: p.env,
             },
             files,
             nat: p.nat || !p.allow.is_empty(),

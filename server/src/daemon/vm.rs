@@ -410,10 +410,7 @@ impl Daemon {
     /// nothing for banger's own images).
     pub(super) fn image_run_config(&self, vm: &VmRecord) -> crate::image::oci::RunConfig {
         match self.images.find(&vm.image_id) {
-            Ok(Some(image)) => match image.manifest.source {
-                Some(crate::image::Source::Oci { config, .. }) => config,
-                _ => Default::default(),
-            },
+            Ok(Some(image)) => image.manifest.run,
             _ => Default::default(),
         }
     }

@@ -201,6 +201,8 @@ pub fn build(
             recipe: opts.recipe(),
             packages: opts.packages.clone(),
         }),
+        run: Default::default(),
+        agent_init: false,
     };
     manifest.id = manifest.compute_id();
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {

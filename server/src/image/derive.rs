@@ -134,6 +134,13 @@ pub fn add_derived(
         },
     );
     let mut manifest = parent.manifest.clone();
+    if let Source::Derived {
+        step: super::Step::Setup { env, .. },
+        ..
+    } = &source
+    {
+        manifest.run.env.extend(env.iter().cloned());
+    }
     manifest.name = name.to_owned();
     manifest.created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)

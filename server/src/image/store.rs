@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
+use super::oci::RunConfig;
 
 /// File name of the manifest inside an image directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
@@ -82,6 +83,14 @@ pub struct Manifest {
     /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// What commands in it take from it (an OCI image's Env, WorkingDir
+    /// and User; a derived image keeps its parent's, plus its own Env).
+    #[serde(default, skip_serializing_if = "RunConfig::is_empty")]
+    pub run: RunConfig,
+    /// It has no init that starts the agent (an OCI image, and every image
+    /// derived from one): it boots with `banger.init=agent`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_init: bool,
 }
 
 /// What an image was made from: enough to make it again.
@@ -119,8 +128,6 @@ pub enum Source {
         digest: String,
         /// Its layers' digests, lowest first.
         layers: Vec<String>,
-        /// What `vm run`/`exec` take from its config.
-        config: super::oci::RunConfig,
     },
 }
 
@@ -143,6 +150,10 @@ pub enum Step {
         command: String,
         /// The files it depends on (path in the repository -> sha256).
         inputs: BTreeMap<String, String>,
+        /// Variables (`KEY=VALUE`) every command in the image gets (a Dev
+        /// Container's containerEnv/remoteEnv).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<String>,
     },
 }
 
@@ -491,6 +502,8 @@ pub(crate) mod tests {
             root_modes: vec!["overlay".into()],
             files,
             source: None,
+            run: RunConfig::default(),
+            agent_init: false,
         };
         manifest.id = manifest.compute_id();
         manifest

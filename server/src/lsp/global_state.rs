@@ -249,6 +249,7 @@ impl GlobalState {
                         allow: allow.clone(),
                         vcpu,
                         memory_mib,
+                        env: Vec::new(),
                     };
                     let sub = daemon
                         .image_setup(params)

@@ -237,6 +237,8 @@ impl Env {
                 recipe: banger::image::default_recipe(),
                 packages: Vec::new(),
             }),
+            run: Default::default(),
+            agent_init: false,
         };
         manifest.id = manifest.compute_id();
         let dir = self.image_dir().join(&manifest.id);

@@ -118,6 +118,8 @@ impl Host {
                 recipe: banger::image::default_recipe(),
                 packages: Vec::new(),
             }),
+            run: Default::default(),
+            agent_init: false,
         };
         manifest.id = manifest.compute_id();
         let dir = self.path("cache/banger/images").join(&manifest.id);

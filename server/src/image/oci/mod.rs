@@ -42,6 +42,13 @@ pub struct RunConfig {
     pub user: Option<String>,
 }
 
+impl RunConfig {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.working_dir.is_none() && self.user.is_none()
+    }
+}
+
 /// A pulled image's manifest, config and layers (in the blob cache).
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -320,8 +327,9 @@ pub fn convert(
         reference: fetched.reference.clone(),
         digest: fetched.digest.clone(),
         layers: fetched.layers.iter().map(|(_, _, d)| d.clone()).collect(),
-        config: fetched.config.clone(),
     });
+    manifest.run = fetched.config.clone();
+    manifest.agent_init = true;
     manifest.id = manifest.compute_id();
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {
         path: out.join(MANIFEST_FILE),
