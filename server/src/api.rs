@@ -115,6 +115,24 @@ pub struct VmView {
     /// The VM's network.
     #[serde(default)]
     pub network: NetworkView,
+    /// The project dependency cache it mounts (`banger cache list`).
+    #[serde(default)]
+    pub cache: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A project dependency cache, as `banger cache list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheView {
+    /// Its name.
+    pub name: String,
+    /// The repository it serves.
+    pub repo: String,
+    /// Bytes it takes on the host.
+    pub bytes: u64,
+    /// VMs that mount it.
+    pub used_by: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -164,6 +182,9 @@ pub struct CreateParams {
     /// destinations (implies outbound access).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// The repository (host path) whose dependency cache the VM mounts.
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -594,6 +615,14 @@ pub trait BangerApi {
     /// Deletes an image no VM uses.
     #[method(name = "image_delete")]
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Project dependency caches.
+    #[method(name = "cache_list")]
+    async fn cache_list(&self) -> Result<Vec<CacheView>, ErrorObjectOwned>;
+
+    /// Removes a project dependency cache no running VM mounts.
+    #[method(name = "cache_clear")]
+    async fn cache_clear(&self, name: String) -> Result<(), ErrorObjectOwned>;
 
     /// Which files of the repository at `path` would travel (`--dry-run`).
     #[method(name = "workspace_plan")]

@@ -58,6 +58,8 @@ pub enum DriveRole {
     /// Layer `n` (1 = the lowest) of a derived image, read-only, between
     /// the base and the per-VM upper.
     Layer(u8),
+    /// The project's dependency cache (`cache.rs`).
+    Cache,
 }
 
 /// The most layers an image may have over its base: each is a virtio-mmio
@@ -72,6 +74,7 @@ impl DriveRole {
             DriveRole::Overlay => "overlay".into(),
             DriveRole::Work => "work".into(),
             DriveRole::Layer(n) => format!("layer{n}"),
+            DriveRole::Cache => "cache".into(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod accel;
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -118,6 +118,11 @@ impl Dirs {
         self.cache.join("images")
     }
 
+    /// Project dependency caches (`cache.rs`).
+    pub fn project_caches(&self) -> PathBuf {
+        self.cache.join("projects")
+    }
+
     /// A VM's persistent files (disks, console log).
     pub fn vm_state(&self, id: &str) -> PathBuf {
         self.state.join("vms").join(id)

@@ -14,6 +14,7 @@
 //! vm = "my-vm"                           # banger lsp's VM
 //! vcpu = 2
 //! memory = "2G"
+//! cache = false                          # no dependency cache disk
 //! ```
 
 use std::path::Path;
@@ -53,6 +54,8 @@ pub struct Sandbox {
     /// Files (paths in the repository) the setup reads; the project image
     /// is made again when one changes.
     pub setup_inputs: Option<Vec<String>>,
+    /// Mount the project's dependency cache (default true).
+    pub cache: Option<bool>,
 }
 
 impl Sandbox {

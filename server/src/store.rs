@@ -84,6 +84,8 @@ const MIGRATIONS: &[&str] = &[
     // 13: the mise version a tooling bootstrap installed (guest commands
     // in the workspace then run through `mise exec`).
     "ALTER TABLE vms ADD COLUMN tooling TEXT;",
+    // 14: the project dependency cache a VM mounts (its name), if any.
+    "ALTER TABLE vms ADD COLUMN cache TEXT;",
 ];
 
 /// A store operation failed.
@@ -223,6 +225,8 @@ pub struct VmRecord {
     pub allow: Vec<crate::net::egress::AllowRule>,
     /// The mise version its tooling bootstrap installed, if any.
     pub tooling: Option<String>,
+    /// The project dependency cache it mounts (`cache::` name), if any.
+    pub cache: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -414,6 +418,13 @@ impl Store {
                 now(),
             ],
         )?;
+        Ok(())
+    }
+
+    /// Records which project cache a VM mounts.
+    pub fn set_cache(&self, id: &str, cache: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE vms SET cache=?2 WHERE id=?1", params![id, cache])?;
         Ok(())
     }
 
@@ -645,7 +656,7 @@ const SELECT_VM: &str =
     "SELECT id, name, state, vcpu, memory_mib, disk_bytes, image_id, image_name,
     vmm, accel, accel_reason, pid, pid_start_time, boot_id, last_error, created_at, updated_at,
     vmm_reason, kernel, kernel_id, workspace_path, workspace_head, workspace_source,
-    workspace_untracked, overlay_bytes, nat, loopback, published, allow, tooling FROM vms";
+    workspace_untracked, overlay_bytes, nat, loopback, published, allow, tooling, cache FROM vms";
 
 type RawVm = (VmRecord, String);
 
@@ -743,6 +754,7 @@ fn row_to_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawVm> {
             published: serde_json::from_str(&r.get::<_, String>(27)?).unwrap_or_default(),
             allow: serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default(),
             tooling: r.get(29)?,
+            cache: r.get(30)?,
             created_at: r.get(15)?,
             updated_at: r.get(16)?,
             vmm_reason: r.get(17)?,
@@ -798,6 +810,7 @@ mod tests {
             published: Vec::new(),
             allow: Vec::new(),
             tooling: None,
+            cache: None,
             created_at: 1,
             updated_at: 1,
         }

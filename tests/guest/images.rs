@@ -206,3 +206,66 @@ fn project_images(env: &Env, marker: &str) -> Vec<String> {
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The project's dependency cache outlives `--rm` runs: the second run's
+/// `apt-get install` downloads nothing it already has (apt keeps packages
+/// whatever the server says; pip keeps only what HTTP caching headers let
+/// it, and this machine's registry proxy sends none, so pip would fetch
+/// again here); `banger cache list` shows the cache and `banger cache
+/// clear` removes it.
+#[test]
+fn a_projects_dependency_cache_outlives_rm_runs() {
+    let env = Env::new();
+    env.ensure_image();
+    let repo = env.root().join("cache-project");
+    make_repo(&repo);
+    let path = repo.to_str().unwrap();
+    let install = [
+        "vm",
+        "run",
+        "--rm",
+        "--nat",
+        path,
+        "--",
+        "sh",
+        "-c",
+        "apt-get update -qq && apt-get install -y --no-install-recommends hello && ls /root/.cache/pip >/dev/null",
+    ];
+    let first = env.banger(&install);
+    first.ok();
+    assert!(
+        first.stdout.contains(" hello amd64 "),
+        "a Get: line: {}",
+        first.stdout
+    );
+    let second = env.banger(&install);
+    second.ok();
+    assert!(
+        !second.stdout.contains(" hello amd64 "),
+        "{}\n{}",
+        second.stdout,
+        second.stderr
+    );
+    assert!(
+        second.stdout.contains("Need to get 0 B/"),
+        "{}",
+        second.stdout
+    );
+    env.assert_nothing_left();
+
+    let list: serde_json::Value =
+        serde_json::from_str(&env.banger(&["cache", "list", "--json"]).stdout).unwrap();
+    let ours: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["repo"] == path)
+        .collect();
+    assert_eq!(ours.len(), 1, "{list}");
+    assert!(ours[0]["bytes"].as_u64().unwrap() > 100 << 10, "{list}");
+    let name = ours[0]["name"].as_str().unwrap().to_string();
+    env.banger(&["cache", "clear", &name]).ok();
+    let list = env.banger(&["cache", "list", "--json"]).stdout;
+    assert!(!list.contains(&name), "{list}");
+    env.banger(&["cache", "clear", &name]).expect_code(1);
+}

@@ -522,3 +522,79 @@ fn lsp_sandbox_gets_network_from_banger_toml_and_the_workspaces_tools() {
     env.banger(&["vm", "delete", "mise-proj"]).ok();
     env.assert_nothing_left();
 }
+
+/// A Python project whose trusted `.banger.toml` has a setup (pytest from
+/// PyPI through NAT): the first "Run tests in sandbox" makes the project's
+/// image (reported as work-done progress) and a failing assertion becomes
+/// a diagnostic at its file and line; a later sandbox of the project boots
+/// the image made then, without running the setup again.
+#[test]
+fn lsp_runs_a_projects_setup_once_and_its_tests_in_the_image() {
+    let env = Env::new();
+    let repo = env.root().join("py-lsp");
+    banger_tests::make_repo(&repo);
+    let marker = format!("{}-{}", std::process::id(), line!());
+    std::fs::write(repo.join("requirements.txt"), "pytest\n").unwrap();
+    std::fs::write(
+        repo.join("test_calc.py"),
+        "def test_adds():\n    assert 1 + 1 == 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".banger.toml"),
+        format!(
+            "[sandbox]\nnat = true\ntest-command = \"pytest -q\"\nsetup = \"pip install -r requirements.txt  # {marker}\"\n"
+        ),
+    )
+    .unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "python"]);
+    let repo = repo.canonicalize().unwrap();
+    let run_tests = |expect_setup: bool| {
+        let mut lsp = LspClient::start(env.cmd(&[]));
+        initialize(&mut lsp, &repo);
+        let from = lsp.notifications.len();
+        let r = lsp
+            .command("banger.runTests", json!([]), BOOT)
+            .expect("runTests");
+        assert_eq!(r["exitCode"], 1, "{r}");
+        let progress: Vec<String> = lsp.notifications[from..]
+            .iter()
+            .filter(|n| n["method"] == "$/progress")
+            .filter_map(|n| n["params"]["value"]["message"].as_str().map(String::from))
+            .collect();
+        assert_eq!(
+            progress
+                .iter()
+                .any(|m| m.contains("running setup: pip install")),
+            expect_setup,
+            "{progress:#?}"
+        );
+        let diags = diagnostics_for(&lsp, &repo.join("test_calc.py"));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0]["range"]["start"]["line"], 1, "{diags:?}");
+        lsp.shutdown();
+        assert!(
+            env.show("py-lsp")["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("setup-py-lsp")
+        );
+        env.banger(&["vm", "delete", "py-lsp"]).ok();
+    };
+    run_tests(true);
+    run_tests(false);
+    env.assert_nothing_left();
+    // This test's project image goes.
+    let list: Value =
+        serde_json::from_str(&env.banger(&["image", "list", "--json"]).stdout).unwrap();
+    for image in list.as_array().unwrap() {
+        if image["manifest"]["source"]["step"]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains(&marker))
+        {
+            env.banger(&["image", "delete", image["id"].as_str().unwrap()])
+                .ok();
+        }
+    }
+}

@@ -77,6 +77,9 @@ pub struct SetupParams {
     /// Variables (`KEY=VALUE`) the project's image gives every command.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Mount the project's dependency cache while the setup runs.
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// `image import`: an OCI image layout or `docker save` archive.

@@ -31,6 +31,10 @@ pub(crate) enum Command {
     /// Build and manage guest images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Projects' dependency caches (pip, npm, cargo, go, apt downloads kept
+    /// across `vm run PATH` runs).
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Control the per-user daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -211,6 +215,10 @@ pub(crate) enum VmCommand {
         /// and size settings).
         #[arg(long, requires = "path")]
         no_project: bool,
+        /// Do not mount the repository's dependency cache (pip, npm, cargo,
+        /// go and apt downloads kept across runs; see `banger cache list`).
+        #[arg(long, requires = "path")]
+        no_cache: bool,
         /// Delete the VM when the command (or the shell) ends.
         #[arg(long)]
         rm: bool,
@@ -640,6 +648,21 @@ pub(crate) enum ImageCommand {
     Delete {
         /// Image name or id.
         image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// List the caches, their repository, size and the VMs that mount them.
+    List,
+    /// Remove caches no running VM mounts.
+    Clear {
+        /// Cache names (see `banger cache list`).
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every cache.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
     },
 }
 

@@ -76,6 +76,61 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
     Ok(0)
 }
 
+/// `banger cache`: projects' dependency caches.
+pub(crate) async fn cache(
+    cmd: super::args::CacheCommand,
+    dirs: &Dirs,
+    printer: &Printer,
+) -> Result<u8, Failure> {
+    let client = client::connect_or_start(dirs).await?;
+    match cmd {
+        super::args::CacheCommand::List => {
+            let caches = client.cache_list().await.map_err(rpc_failure)?;
+            if printer.json() {
+                printer.line(&pretty(&caches));
+            } else {
+                let rows: Vec<Vec<String>> = caches
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            format!("{}M", c.bytes >> 20),
+                            if c.used_by.is_empty() {
+                                "-".into()
+                            } else {
+                                c.used_by.join(",")
+                            },
+                            c.repo.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(printer, &["NAME", "SIZE", "VMS", "REPOSITORY"], &rows);
+            }
+        }
+        super::args::CacheCommand::Clear { names, all } => {
+            let names = if all {
+                client
+                    .cache_list()
+                    .await
+                    .map_err(rpc_failure)?
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect()
+            } else {
+                names
+            };
+            for name in names {
+                client
+                    .cache_clear(name.clone())
+                    .await
+                    .map_err(rpc_failure)?;
+                printer.line(&name);
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn image_row(i: &ImageView) -> Vec<String> {
     vec![
         i.name.clone(),

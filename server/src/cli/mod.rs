@@ -186,6 +186,7 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Vm(cmd) => vm::run(cmd, &dirs, printer).await,
         Command::Ps(args) => vm::list(&dirs, printer, args).await,
         Command::Image(cmd) => image::run(cmd, &dirs, printer).await,
+        Command::Cache(cmd) => image::cache(cmd, &dirs, printer).await,
         Command::Daemon(cmd) => daemon::run(cmd, &dirs, printer).await,
         Command::Doctor => doctor::run(&dirs, printer).await,
         Command::Kernel(cmd) => kernel::run(cmd, &dirs, printer).await,

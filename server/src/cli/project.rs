@@ -12,13 +12,26 @@ use super::{Failure, follow, rpc_failure};
 use crate::api::{BangerApiClient, ImagePullParams, OpEvent, SetupParams};
 
 /// What the repository asks for before its VM is made.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Plan {
     /// An OCI image to pull first (a Dev Container's `image`); the setup
     /// then starts from it.
     pub(crate) pull: Option<String>,
     /// The project's setup.
     pub(crate) setup: Option<SetupParams>,
+    /// Whether its VMs mount its dependency cache (`cache = false` in
+    /// `.banger.toml` says no).
+    pub(crate) cache: bool,
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan {
+            pull: None,
+            setup: None,
+            cache: true,
+        }
+    }
 }
 
 /// Applies the repository's settings at `repo` to what flags left unset,
@@ -35,6 +48,10 @@ pub(crate) fn apply(
         .unwrap_or_default();
     let mut used = Vec::new();
     let mut plan = Plan::default();
+    if sandbox.cache == Some(false) {
+        plan.cache = false;
+        used.push("cache = false");
+    }
     if spec.vcpu.is_none() && sandbox.vcpu.is_some() {
         spec.vcpu = sandbox.vcpu;
         used.push("vcpu");
@@ -111,6 +128,7 @@ pub(crate) fn apply(
             vcpu: spec.vcpu,
             memory_mib: spec.memory,
             env,
+            cache: plan.cache,
         });
     }
     if !used.is_empty() {

@@ -50,6 +50,7 @@ pub(crate) fn create_params(
         nat: net.nat,
         publish: net.publish.iter().map(|p| p.to_string()).collect(),
         allow: net.allow.iter().map(|a| a.to_string()).collect(),
+        cache: None,
     })
 }
 
@@ -113,6 +114,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             dry_run,
             no_bootstrap,
             no_project,
+            no_cache,
             rm,
             detach,
             command,
@@ -163,6 +165,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                     return Ok(0);
                 }
             }
+            let cache = project.cache && !no_cache;
             let prepared = super::project::prepare(&client, project, printer)
                 .await
                 .map_err(|f| {
@@ -174,7 +177,11 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             }
             // full_copy writes the disk before the first boot.
             let full_copy = path.is_some() && ws.full_copy();
-            let params = create_params(&spec, &net, !full_copy, rm)?;
+            let mut params = create_params(&spec, &net, !full_copy, rm)?;
+            // The repository's dependency cache, kept across --rm runs.
+            if cache {
+                params.cache = path.clone();
+            }
             // With --rm the VM lives only as long as this lease: whatever
             // ends this process, the daemon removes it.
             let (mut vm, _lease) = create(&client, params, printer, !rm).await.map_err(|f| {

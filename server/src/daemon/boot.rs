@@ -108,6 +108,23 @@ impl Daemon {
         let layers = image.layers();
         let mut drives = self.root.drives(&image.rootfs(), &layers, &state_dir);
         drives.push(WorkDisk::drive(&state_dir));
+        // The project's cache, mounted by one VM at a time: the lock is
+        // held until this VM's row says it starts.
+        let cache_guard = match &vm.cache {
+            Some(_) => Some(self.cache_lock.lock().await),
+            None => None,
+        };
+        let cache_disk = match &vm.cache {
+            Some(name) => self.claim_cache(&vm, name, progress),
+            None => None,
+        };
+        if let Some(path) = &cache_disk {
+            drives.push(crate::disk::Drive {
+                role: crate::disk::DriveRole::Cache,
+                path: path.clone(),
+                read_only: false,
+            });
+        }
         let plan = LaunchPlan {
             name: vm.name.clone(),
             vcpu: vm.spec.vcpu,
@@ -130,6 +147,7 @@ impl Daemon {
             ]
             .into_iter()
             .chain((!layers.is_empty()).then(|| format!("banger.layers={}", layers.len())))
+            .chain(cache_disk.is_some().then(|| "banger.cache=1".to_string()))
             // An OCI image (and one derived from it) has no init that
             // would start the agent.
             .chain(
@@ -175,6 +193,7 @@ impl Daemon {
         vm.last_error = None;
         vm.boot_id = None;
         self.with_store(|s| s.update_vm(&vm))?;
+        drop(cache_guard);
         // From here the network ends with the VMM, whoever ends it.
         {
             let rt = runtime_dir.clone();
@@ -331,6 +350,46 @@ impl Daemon {
         vm.last_error = Some(message.clone());
         let _ = self.with_store(|s| s.update_vm(vm));
         OpError::internal(message)
+    }
+
+    /// The disk of project cache `name` for `vm`, made when missing; `None`
+    /// (said as progress) when another VM mounts it or it cannot be made:
+    /// the cache saves downloads, it is never a reason not to start.
+    fn claim_cache(
+        &self,
+        vm: &VmRecord,
+        name: &str,
+        progress: &Progress,
+    ) -> Option<std::path::PathBuf> {
+        let holders: Vec<String> = self
+            .with_store(|s| s.list_vms())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| {
+                o.id != vm.id && o.cache.as_deref() == Some(name) && o.state.may_have_process()
+            })
+            .map(|o| o.name)
+            .collect();
+        if !holders.is_empty() {
+            progress.say(&format!(
+                "the project's dependency cache {name} is mounted by vm {}; this vm starts without it",
+                holders.join(", ")
+            ));
+            return None;
+        }
+        let repo = vm
+            .workspace
+            .as_ref()
+            .map(|w| w.source.clone())
+            .unwrap_or_default();
+        let root = self.dirs.project_caches();
+        match tokio::task::block_in_place(|| crate::cache::ensure(&root, name, &repo)) {
+            Ok(disk) => Some(disk),
+            Err(e) => {
+                progress.say(&format!("no dependency cache for this vm: {e}"));
+                None
+            }
+        }
     }
 
     /// The image's initramfs followed by a segment with this host's `/init`

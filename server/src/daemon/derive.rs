@@ -40,7 +40,8 @@ rm -f /usr/sbin/banger-agent
 : >/etc/machine-id
 rm -f /etc/ssh/ssh_host_* /var/lib/systemd/random-seed
 find /tmp /var/tmp -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-if command -v apt-get >/dev/null 2>&1; then
+# apt's downloads go, unless they are the project's cache (a mount).
+if command -v apt-get >/dev/null 2>&1 && ! grep -q " /var/cache/apt/archives " /proc/mounts; then
 	apt-get clean
 	rm -rf /var/lib/apt/lists/*
 fi
@@ -74,6 +75,8 @@ pub(crate) struct DeriveRequest {
     /// Virtual CPUs and memory of the step's VM (defaults when absent).
     pub(crate) vcpu: Option<u32>,
     pub(crate) memory_mib: Option<u64>,
+    /// The repository whose dependency cache the step's VM mounts.
+    pub(crate) cache: Option<String>,
 }
 
 /// The cache key of image `name` made by `step` over `parent`.
@@ -157,6 +160,7 @@ impl Daemon {
             nat: req.nat,
             publish: Vec::new(),
             allow: req.allow.clone(),
+            cache: req.cache.clone(),
         };
         progress.say(&format!(
             "booting {} to make image {}",

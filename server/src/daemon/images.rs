@@ -193,6 +193,7 @@ impl Daemon {
                     allow: Vec::new(),
                     vcpu: None,
                     memory_mib: None,
+                    cache: None,
                 };
                 self.derive_image(request, progress).await
             }
@@ -324,6 +325,7 @@ impl Daemon {
             allow: p.allow,
             vcpu: p.vcpu,
             memory_mib: p.memory_mib,
+            cache: p.cache.then(|| p.repo.clone()),
         };
         self.derive_image(request, progress).await
     }

@@ -271,6 +271,10 @@ pub struct Daemon {
     build_lock: tokio::sync::Mutex<()>,
     /// One derived image made at a time (`derive.rs`).
     derive_lock: tokio::sync::Mutex<()>,
+    /// Held from choosing whether a starting VM mounts its project cache
+    /// until its row says it starts (and by `cache_clear`): two VMs never
+    /// mount one cache.
+    pub(crate) cache_lock: tokio::sync::Mutex<()>,
     pub(crate) execs: exec::ExecTable,
     pub(crate) shutdown: tokio::sync::Notify,
     /// Held (shared) by a create from choosing its image and kernel until
@@ -320,6 +324,7 @@ impl Daemon {
             sync_locks: Mutex::default(),
             build_lock: tokio::sync::Mutex::new(()),
             derive_lock: tokio::sync::Mutex::new(()),
+            cache_lock: tokio::sync::Mutex::new(()),
             execs: exec::ExecTable::default(),
             shutdown: tokio::sync::Notify::new(),
             catalog: tokio::sync::RwLock::new(()),

@@ -141,6 +141,7 @@ impl Daemon {
             disk_usage_bytes,
             console_log: dir.join("console.log").display().to_string(),
             daemon_log: self.dirs.daemon_log().display().to_string(),
+            cache: vm.cache.clone(),
             network: {
                 let running = crate::net::NetworkRecord::load(&self.dirs.vm_runtime(&vm.id))
                     .filter(|_| vm.state.may_have_process());
@@ -824,6 +825,50 @@ impl BangerApiServer for Rpc {
                 format!("no image named {image:?}; list them with: banger image list"),
             )),
         }
+    }
+
+    async fn cache_list(&self) -> Result<Vec<crate::api::CacheView>, ErrorObjectOwned> {
+        let d = &self.0;
+        let vms = d.with_store(|s| s.list_vms())?;
+        Ok(crate::cache::list(&d.dirs.project_caches())
+            .into_iter()
+            .map(|c| crate::api::CacheView {
+                used_by: vms
+                    .iter()
+                    .filter(|vm| vm.cache.as_deref() == Some(c.name.as_str()))
+                    .map(|vm| vm.name.clone())
+                    .collect(),
+                name: c.name,
+                repo: c.repo,
+                bytes: c.bytes,
+                created_at: c.created_at,
+            })
+            .collect())
+    }
+
+    async fn cache_clear(&self, name: String) -> Result<(), ErrorObjectOwned> {
+        let d = &self.0;
+        // No VM starts with it meanwhile.
+        let _held = d.cache_lock.lock().await;
+        let running: Vec<String> = d
+            .with_store(|s| s.list_vms())?
+            .into_iter()
+            .filter(|vm| vm.cache.as_deref() == Some(name.as_str()) && vm.state.may_have_process())
+            .map(|vm| vm.name)
+            .collect();
+        if !running.is_empty() {
+            return Err(crate::api::error(
+                code::CONFLICT,
+                format!(
+                    "cache {name} is mounted by vm {}; stop them first",
+                    running.join(", ")
+                ),
+            ));
+        }
+        let root = d.dirs.project_caches();
+        super::offload(|| crate::cache::remove(&root, &name))
+            .map_err(|e| crate::api::error(code::NOT_FOUND, e))?;
+        Ok(())
     }
 
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {

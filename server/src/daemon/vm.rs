@@ -208,6 +208,10 @@ impl Daemon {
             published,
             allow,
             tooling: None,
+            cache: params
+                .cache
+                .as_deref()
+                .map(|repo| crate::cache::name_for(std::path::Path::new(repo))),
             created_at: ts,
             updated_at: ts,
         };
@@ -223,7 +227,8 @@ impl Daemon {
         self.with_store(|s| {
             let taken = s.loopbacks()?;
             record.loopback = crate::net::ports::allocate_loopback(&taken);
-            s.insert_vm(&record)
+            s.insert_vm(&record)?;
+            s.set_cache(&record.id, record.cache.as_deref())
         })?;
         if let Some(lease) = &params.lease
             && let Err(e) = self.with_store(|s| s.set_lease(&record.id, lease))
@@ -263,6 +268,15 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = self.with_store(|s| s.delete_vm(&record.id));
             return Err(e);
+        }
+        // The project's cache outlives the VM (it is the point), so it is
+        // not "what the create made": made here once, kept on failure.
+        if let (Some(repo), Some(name)) = (&params.cache, &record.cache) {
+            let root = self.dirs.project_caches();
+            if let Err(e) = tokio::task::block_in_place(|| crate::cache::ensure(&root, name, repo))
+            {
+                progress.say(&format!("no dependency cache for this vm: {e}"));
+            }
         }
         if params.start {
             let id = record.id.clone();
@@ -312,13 +326,7 @@ impl Daemon {
     pub(super) async fn stop_locked(&self, vm: &mut VmRecord) -> Result<(), OpError> {
         vm.state = VmState::Stopping;
         self.with_store(|s| s.update_vm(vm))?;
-        if let Ok(client) = self.agent(vm).await
-            && tokio::time::timeout(SYNC_TIMEOUT, client.sync())
-                .await
-                .is_err()
-        {
-            tracing::warn!(vm = %vm.name, "guest did not flush within {SYNC_TIMEOUT:?}; stopping anyway");
-        }
+        self.flush_guest(vm).await;
         self.end_process(vm).await?;
         vm.state = VmState::Stopped;
         self.with_store(|s| s.update_vm(vm))?;
@@ -384,7 +392,23 @@ impl Daemon {
 
     /// Deletes a VM whose lock the caller holds: VMM process, runtime
     /// directory, disks, row, in that order.
+    /// Asks the guest to write what it has cached to its disks (bounded).
+    async fn flush_guest(&self, vm: &VmRecord) {
+        if let Ok(client) = self.agent(vm).await
+            && tokio::time::timeout(SYNC_TIMEOUT, client.sync())
+                .await
+                .is_err()
+        {
+            tracing::warn!(vm = %vm.name, "guest did not flush within {SYNC_TIMEOUT:?}; going on");
+        }
+    }
+
     pub(super) async fn delete_locked(&self, mut vm: VmRecord) -> Result<(), OpError> {
+        // The project's cache outlives the VM: what the guest wrote there
+        // must reach the disk before the VMM ends.
+        if vm.cache.is_some() && vm.state == VmState::Running {
+            self.flush_guest(&vm).await;
+        }
         self.end_process(&mut vm).await?;
         let dir = self.dirs.vm_state(&vm.id);
         if let Err(e) = super::offload(|| std::fs::remove_dir_all(&dir))

@@ -10,6 +10,9 @@
 #                         read-only; each one's upper/ goes between the base (below)
 #                         and the VM's upper, layer N the highest
 #   every mode            disk "work"    = per-VM ext4, mounted at /root
+#   banger.cache=1        disk "cache" = the project's dependency cache, ext4, mounted at
+#                         /var/cache/banger; its directories bind-mounted over the
+#                         package managers' caches (list kept in sync with cache.rs)
 #   banger.init=systemd   (default) hand over to the image's /sbin/init
 #   banger.init=agent     an image with no init banger can use (an OCI image):
 #                         this busybox becomes /.banger/busybox, PID 1 as busybox
@@ -49,6 +52,7 @@ done </lib/modules/load-order
 
 root_mode=
 init_mode=systemd
+cache=0
 layers=0
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
@@ -56,6 +60,7 @@ for arg in $cmdline; do
 	banger.root=*) root_mode=${arg#banger.root=} ;;
 	banger.layers=*) layers=${arg#banger.layers=} ;;
 	banger.init=*) init_mode=${arg#banger.init=} ;;
+	banger.cache=*) cache=${arg#banger.cache=} ;;
 	esac
 done
 case $layers in
@@ -139,6 +144,18 @@ overlay) root_overlay ;;
 esac
 
 mount_disk work /newroot/root rw,discard
+
+if [ "$cache" = 1 ]; then
+	wait_for_disks cache
+	mount_disk cache /newroot/var/cache/banger rw,discard
+	for pair in pip:root/.cache/pip npm:root/.npm cargo-registry:root/.cargo/registry \
+		cargo-git:root/.cargo/git go-mod:root/go/pkg/mod apt:var/cache/apt/archives; do
+		src=/newroot/var/cache/banger/${pair%%:*}
+		dst=/newroot/${pair#*:}
+		mkdir -p "$src" "$dst" && mount -o bind "$src" "$dst" ||
+			fail "cannot mount the cache over /${pair#*:}"
+	done
+fi
 
 if [ -f /banger/banger-agent ]; then
 	mkdir -p /newroot/usr/sbin &&

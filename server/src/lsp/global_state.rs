@@ -223,7 +223,7 @@ impl GlobalState {
             None => {
                 say(format!("creating sandbox {name}")).await;
                 self.set_status(|s| s.vm_state = "starting".into()).await;
-                let (vcpu, memory_mib, nat, allow, mut image, setup) = {
+                let (vcpu, memory_mib, nat, allow, mut image, setup, cache) = {
                     let s = lock(&self.settings);
                     (
                         s.vcpu,
@@ -231,9 +231,11 @@ impl GlobalState {
                         s.nat,
                         s.allow.clone(),
                         s.image.clone(),
-                        s.setup
-                            .clone()
-                            .map(|command| (command, s.setup_inputs.clone())),
+                        s.setup.clone().map(|command| {
+                            let named = (!s.setup_inputs.is_empty()).then_some(&s.setup_inputs[..]);
+                            (command, crate::project::setup_inputs(&root, named))
+                        }),
+                        s.cache.then(|| root.display().to_string()),
                     )
                 };
                 // The project's setup (trusted .banger.toml only) makes, once,
@@ -250,6 +252,7 @@ impl GlobalState {
                         vcpu,
                         memory_mib,
                         env: Vec::new(),
+                        cache: cache.is_some(),
                     };
                     let sub = daemon
                         .image_setup(params)
@@ -267,6 +270,7 @@ impl GlobalState {
                     nat,
                     allow,
                     image,
+                    cache,
                     start: true,
                     delete_on_failure: true,
                     ..CreateParams::default()

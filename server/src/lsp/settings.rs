@@ -32,6 +32,8 @@ pub struct Settings {
     pub setup: Option<String>,
     /// The files the setup reads.
     pub setup_inputs: Vec<String>,
+    /// Mount the repository's dependency cache (`.banger.toml` `cache`).
+    pub cache: bool,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             image: None,
             setup: None,
             setup_inputs: Vec::new(),
+            cache: true,
         }
     }
 }
@@ -127,6 +130,7 @@ pub fn resolve(repo_root: &Path, options: &serde_json::Value) -> (Settings, Vec<
             }
             s.vcpu = sb.vcpu;
             s.image = sb.image.clone();
+            s.cache = sb.cache.unwrap_or(true);
             match sb.memory_mib() {
                 Ok(mib) => s.memory_mib = mib,
                 Err(e) => warnings.push(format!(".banger.toml: {e}")),

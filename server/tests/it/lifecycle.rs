@@ -345,6 +345,7 @@ fn an_ambiguous_id_prefix_lists_the_candidates() {
                 published: Vec::new(),
                 allow: Vec::new(),
                 tooling: None,
+                cache: None,
                 created_at: 1,
                 updated_at: 1,
             })
