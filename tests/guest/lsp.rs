@@ -15,7 +15,7 @@ const STEP: Duration = Duration::from_secs(60);
 /// Lists guest processes running `sleep 987` (the image has no pgrep).
 const SLEEPERS: &str = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f 2>/dev/null; echo; done | grep '^sleep 987 $' || true";
 
-fn initialize(lsp: &mut LspClient, repo: &Path) {
+pub(crate) fn initialize(lsp: &mut LspClient, repo: &Path) {
     let init = lsp
         .request(
             "initialize",
@@ -46,7 +46,7 @@ fn initialize(lsp: &mut LspClient, repo: &Path) {
 
 /// Runs a guest command through `banger.exec`; returns its exit code and
 /// stdout, taken from the `banger/output` notifications.
-fn exec(lsp: &mut LspClient, argv: &[&str]) -> (i64, String) {
+pub(crate) fn exec(lsp: &mut LspClient, argv: &[&str]) -> (i64, String) {
     let from = lsp.notifications.len();
     let r = lsp
         .command("banger.exec", json!([{"argv": argv}]), STEP)

@@ -499,6 +499,17 @@ fn a_devcontainer_image_env_and_post_create_command_make_the_sandbox() {
     );
     env.assert_nothing_left();
 
+    // banger lsp makes its sandbox from the same definition (a trusted
+    // workspace), from the images made above.
+    let mut lsp = banger_tests::lsp::LspClient::start(env.cmd(&[]));
+    let canonical = repo.canonicalize().unwrap();
+    crate::lsp::initialize(&mut lsp, &canonical);
+    let (code, out) = crate::lsp::exec(&mut lsp, &["sh", "-c", script]);
+    assert_eq!((code, out.as_str()), (0, first.stdout.as_str()));
+    lsp.shutdown();
+    env.banger(&["vm", "delete", "dc-project"]).ok();
+    env.assert_nothing_left();
+
     // Clean up this test's images: the project's, and the pulled one.
     let list: serde_json::Value =
         serde_json::from_str(&env.banger(&["image", "list", "--json"]).stdout).unwrap();

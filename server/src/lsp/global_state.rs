@@ -223,7 +223,7 @@ impl GlobalState {
             None => {
                 say(format!("creating sandbox {name}")).await;
                 self.set_status(|s| s.vm_state = "starting".into()).await;
-                let (vcpu, memory_mib, nat, allow, mut image, setup, cache) = {
+                let (vcpu, memory_mib, nat, allow, mut image, mut setup, cache, trusted, inputs) = {
                     let s = lock(&self.settings);
                     (
                         s.vcpu,
@@ -236,8 +236,56 @@ impl GlobalState {
                             (command, crate::project::setup_inputs(&root, named))
                         }),
                         s.cache.then(|| root.display().to_string()),
+                        s.trusted,
+                        {
+                            let named = (!s.setup_inputs.is_empty()).then_some(&s.setup_inputs[..]);
+                            crate::project::setup_inputs(&root, named)
+                        },
                     )
                 };
+                // A Dev Container definition (trusted workspaces only: its
+                // commands run), unless settings name the image or setup.
+                let mut env = Vec::new();
+                if trusted && image.is_none() && setup.is_none() {
+                    let local = |k: &str| std::env::var(k).ok();
+                    match crate::project::devcontainer(&root, &local) {
+                        Ok(Some(dc)) => {
+                            if !dc.unsupported.is_empty() {
+                                let m = format!(
+                                    "{}: banger does not carry out {}; they are ignored",
+                                    dc.file,
+                                    dc.unsupported.join(", ")
+                                );
+                                self.client.show_message(MessageType::WARNING, &m).await;
+                            }
+                            if let Some(reference) = &dc.image {
+                                say(format!("pulling {reference}")).await;
+                                let sub = daemon
+                                    .image_pull(crate::api::ImagePullParams {
+                                        reference: reference.clone(),
+                                        name: None,
+                                    })
+                                    .await
+                                    .map_err(|e| rpc_error(daemon_error(e)))?;
+                                if let OpEvent::Image { image: pulled } =
+                                    self.follow_event(sub, progress).await?
+                                {
+                                    image = Some(pulled.id);
+                                }
+                            }
+                            let command = dc
+                                .setup
+                                .clone()
+                                .or_else(|| (!dc.env.is_empty()).then(|| ":".to_string()));
+                            setup = command.map(|c| (c, inputs));
+                            env = dc.env;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.client.show_message(MessageType::WARNING, &e).await;
+                        }
+                    }
+                }
                 // The project's setup (trusted .banger.toml only) makes, once,
                 // the image its sandbox boots.
                 if let Some((command, inputs)) = setup {
@@ -251,7 +299,7 @@ impl GlobalState {
                         allow: allow.clone(),
                         vcpu,
                         memory_mib,
-                        env: Vec::new(),
+                        env,
                         cache: cache.is_some(),
                     };
                     let sub = daemon
