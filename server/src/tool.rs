@@ -108,6 +108,8 @@ pub enum Tool {
     Skopeo,
     /// `busybox` (static, from busybox-static: the OCI tests' tiny tree).
     Busybox,
+    /// `ip` (the Docker test puts its registry in a network namespace).
+    Ip,
 }
 
 /// One entry of the list.
@@ -183,6 +185,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Umoci, "umoci", "umoci", Need::Tests),
     p(Tool::Skopeo, "skopeo", "skopeo", Need::Tests),
     p(Tool::Busybox, "busybox", "busybox-static", Need::Tests),
+    p(Tool::Ip, "ip", "iproute2", Need::Tests),
 ];
 
 /// Packages that ship no program banger runs but that the programs need:

@@ -91,7 +91,7 @@ fn run(cmd: &mut Command) -> String {
 /// busybox tree with `bb-hello` and `/etc/deleted-later`, then that file
 /// removed, plus `/etc/marker` holding `marker`), `GREETING` in its Env,
 /// `/etc` as its WorkingDir and user 1000; pushes it as `repo:tag`.
-fn make_and_push(dir: &Path, registry: &Registry, repo_tag: &str, marker: &str) {
+fn make_and_push(dir: &Path, registry: &str, repo_tag: &str, marker: &str) {
     let layout = dir.join("img");
     let image = format!("{}:base", layout.display());
     let bundle = dir.join("bundle");
@@ -151,7 +151,7 @@ fn make_and_push(dir: &Path, registry: &Registry, repo_tag: &str, marker: &str) 
     run(for_test(Tool::Skopeo)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{image}"))
-        .arg(format!("docker://{}/{repo_tag}", registry.addr)));
+        .arg(format!("docker://{registry}/{repo_tag}")));
 }
 
 /// `skopeo inspect` of a pushed image, parsed.
@@ -177,7 +177,7 @@ fn pulled_images_run_with_their_env_and_layers() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let marker = marker();
-    make_and_push(work.path(), &registry, "test/bb:1", &marker);
+    make_and_push(work.path(), &registry.addr, "test/bb:1", &marker);
     let info = inspect(&registry, "test/bb:1");
     let digest = info["Digest"].as_str().unwrap().to_string();
     let name = format!("bb-{marker}");
@@ -345,7 +345,7 @@ fn a_layer_whose_bytes_do_not_match_its_digest_is_refused_and_not_kept() {
     env.ensure_image();
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    make_and_push(work.path(), &registry, "test/bad:1", &marker());
+    make_and_push(work.path(), &registry.addr, "test/bad:1", &marker());
     let info = inspect(&registry, "test/bad:1");
     let layers = info["Layers"].as_array().unwrap();
     let top = layers.last().unwrap().as_str().unwrap().to_string();
@@ -523,4 +523,143 @@ fn a_devcontainer_image_env_and_post_create_command_make_the_sandbox() {
         }
     }
     env.banger(&["image", "delete", "deb-1"]).ok();
+}
+
+/// A registry inside a network namespace this test makes (a veth pair to
+/// the host), so a guest reaches it through its NAT like any server;
+/// removed when dropped.
+struct NamespacedRegistry {
+    ns: String,
+    host_veth: String,
+    addr: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl NamespacedRegistry {
+    fn start() -> NamespacedRegistry {
+        let id = std::process::id() % 200 + 20;
+        let ns = format!("bgreg{id}");
+        let host_veth = format!("bgrh{id}");
+        let (host_ip, ns_ip) = (format!("10.251.{id}.1"), format!("10.251.{id}.2"));
+        let ip = |args: &[&str]| run(for_test(Tool::Ip).args(args));
+        let _ = for_test(Tool::Ip).args(["netns", "del", &ns]).output();
+        let _ = for_test(Tool::Ip)
+            .args(["link", "del", &host_veth])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_veth]);
+        ip(&["link", "set", &host_veth, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ns_ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("{ns_ip}:5000");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let registry = Tool::DockerRegistry.find().expect("docker-registry");
+        let child = for_test(Tool::Ip)
+            .args(["netns", "exec", &ns])
+            .arg(registry)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry in the namespace");
+        let started = Instant::now();
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        NamespacedRegistry {
+            ns,
+            host_veth,
+            addr,
+            dir,
+            child,
+        }
+    }
+}
+
+impl Drop for NamespacedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = for_test(Tool::Ip).args(["netns", "del", &self.ns]).output();
+        let _ = for_test(Tool::Ip)
+            .args(["link", "del", &self.host_veth])
+            .output();
+        let _ = &self.dir;
+    }
+}
+
+/// Docker's engine from Debian (`docker.io`) in an image banger makes
+/// (`image build --packages docker.io`) runs a container from an image
+/// the guest pulls from a registry (in a network namespace the test
+/// makes, reached through the VM's NAT): the guest's kernel modules,
+/// cgroups and a renamable overlay root are what the engine needs.
+#[test]
+fn docker_in_the_guest_runs_a_container_pulled_from_a_registry() {
+    let env = Env::new();
+    env.ensure_image();
+    let registry = NamespacedRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let marker = marker();
+    make_and_push(work.path(), &registry.addr, "test/bb:1", &marker);
+    // Kept across runs like the default image (made once per parent).
+    env.banger(&[
+        "image",
+        "build",
+        "banger-test-docker",
+        "--packages",
+        "docker.io",
+    ])
+    .ok();
+    env.banger(&[
+        "vm",
+        "create",
+        "--name",
+        "docker",
+        "--nat",
+        "--image",
+        "banger-test-docker",
+    ])
+    .ok();
+    let script = format!(
+        "set -e; mkdir -p /etc/docker; echo '{{\"insecure-registries\": [\"{0}\"]}}' >/etc/docker/daemon.json; \
+         systemctl restart docker; for i in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+         docker run --rm {0}/test/bb:1 sh -c 'bb-hello; cat /etc/marker'",
+        registry.addr
+    );
+    let ran = env.banger(&["vm", "exec", "docker", "--", "sh", "-c", &script]);
+    assert_eq!(
+        ran.stdout,
+        format!("only-in-bb hi-from-config\n{marker}"),
+        "{}",
+        ran.stderr
+    );
+    env.banger(&["vm", "delete", "docker"]).ok();
+    env.assert_nothing_left();
 }

@@ -156,6 +156,9 @@ pub fn build(
     phase("building root filesystem (mmdebstrap)");
     let mut work = RootfsWork::new(mode, build_dir.path())?;
     work.stage(&agent)?;
+    // The kernel's modules, so the guest can load what its software asks
+    // for (a container engine's bridge, veth and netfilter modules).
+    work.stage_modules(&modules_dir, &kernel_version)?;
     tools.mmdebstrap(&work, opts)?;
 
     // 4. Disk image.
@@ -711,6 +714,37 @@ impl RootfsWork {
             write_file(&staging.join(name), text.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// Copies the kernel's `lib/modules/VERSION` into `staging/modules/`
+    /// (files and directories; the package's `build`/`source` links are
+    /// left out); `customize.sh` installs them and runs depmod.
+    fn stage_modules(&self, modules: &Path, version: &str) -> Result<(), ImageError> {
+        fn copy_dir(from: &Path, to: &Path) -> Result<(), ImageError> {
+            fs::create_dir_all(to)
+                .map_err(|e| ImageError::io(format!("cannot create {}", to.display()), e))?;
+            store::set_mode(to, 0o755)?;
+            let entries = fs::read_dir(from)
+                .map_err(|e| ImageError::io(format!("cannot list {}", from.display()), e))?;
+            for entry in entries {
+                let entry = entry
+                    .map_err(|e| ImageError::io(format!("cannot list {}", from.display()), e))?;
+                let kind = entry.file_type().map_err(|e| {
+                    ImageError::io(format!("cannot stat {}", entry.path().display()), e)
+                })?;
+                let target = to.join(entry.file_name());
+                if kind.is_dir() {
+                    copy_dir(&entry.path(), &target)?;
+                } else if kind.is_file() {
+                    fs::copy(entry.path(), &target).map_err(|e| {
+                        ImageError::io(format!("cannot copy {}", entry.path().display()), e)
+                    })?;
+                    store::set_mode(&target, 0o644)?;
+                }
+            }
+            Ok(())
+        }
+        copy_dir(modules, &self.dir().join("staging/modules").join(version))
     }
 
     /// Empties and removes `tree/` without crossing into other file

@@ -132,8 +132,10 @@ root_overlay() {
 	# discard: space the guest frees goes back to the host's sparse file.
 	mount_disk overlay /mnt/upper rw,discard
 	mkdir -p /mnt/upper/upper /mnt/upper/work || fail "cannot create upper/ and work/ on the overlay disk"
+	# redirect_dir=on: a directory of a lower layer can be renamed (else
+	# rename(2) fails with EXDEV, and e.g. dockerd and pip upgrades break).
 	mount -t overlay overlay \
-		-o "lowerdir=$lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work" /newroot ||
+		-o "lowerdir=$lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work,redirect_dir=on" /newroot ||
 		fail "cannot mount the overlay root"
 }
 

@@ -25,6 +25,12 @@
 //! | `rootfs`  | this image's `rootfs.ext4`, read-only  | overlay lower        |
 //! | `overlay` | per-VM ext4, read-write                | overlay upper + work |
 //! | `work`    | per-VM ext4, read-write                | `/root`              |
+//! | `layerN`  | a derived image's layers, read-only    | between lower and upper (`banger.layers=N`) |
+//! | `cache`   | the project's dependency cache         | `/var/cache/banger`, bind-mounted over package caches (`banger.cache=1`) |
+//!
+//! The overlay is mounted with `redirect_dir=on` (lower directories can be
+//! renamed). `banger.init=agent` makes busybox init PID 1, running the
+//! agent, for images without an init of their own (OCI images).
 //!
 //! If a later initramfs segment carries [`AGENT_OVERRIDE_PATH`] (see
 //! [`host_segment`]), that binary replaces `/usr/sbin/banger-agent`

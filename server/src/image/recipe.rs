@@ -10,11 +10,11 @@ use super::store;
 use super::{DEFAULT_IMAGE, ImageError};
 
 /// Packages installed on top of mmdebstrap's `minbase` variant.
-pub(super) const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl,python3,python3-pip,python3-venv";
+pub(super) const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-certificates,iproute2,curl,python3,python3-pip,python3-venv,kmod";
 /// Bumped when the build changes in a way the hashed inputs below do not
 /// show (a new step in the Rust code): images of an older recipe are then
 /// out of date and the default one is built again.
-const RECIPE_VERSION: u32 = 2;
+const RECIPE_VERSION: u32 = 3;
 
 /// Files installed into the tree by `guest/customize.sh`, by staged name.
 pub(super) const GUEST_FILES: &[(&str, &str)] = &[

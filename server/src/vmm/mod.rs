@@ -300,6 +300,10 @@ pub fn base_kernel_args(plan: &LaunchPlan) -> Vec<String> {
         "quiet".to_string(),
         "systemd.show_status=0".to_string(),
         format!("systemd.hostname={}", plan.name),
+        // The guest carries no AppArmor profiles (nor the parser): with
+        // the LSM on, a container engine in the guest cannot confine its
+        // containers and refuses to run them.
+        "apparmor=0".to_string(),
     ];
     if plan.accel.accel == crate::accel::Accel::Tcg {
         // Emulated guests without a PIT/HPET can hang calibrating the TSC on

@@ -12,6 +12,19 @@ staging=$1
 system=/etc/systemd/system
 
 install -o root -g root -m 0755 "$staging/banger-agent" /usr/sbin/banger-agent
+
+# The kernel's modules (staged by the build from the kernel package), so
+# modprobe finds what the guest's software asks for.
+if [ -d "$staging/modules" ]; then
+	mkdir -p /lib/modules
+	for dir in "$staging"/modules/*; do
+		version=${dir##*/}
+		rm -rf "/lib/modules/$version"
+		cp -R "$dir" "/lib/modules/$version"
+		chown -R root:root "/lib/modules/$version"
+		depmod "$version"
+	done
+fi
 install -o root -g root -m 0644 "$staging/banger-agent.service" "$system/banger-agent.service"
 # Enabled by hand: systemctl inside a build chroot is not something to rely on.
 mkdir -p "$system/sysinit.target.wants"
