@@ -114,14 +114,7 @@ impl Daemon {
             if packages.is_empty() {
                 return Err(OpError::new(code::INVALID, "no packages to install"));
             }
-            if let Some(bad) = packages.iter().find(|p| !crate::image::valid_package(p)) {
-                return Err(OpError::new(
-                    code::INVALID,
-                    format!(
-                        "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
-                    ),
-                ));
-            }
+            crate::image::check_packages(packages).map_err(|e| OpError::new(code::INVALID, e))?;
         }
         let parent = self.ensure_image(req.base.as_deref(), progress).await?;
         if parent.layers().len() >= crate::disk::MAX_LAYERS {

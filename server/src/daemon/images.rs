@@ -44,11 +44,7 @@ pub(crate) fn plan_build(p: ImageBuildParams) -> Result<BuildPlan, OpError> {
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    if let Some(bad) = packages.iter().find(|p| !crate::image::valid_package(p)) {
-        return Err(invalid(format!(
-            "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
-        )));
-    }
+    crate::image::check_packages(&packages).map_err(invalid)?;
     let named = p.name.clone().filter(|n| n != DEFAULT_IMAGE);
     if let Some(name) = &named {
         crate::image::validate_name(name).map_err(|e| invalid(e.to_string()))?;

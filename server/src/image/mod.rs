@@ -51,7 +51,7 @@ use std::path::PathBuf;
 pub use build::build;
 pub use derive::{add_derived, shrink_layer, validate_name};
 pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
-pub use recipe::{BuildOptions, default_mirrors, default_recipe, valid_package};
+pub use recipe::{BuildOptions, check_packages, default_mirrors, default_recipe, valid_package};
 pub(crate) use store::hex;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
 pub use vmlinux::extract_vmlinux;

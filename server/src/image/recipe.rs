@@ -111,11 +111,7 @@ impl BuildOptions {
                 self.suite
             )));
         }
-        if let Some(bad) = self.packages.iter().find(|p| !valid_package(p)) {
-            return Err(ImageError::InvalidOptions(format!(
-                "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
-            )));
-        }
+        check_packages(&self.packages).map_err(ImageError::InvalidOptions)?;
         if self
             .mirrors
             .iter()
@@ -132,6 +128,17 @@ impl BuildOptions {
 /// The recipe of the default image this build of banger makes.
 pub fn default_recipe() -> String {
     BuildOptions::default_for(PathBuf::new(), Path::new("")).recipe()
+}
+
+/// Every name in `packages` is a package name ([`valid_package`]); the
+/// error names the first that is not.
+pub fn check_packages(packages: &[String]) -> Result<(), String> {
+    match packages.iter().find(|p| !valid_package(p)) {
+        Some(bad) => Err(format!(
+            "{bad:?} is not a Debian package name; use names like python3-dev or libssl-dev"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Whether `name` is a Debian package name (policy 5.6.1: lowercase
