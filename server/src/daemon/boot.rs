@@ -352,46 +352,6 @@ impl Daemon {
         OpError::internal(message)
     }
 
-    /// The disk of project cache `name` for `vm`, made when missing; `None`
-    /// (said as progress) when another VM mounts it or it cannot be made:
-    /// the cache saves downloads, it is never a reason not to start.
-    fn claim_cache(
-        &self,
-        vm: &VmRecord,
-        name: &str,
-        progress: &Progress,
-    ) -> Option<std::path::PathBuf> {
-        let holders: Vec<String> = self
-            .with_store(|s| s.list_vms())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|o| {
-                o.id != vm.id && o.cache.as_deref() == Some(name) && o.state.may_have_process()
-            })
-            .map(|o| o.name)
-            .collect();
-        if !holders.is_empty() {
-            progress.say(&format!(
-                "the project's dependency cache {name} is mounted by vm {}; this vm starts without it",
-                holders.join(", ")
-            ));
-            return None;
-        }
-        let repo = vm
-            .workspace
-            .as_ref()
-            .map(|w| w.source.clone())
-            .unwrap_or_default();
-        let root = self.dirs.project_caches();
-        match tokio::task::block_in_place(|| crate::cache::ensure(&root, name, &repo)) {
-            Ok(disk) => Some(disk),
-            Err(e) => {
-                progress.say(&format!("no dependency cache for this vm: {e}"));
-                None
-            }
-        }
-    }
-
     /// The image's initramfs followed by a segment with this host's `/init`
     /// and agent, cached per (image, host segment) pair. The guest always
     /// runs the boot logic and agent that match this daemon, whatever image

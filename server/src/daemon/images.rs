@@ -81,6 +81,61 @@ pub(crate) fn plan_build(p: ImageBuildParams) -> Result<BuildPlan, OpError> {
     }
 }
 
+/// Checks an import request before anything starts.
+pub(crate) fn check_import(p: &crate::api::ImageImportParams) -> Result<(), OpError> {
+    if let Some(name) = &p.name {
+        crate::image::validate_name(name).map_err(|e| invalid(e.to_string()))?;
+    }
+    if !Path::new(&p.file).is_file() {
+        return Err(invalid(format!("{} is not a file", p.file)));
+    }
+    Ok(())
+}
+
+/// An image for clients. The size of a derived image is what it adds to
+/// its parent (its top layer; the rest is shared).
+pub(super) fn image_view(image: &crate::image::Image) -> crate::api::ImageView {
+    let top_layer = image.layers().pop();
+    let size_bytes = match &top_layer {
+        Some(layer) => std::fs::metadata(layer).map(|m| m.len()).unwrap_or(0),
+        None => std::fs::read_dir(&image.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0),
+    };
+    let (kind, parent) = match &image.manifest.source {
+        Some(crate::image::Source::Debian { .. }) | None => ("debian", None),
+        Some(crate::image::Source::Oci { reference, .. }) => ("oci", Some(reference.clone())),
+        Some(crate::image::Source::Derived {
+            parent,
+            parent_name,
+            ..
+        }) => (
+            "derived",
+            Some(format!(
+                "{parent_name} ({})",
+                &parent[..12.min(parent.len())]
+            )),
+        ),
+    };
+    crate::api::ImageView {
+        id: image.id.clone(),
+        name: image.name.clone(),
+        dir: image.dir.display().to_string(),
+        kernel_version: image.manifest.kernel_version.clone(),
+        created_at: image.manifest.created_at as i64,
+        size_bytes,
+        kind: kind.into(),
+        parent,
+        manifest: serde_json::to_value(&image.manifest).unwrap_or_default(),
+    }
+}
+
 /// Checks a setup request before anything starts.
 pub(crate) fn check_setup(p: &SetupParams) -> Result<(), OpError> {
     if p.command.trim().is_empty() {

@@ -6,6 +6,7 @@
 //! them; a client that goes away stops receiving progress, not the work.
 
 mod boot;
+mod cache;
 mod derive;
 mod exec;
 mod images;

@@ -67,7 +67,7 @@ where
     tokio::spawn(async move {
         let event = match op(Progress::to(tx.clone())).await {
             Ok(image) => OpEvent::Image {
-                image: Box::new(image_view(&image)),
+                image: Box::new(super::images::image_view(&image)),
             },
             Err(e) => failed(e),
         };
@@ -169,50 +169,6 @@ impl Daemon {
             },
             created_at: vm.created_at,
         }
-    }
-}
-
-/// An image for clients. The size of a derived image is what it adds to
-/// its parent (its top layer; the rest is shared).
-fn image_view(image: &crate::image::Image) -> ImageView {
-    let top_layer = image.layers().pop();
-    let size_bytes = match &top_layer {
-        Some(layer) => std::fs::metadata(layer).map(|m| m.len()).unwrap_or(0),
-        None => std::fs::read_dir(&image.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0),
-    };
-    let (kind, parent) = match &image.manifest.source {
-        Some(crate::image::Source::Debian { .. }) | None => ("debian", None),
-        Some(crate::image::Source::Oci { reference, .. }) => ("oci", Some(reference.clone())),
-        Some(crate::image::Source::Derived {
-            parent,
-            parent_name,
-            ..
-        }) => (
-            "derived",
-            Some(format!(
-                "{parent_name} ({})",
-                &parent[..12.min(parent.len())]
-            )),
-        ),
-    };
-    ImageView {
-        id: image.id.clone(),
-        name: image.name.clone(),
-        dir: image.dir.display().to_string(),
-        kernel_version: image.manifest.kernel_version.clone(),
-        created_at: image.manifest.created_at as i64,
-        size_bytes,
-        kind: kind.into(),
-        parent,
-        manifest: serde_json::to_value(&image.manifest).unwrap_or_default(),
     }
 }
 
@@ -548,23 +504,8 @@ impl BangerApiServer for Rpc {
         pending: PendingSubscriptionSink,
         params: crate::api::ImageImportParams,
     ) -> SubscriptionResult {
-        let bad_name = params
-            .name
-            .as_deref()
-            .and_then(|n| crate::image::validate_name(n).err());
-        if let Some(e) = bad_name {
-            pending
-                .reject(crate::api::error(code::INVALID, e.to_string()))
-                .await;
-            return Ok(());
-        }
-        if !std::path::Path::new(&params.file).is_file() {
-            pending
-                .reject(crate::api::error(
-                    code::INVALID,
-                    format!("{} is not a file", params.file),
-                ))
-                .await;
+        if let Err(e) = super::images::check_import(&params) {
+            pending.reject(ErrorObjectOwned::from(e)).await;
             return Ok(());
         }
         let daemon = self.0.clone();
@@ -814,12 +755,12 @@ impl BangerApiServer for Rpc {
 
     async fn image_list(&self) -> Result<Vec<ImageView>, ErrorObjectOwned> {
         let images = self.0.images.list().map_err(OpError::from_display)?;
-        Ok(images.iter().map(image_view).collect())
+        Ok(images.iter().map(super::images::image_view).collect())
     }
 
     async fn image_show(&self, image: String) -> Result<ImageView, ErrorObjectOwned> {
         match self.0.images.find(&image).map_err(OpError::from_display)? {
-            Some(img) => Ok(image_view(&img)),
+            Some(img) => Ok(super::images::image_view(&img)),
             None => Err(crate::api::error(
                 code::NOT_FOUND,
                 format!("no image named {image:?}; list them with: banger image list"),
@@ -828,47 +769,11 @@ impl BangerApiServer for Rpc {
     }
 
     async fn cache_list(&self) -> Result<Vec<crate::api::CacheView>, ErrorObjectOwned> {
-        let d = &self.0;
-        let vms = d.with_store(|s| s.list_vms())?;
-        Ok(crate::cache::list(&d.dirs.project_caches())
-            .into_iter()
-            .map(|c| crate::api::CacheView {
-                used_by: vms
-                    .iter()
-                    .filter(|vm| vm.cache.as_deref() == Some(c.name.as_str()))
-                    .map(|vm| vm.name.clone())
-                    .collect(),
-                name: c.name,
-                repo: c.repo,
-                bytes: c.bytes,
-                created_at: c.created_at,
-            })
-            .collect())
+        Ok(self.0.cache_views()?)
     }
 
     async fn cache_clear(&self, name: String) -> Result<(), ErrorObjectOwned> {
-        let d = &self.0;
-        // No VM starts with it meanwhile.
-        let _held = d.cache_lock.lock().await;
-        let running: Vec<String> = d
-            .with_store(|s| s.list_vms())?
-            .into_iter()
-            .filter(|vm| vm.cache.as_deref() == Some(name.as_str()) && vm.state.may_have_process())
-            .map(|vm| vm.name)
-            .collect();
-        if !running.is_empty() {
-            return Err(crate::api::error(
-                code::CONFLICT,
-                format!(
-                    "cache {name} is mounted by vm {}; stop them first",
-                    running.join(", ")
-                ),
-            ));
-        }
-        let root = d.dirs.project_caches();
-        super::offload(|| crate::cache::remove(&root, &name))
-            .map_err(|e| crate::api::error(code::NOT_FOUND, e))?;
-        Ok(())
+        Ok(self.0.clear_cache(&name).await?)
     }
 
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
