@@ -41,6 +41,7 @@ mod build;
 pub mod cpio;
 mod derive;
 mod initramfs;
+mod mode;
 pub mod oci;
 mod recipe;
 mod store;
