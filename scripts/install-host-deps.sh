@@ -4,7 +4,7 @@
 # ca-certificates); a test (tool::tests::install_script_installs_exactly_the_list)
 # fails when the two differ, and `banger doctor` names what is missing.
 set -euo pipefail
-packages=(qemu-system-x86 e2fsprogs git dash tar curl passt nftables mmdebstrap apt dpkg coreutils findutils util-linux uidmap cpio lz4 bsdutils procps tmux nodejs openssh-client docker-registry umoci skopeo busybox-static iproute2 ca-certificates)
+packages=(qemu-system-x86 e2fsprogs git dash tar curl passt nftables mmdebstrap apt dpkg coreutils findutils util-linux uidmap cpio lz4 bsdutils procps tmux nodejs openssh-client docker-registry umoci skopeo busybox-static iproute2 python3-venv ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

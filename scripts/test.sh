@@ -51,6 +51,17 @@ else
     exclude+=("test(/^nvim::/)")
 fi
 
+# The agent tier (tests/guest/mcp.rs) drives banger mcp with the official
+# MCP Python SDK.
+mcp_python="${BANGER_MCP_PYTHON:-$(tests/mcp/install-client.sh --find 2>/dev/null || true)}"
+if [ -n "$mcp_python" ] && [ "${#missing[@]}" -eq 0 ]; then
+    echo "mcp tier: $("$mcp_python" -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))') (Python SDK) at $mcp_python"
+    export BANGER_MCP_PYTHON="$mcp_python"
+else
+    echo "mcp tier SKIPPED: no MCP Python SDK (install it: scripts/install-test-tools.sh, or set BANGER_MCP_PYTHON)"
+    exclude+=("test(/^mcp::/)")
+fi
+
 # The VS Code extension: its unit tests (node), its .vsix, then its
 # end-to-end test in a real VS Code (code-server + chromium).
 if command -v npm >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ pub mod image;
 pub mod install;
 pub mod kernel;
 pub mod lsp;
+pub mod mcp;
 pub mod net;
 pub mod paths;
 pub mod process;

@@ -364,6 +364,153 @@ pub fn strip_jsonc(text: &str) -> String {
     cleaned
 }
 
+/// What a front end asks for a sandbox before the repository's settings
+/// fill in what it left unset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requested {
+    /// Virtual CPUs.
+    pub vcpu: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// Outbound network.
+    pub nat: bool,
+    /// Egress rules (`HOST[:PORT]` or `*.DOMAIN`).
+    pub allow: Vec<String>,
+    /// The image to boot.
+    pub image: Option<String>,
+}
+
+/// What the repository asks for before its VM is made (`plan`).
+#[derive(Debug, Clone)]
+pub struct ProjectPlan {
+    /// The request with the repository's settings applied.
+    pub requested: Requested,
+    /// An OCI image to pull first (a Dev Container's `image`); the setup
+    /// then starts from it.
+    pub pull: Option<String>,
+    /// The project's setup.
+    pub setup: Option<crate::api::SetupParams>,
+    /// Whether its VMs mount its dependency cache (`cache = false` says no).
+    pub cache: bool,
+    /// The settings taken from the repository, for a progress line.
+    pub used: Vec<&'static str>,
+    /// What the user should know (Dev Container fields banger ignores).
+    pub warnings: Vec<String>,
+}
+
+impl Default for ProjectPlan {
+    /// Nothing asked of the repository: no pull, no setup, the cache on.
+    fn default() -> ProjectPlan {
+        ProjectPlan {
+            requested: Requested::default(),
+            pull: None,
+            setup: None,
+            cache: true,
+            used: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Applies the repository's `.banger.toml` (else its `devcontainer.json`)
+/// to what `requested` left unset (pure but for reading those files and,
+/// for `${localEnv:}`, the environment). `Err` says what is wrong with
+/// the files.
+pub fn plan(root: &Path, mut requested: Requested) -> Result<ProjectPlan, String> {
+    let sandbox = load(root)?.unwrap_or_default();
+    let mut used = Vec::new();
+    let mut warnings = Vec::new();
+    let mut cache = true;
+    if sandbox.cache == Some(false) {
+        cache = false;
+        used.push("cache = false");
+    }
+    if requested.vcpu.is_none() && sandbox.vcpu.is_some() {
+        requested.vcpu = sandbox.vcpu;
+        used.push("vcpu");
+    }
+    if requested.memory_mib.is_none() {
+        let mib = sandbox.memory_mib().map_err(|e| format!("{FILE}: {e}"))?;
+        if mib.is_some() {
+            requested.memory_mib = mib;
+            used.push("memory");
+        }
+    }
+    if !requested.nat && sandbox.nat == Some(true) {
+        requested.nat = true;
+        used.push("nat");
+    }
+    if requested.allow.is_empty()
+        && let Some(allow) = sandbox.allow.as_ref().filter(|a| !a.is_empty())
+    {
+        for a in allow {
+            a.parse::<crate::net::egress::AllowRule>()
+                .map_err(|e| format!("{FILE}: allow: {e}"))?;
+        }
+        requested.allow = allow.clone();
+        used.push("allow");
+    }
+    let mut command = sandbox.setup.clone().filter(|s| !s.trim().is_empty());
+    let mut env = Vec::new();
+    let mut pull = None;
+    if requested.image.is_none() && sandbox.image.is_some() {
+        requested.image = sandbox.image.clone();
+        used.push("image");
+    }
+    // A Dev Container definition, unless .banger.toml already names the
+    // image and the setup (or the request names the image).
+    if requested.image.is_none() && command.is_none() {
+        let local = |k: &str| std::env::var(k).ok();
+        if let Some(dc) = devcontainer(root, &local)? {
+            if !dc.unsupported.is_empty() {
+                warnings.push(format!(
+                    "{}: banger does not carry out {}; they are ignored",
+                    dc.file,
+                    dc.unsupported.join(", ")
+                ));
+            }
+            match &dc.image {
+                Some(image) => pull = Some(image.clone()),
+                None => warnings.push(format!(
+                    "{} names no image (banger cannot build one from a Dockerfile); the default image is used",
+                    dc.file
+                )),
+            }
+            // Its variables live in the project's image, so even without
+            // create commands there is a (trivial) setup to carry them.
+            command = dc
+                .setup
+                .clone()
+                .or_else(|| (!dc.env.is_empty()).then(|| ":".into()));
+            env = dc.env;
+            used.push("devcontainer");
+        }
+    }
+    let setup = command.map(|command| {
+        used.push("setup");
+        crate::api::SetupParams {
+            repo: root.display().to_string(),
+            command,
+            inputs: setup_inputs(root, sandbox.setup_inputs.as_deref()),
+            image: requested.image.clone(),
+            nat: requested.nat,
+            allow: requested.allow.clone(),
+            vcpu: requested.vcpu,
+            memory_mib: requested.memory_mib,
+            env,
+            cache,
+        }
+    });
+    Ok(ProjectPlan {
+        requested,
+        pull,
+        setup,
+        cache,
+        used,
+        warnings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,9 @@ pub enum Tool {
     Busybox,
     /// `ip` (the Docker test puts its registry in a network namespace).
     Ip,
+    /// `python3` with venv (the agent tier's MCP client, the Python SDK,
+    /// and the Neovim tier's editor are installed in virtualenvs).
+    Python3,
 }
 
 /// One entry of the list.
@@ -186,6 +189,7 @@ pub const PROGRAMS: &[Program] = &[
     p(Tool::Skopeo, "skopeo", "skopeo", Need::Tests),
     p(Tool::Busybox, "busybox", "busybox-static", Need::Tests),
     p(Tool::Ip, "ip", "iproute2", Need::Tests),
+    p(Tool::Python3, "python3", "python3-venv", Need::Tests),
 ];
 
 /// Packages that ship no program banger runs but that the programs need:

@@ -12,6 +12,7 @@ mod firecracker;
 mod images;
 mod lifecycle;
 mod lsp;
+mod mcp;
 mod net;
 mod nvim;
 mod oci;

@@ -18,6 +18,7 @@ pub mod doctor;
 mod exec;
 mod image;
 mod kernel;
+mod mcp;
 pub mod printer;
 mod project;
 mod ssh;
@@ -197,6 +198,22 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
         Command::Lsp { .. } => {
             crate::lsp::serve(dirs).await;
             Ok(0)
+        }
+        Command::Mcp {
+            repo,
+            read_only_host,
+            listen,
+            print_config,
+        } => {
+            mcp::run(
+                dirs.clone(),
+                printer,
+                repo,
+                read_only_host,
+                listen,
+                print_config,
+            )
+            .await
         }
         Command::System(cmd) => system::run(cmd, &dirs, printer).await,
         Command::Config(cmd) => config::run(cmd, &dirs, printer),

@@ -3,7 +3,7 @@
 //! (`handlers::guarded`); output streams as `banger/output`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -209,13 +209,14 @@ impl GlobalState {
         let index = {
             // A walk of the index: off the async workers.
             let root = root.clone();
-            tokio::task::spawn_blocking(move || tracked_files(&root))
+            tokio::task::spawn_blocking(move || matchers::tracked_files(&root))
                 .await
                 .unwrap_or_default()
         };
         let mut by_uri: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
         for p in problems {
-            let Some(host) = host_path(&root, &p.file, &index) else {
+            let Some(host) = matchers::repo_file(&root, &p.file, &index).map(|r| root.join(r))
+            else {
                 continue;
             };
             let Some(uri) = Uri::from_file_path(&host) else {
@@ -421,64 +422,5 @@ impl GlobalState {
             Some(text) if text.as_bytes() == g.data => true,
             _ => std::fs::read(&host).is_ok_and(|d| d == g.data),
         }
-    }
-}
-
-fn tracked_files(root: &Path) -> Vec<String> {
-    gix::open(root)
-        .ok()
-        .and_then(|r| r.index_or_empty().ok())
-        .map(|i| i.entries().iter().map(|e| e.path(&i).to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Maps a path a tool printed in the guest to the host file it names:
-/// relative to the workspace, absolute under the guest workspace, or (Go
-/// prints package-relative names) the one tracked file it is a suffix of.
-fn host_path(root: &Path, printed: &str, tracked: &[String]) -> Option<PathBuf> {
-    let guest_root = crate::workspace::transfer::GUEST_PATH;
-    let rel = match printed.strip_prefix(guest_root) {
-        Some(r) => r.trim_start_matches('/').to_string(),
-        None if printed.starts_with('/') => return None,
-        None => printed.trim_start_matches("./").to_string(),
-    };
-    if rel.split('/').any(|c| c == ".." || c == ".git") || rel.is_empty() {
-        return None;
-    }
-    if tracked.contains(&rel) || root.join(&rel).is_file() {
-        return Some(root.join(rel));
-    }
-    let suffix = format!("/{rel}");
-    let mut hits = tracked.iter().filter(|t| t.ends_with(&suffix));
-    match (hits.next(), hits.next()) {
-        (Some(one), None) => Some(root.join(one)),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_paths_map_to_host_files_inside_the_repo() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("pkg/m")).unwrap();
-        std::fs::write(root.join("pkg/m/m_test.go"), "").unwrap();
-        std::fs::write(root.join("a.rs"), "").unwrap();
-        let tracked = vec!["a.rs".to_string(), "pkg/m/m_test.go".to_string()];
-        assert_eq!(host_path(root, "a.rs", &tracked), Some(root.join("a.rs")));
-        assert_eq!(
-            host_path(root, "/root/repo/a.rs", &tracked),
-            Some(root.join("a.rs"))
-        );
-        assert_eq!(
-            host_path(root, "m_test.go", &tracked),
-            Some(root.join("pkg/m/m_test.go"))
-        );
-        assert_eq!(host_path(root, "/etc/passwd", &tracked), None);
-        assert_eq!(host_path(root, "../x.rs", &tracked), None);
-        assert_eq!(host_path(root, "nothing.rs", &tracked), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Problem matchers: test and build output → file/line problems, and the
 //! pass/fail counts a runner printed. Pure functions over text (the guest's
 //! output: untrusted, so nothing here trusts a path; the server maps and
-//! checks them).
+//! checks them, `repo_file`).
+
+use std::path::Path;
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,16 @@ pub fn problems(output: &str) -> Vec<Problem> {
     while i < lines.len() {
         let line = lines[i].as_str();
         let t = line.trim_start();
+        // A Python traceback (unittest, any uncaught exception): its last
+        // frame outside the interpreter's own files, and the exception.
+        if t == "Traceback (most recent call last):" {
+            let (problem, next) = python_traceback(&lines, i + 1);
+            if let Some(p) = problem {
+                push(&mut out, p);
+            }
+            i = next;
+            continue;
+        }
         // rustc: `error[E0308]: message` then ` --> file:line:col`.
         if let Some(sev) = rustc_severity(t) {
             let message = t.split_once(": ").map(|x| x.1).unwrap_or(t).to_string();
@@ -350,6 +362,51 @@ fn count_before(line: &str, word: &str) -> Option<u64> {
         .and_then(|w| w[0].parse().ok())
 }
 
+/// A traceback's frames from line `from`: the last frame in the project's
+/// files (not the interpreter's: `/usr/`, `site-packages`, `<frozen ...>`)
+/// with the exception line as the message, and the line after it.
+fn python_traceback(lines: &[String], from: usize) -> (Option<Problem>, usize) {
+    let mut place = None;
+    let mut i = from;
+    while i < lines.len() {
+        let l = lines[i].trim_start();
+        if let Some(rest) = l.strip_prefix("File \"")
+            && let Some((file, rest)) = rest.split_once("\", line ")
+        {
+            let line: Option<u32> = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok());
+            let project = !(file.starts_with("/usr/")
+                || file.contains("site-packages")
+                || file.starts_with('<'));
+            if let (Some(line), true) = (line, project) {
+                place = Some((file.to_string(), line));
+            }
+            i += 1;
+            continue;
+        }
+        if lines[i].starts_with(' ') || l.is_empty() {
+            // The frame's source line, or a `^^^^` marker.
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let message = lines
+        .get(i)
+        .map(|m| m.trim().to_string())
+        .unwrap_or_default();
+    let problem = place.map(|(file, line)| Problem {
+        file,
+        line,
+        col: None,
+        message,
+        severity: Severity::Error,
+    });
+    (problem, (i + 1).min(lines.len().max(from)))
+}
+
 /// The pass/fail counts the output tells.
 pub fn summary(output: &str) -> Summary {
     let mut cargo = (0u64, 0u64, false);
@@ -358,9 +415,37 @@ pub fn summary(output: &str) -> Summary {
     let mut go_fail = 0u64;
     let mut go_pass = 0u64;
     let mut go_seen = false;
+    let mut unittest_ran = None;
+    let mut unittest = None;
     for raw in output.lines() {
         let line = strip_ansi(raw);
         let t = line.trim();
+        // unittest: `Ran 3 tests in 0.001s`, then `OK` or
+        // `FAILED (failures=1, errors=1)`.
+        if let Some(rest) = t.strip_prefix("Ran ")
+            && let Some((n, _)) = rest.split_once(' ')
+            && let Ok(n) = n.parse::<u64>()
+            && (rest.contains(" tests in ") || rest.contains(" test in "))
+        {
+            unittest_ran = Some(n);
+            continue;
+        }
+        if let Some(ran) = unittest_ran {
+            if t == "OK" || t.starts_with("OK (") {
+                unittest = Some((ran, 0));
+            } else if let Some(rest) = t.strip_prefix("FAILED (") {
+                let count = |k: &str| {
+                    rest.trim_end_matches(')')
+                        .split(", ")
+                        .find_map(|kv| kv.strip_prefix(k))
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let failed = count("failures=") + count("errors=");
+                let skipped = count("skipped=");
+                unittest = Some((ran.saturating_sub(failed + skipped), failed));
+            }
+        }
         if let Some(rest) = t.strip_prefix("test result: ") {
             if let (Some(p), Some(f)) = (count_before(rest, "passed"), count_before(rest, "failed"))
             {
@@ -399,6 +484,12 @@ pub fn summary(output: &str) -> Summary {
             failed: Some(f),
         };
     }
+    if let Some((p, f)) = unittest {
+        return Summary {
+            passed: Some(p),
+            failed: Some(f),
+        };
+    }
     if tap.2 {
         return Summary {
             passed: Some(tap.0),
@@ -413,6 +504,41 @@ pub fn summary(output: &str) -> Summary {
         };
     }
     Summary::default()
+}
+
+/// The files the repository's index tracks (empty when it cannot be read).
+pub fn tracked_files(root: &Path) -> Vec<String> {
+    gix::open(root)
+        .ok()
+        .and_then(|r| r.index_or_empty().ok())
+        .map(|i| i.entries().iter().map(|e| e.path(&i).to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Maps a path a tool printed in the guest to the repository file it
+/// names (relative to `root`): relative to the workspace, absolute under
+/// the guest workspace, or (Go prints package-relative names) the one
+/// tracked file it is a suffix of. Nothing outside the repository or
+/// under `.git` is named.
+pub fn repo_file(root: &Path, printed: &str, tracked: &[String]) -> Option<String> {
+    let guest_root = crate::workspace::transfer::GUEST_PATH;
+    let rel = match printed.strip_prefix(guest_root) {
+        Some(r) => r.trim_start_matches('/').to_string(),
+        None if printed.starts_with('/') => return None,
+        None => printed.trim_start_matches("./").to_string(),
+    };
+    if rel.split('/').any(|c| c == ".." || c == ".git") || rel.is_empty() {
+        return None;
+    }
+    if tracked.contains(&rel) || root.join(&rel).is_file() {
+        return Some(rel);
+    }
+    let suffix = format!("/{rel}");
+    let mut hits = tracked.iter().filter(|t| t.ends_with(&suffix));
+    match (hits.next(), hits.next()) {
+        (Some(one), None) => Some(one.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +622,37 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn unittest_tracebacks_name_the_projects_frame() {
+        let p = problems(&fixture("unittest-fail.txt"));
+        assert_eq!(
+            places("unittest-fail.txt"),
+            [
+                place("/root/repo/tests/test_calc.py", 14, None),
+                place("/root/repo/tests/test_calc.py", 8, None)
+            ]
+        );
+        assert_eq!(p[0].message, "KeyError: 'missing'");
+        assert_eq!(p[1].message, "AssertionError: 5 != 4");
+        assert_eq!(
+            summary(&fixture("unittest-fail.txt")),
+            Summary {
+                passed: Some(1),
+                failed: Some(2)
+            }
+        );
+        // Frames of the interpreter's own files are not the place.
+        let out = "Traceback (most recent call last):\n  File \"/root/repo/app.py\", line 3, in <module>\n    json.loads(x)\n  File \"/usr/lib/python3.11/json/__init__.py\", line 346, in loads\n    return _default_decoder.decode(s)\njson.decoder.JSONDecodeError: Expecting value\n";
+        let p = problems(out);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].file.as_str(), p[0].line), ("/root/repo/app.py", 3));
+        assert_eq!(
+            p[0].message,
+            "json.decoder.JSONDecodeError: Expecting value"
+        );
+        assert_eq!(summary("Ran 2 tests in 0.000s\n\nOK\n").passed, Some(2));
     }
 
     #[test]
@@ -623,5 +780,22 @@ mod tests {
             ("lib/x.c", 10, Some(2))
         );
         assert_eq!(p[0].message, "error: expected ';'");
+    }
+
+    #[test]
+    fn guest_paths_map_to_files_inside_the_repo() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("pkg/m")).unwrap();
+        std::fs::write(root.join("pkg/m/m_test.go"), "").unwrap();
+        std::fs::write(root.join("a.rs"), "").unwrap();
+        let tracked = vec!["a.rs".to_string(), "pkg/m/m_test.go".to_string()];
+        let f = |p: &str| repo_file(root, p, &tracked);
+        assert_eq!(f("a.rs").as_deref(), Some("a.rs"));
+        assert_eq!(f("/root/repo/a.rs").as_deref(), Some("a.rs"));
+        assert_eq!(f("m_test.go").as_deref(), Some("pkg/m/m_test.go"));
+        assert_eq!(f("/etc/passwd"), None);
+        assert_eq!(f("../x.rs"), None);
+        assert_eq!(f("nothing.rs"), None);
     }
 }
