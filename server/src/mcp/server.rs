@@ -391,6 +391,28 @@ impl Sandboxes {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Sandboxes {
+    /// The router's call, with a panic in a tool turned into a tool error:
+    /// one bad call must not leave its client waiting or end the server.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        use futures_util::FutureExt as _;
+        let name = request.name.clone();
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        match std::panic::AssertUnwindSafe(self.tool_router.call(tcc))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "{name} failed inside banger (a bug; the server goes on): see the server's stderr"
+            ))])
+            .into()),
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(rmcp::model::Implementation::new(

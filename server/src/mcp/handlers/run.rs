@@ -33,12 +33,14 @@ impl Sandboxes {
         };
         let timeout = timeout(args.timeout_secs)?;
         let (daemon, _, guest_path) = self.running(&args.sandbox).await?;
+        // Without a cwd the daemon runs it in the workspace (through
+        // `mise exec` where mise installed the workspace's tools).
         let cwd = match &args.cwd {
             Some(c) => match paths::workspace_path(c, "cwd", false)?.as_str() {
-                "." => guest_path.clone(),
-                rel => format!("{guest_path}/{rel}"),
+                "." => Some(guest_path),
+                rel => Some(format!("{guest_path}/{rel}")),
             },
-            None => guest_path.clone(),
+            None => None,
         };
         let env: Vec<(String, String)> = args.env.clone().unwrap_or_default().into_iter().collect();
         for (k, _) in &env {
@@ -52,7 +54,7 @@ impl Sandboxes {
                 vm: args.sandbox.clone(),
                 argv,
                 env,
-                cwd: Some(cwd),
+                cwd,
                 ..ExecParams::default()
             },
             args.stdin.clone().map(String::into_bytes),
@@ -102,7 +104,7 @@ impl Sandboxes {
         let cmd = crate::lsp::detect::test_command(&root, configured.as_deref())
             .ok_or_else(|| crate::lsp::detect::NONE_FOUND.to_string())?;
         let timeout = timeout(args.timeout_secs)?;
-        let (daemon, _, guest_path) = self.running(&args.sandbox).await?;
+        let (daemon, _, _) = self.running(&args.sandbox).await?;
         // The host's edits first, as the editor's "Run tests" does (guest
         // edits are kept: live sync never overwrites them).
         daemon
@@ -118,7 +120,6 @@ impl Sandboxes {
             ExecParams {
                 vm: args.sandbox.clone(),
                 argv: cmd.argv(args.filter.as_deref()),
-                cwd: Some(guest_path),
                 ..ExecParams::default()
             },
             None,

@@ -142,8 +142,8 @@ impl Sandboxes {
                 ..PrepareParams::default()
             })
             .await;
-        let plan_files = match shipped {
-            Ok(p) => p.files.len(),
+        let shipped = match shipped {
+            Ok(p) => p,
             Err(e) => {
                 // Deleted now rather than when the lease ends, so a caller
                 // that sees the error sees no sandbox.
@@ -151,6 +151,20 @@ impl Sandboxes {
                 return Err(daemon_error(e));
             }
         };
+        let plan_files = shipped.files.len();
+        // The workspace's declared tools (mise), as `vm run PATH` and
+        // `banger lsp` install them: only with a way out.
+        if crate::daemon::tooling::declares_tools(shipped.files.iter().map(|f| f.path.as_str())) {
+            if vm.network.mode == "none" {
+                notes.push("this workspace declares tools for mise; create the sandbox with nat (or allow) to install them".into());
+            } else {
+                say("installing the workspace's tools with mise".into()).await;
+                if let Err(e) = daemon.vm_bootstrap(vm.id.clone()).await {
+                    let _ = daemon.vm_delete(vm.id.clone()).await;
+                    return Err(daemon_error(e));
+                }
+            }
+        }
         daemon
             .lease_release(token, vm.id.clone())
             .await
