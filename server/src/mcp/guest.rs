@@ -122,9 +122,13 @@ struct KillOnDrop {
 
 impl KillOnDrop {
     fn kill_now(&mut self) {
-        if let Some(id) = self.exec_id.take() {
+        // Without a runtime (the process is ending) the connection closes
+        // with it, and bangerd kills the command when its client goes.
+        if let Some(id) = self.exec_id.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
             let daemon = self.daemon.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let _ = daemon.exec_signal(id, libc::SIGKILL).await;
             });
         }

@@ -169,6 +169,23 @@ impl Sandboxes {
         Ok((daemon, view, path))
     }
 
+    /// Live sync of the whole workspace, host → guest: files the guest
+    /// changed since the last sync are kept and reported as conflicts.
+    pub(super) async fn sync_all(
+        &self,
+        daemon: &Client,
+        vm: &str,
+    ) -> Result<crate::api::SyncResult, String> {
+        daemon
+            .vm_workspace_sync(crate::api::SyncParams {
+                vm: vm.to_string(),
+                paths: None,
+                force: false,
+            })
+            .await
+            .map_err(daemon_error)
+    }
+
     /// Runs a file script (`guest::*_script`) in the running sandbox
     /// `vm`: `ROOT ARGS..` (the root its workspace), keeping `head` bytes
     /// of its stdout.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use crate::api::{BangerApiClient, ChangeStatus, FileKind, SyncParams};
+use crate::api::{BangerApiClient, ChangeStatus, FileKind};
 use crate::mcp::server::{Reply, Sandboxes, daemon_error};
 use crate::mcp::tools::*;
 
@@ -158,14 +158,7 @@ impl Sandboxes {
 
     pub(in crate::mcp) async fn sync_host(&self, args: SandboxArg) -> Reply<Synced> {
         let (daemon, _, _) = self.running(&args.sandbox).await?;
-        let s = daemon
-            .vm_workspace_sync(SyncParams {
-                vm: args.sandbox.clone(),
-                paths: None,
-                force: false,
-            })
-            .await
-            .map_err(daemon_error)?;
+        let s = self.sync_all(&daemon, &args.sandbox).await?;
         let notes = s.notes(&args.sandbox);
         let mut text = format!("sent {} files, deleted {}", s.files_sent, s.deleted);
         if let Some(n) = &notes {

@@ -3,10 +3,10 @@
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
 
-use crate::api::{BangerApiClient, ExecParams, SyncParams};
+use crate::api::ExecParams;
 use crate::mcp::guest::{self, Bounds};
 use crate::mcp::paths;
-use crate::mcp::server::{Reply, Sandboxes, daemon_error, progress, timeout};
+use crate::mcp::server::{Reply, Sandboxes, progress, timeout};
 use crate::mcp::tools::*;
 
 /// Output kept per stream: the first and the last bytes.
@@ -107,14 +107,7 @@ impl Sandboxes {
         let (daemon, _, _) = self.running(&args.sandbox).await?;
         // The host's edits first, as the editor's "Run tests" does (guest
         // edits are kept: live sync never overwrites them).
-        daemon
-            .vm_workspace_sync(SyncParams {
-                vm: args.sandbox.clone(),
-                paths: None,
-                force: false,
-            })
-            .await
-            .map_err(daemon_error)?;
+        self.sync_all(&daemon, &args.sandbox).await?;
         let ran = guest::run(
             &daemon,
             ExecParams {
