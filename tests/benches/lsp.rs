@@ -252,7 +252,8 @@ fn main() {
         stats(guest)
     );
 
-    // The same one-file sync in a ten-file repository, same VM.
+    // The same one-file sync in a ten-file repository, same VM (which
+    // holds the big repository: replaced on purpose).
     let small = env.root().join("small");
     make_repo(&small, 10);
     env.banger(&[
@@ -261,6 +262,7 @@ fn main() {
         "prepare",
         "bench",
         small.to_str().unwrap(),
+        "--replace",
     ])
     .ok();
     let (host, guest) = cli_syncs(&env, &small, 10, saves);

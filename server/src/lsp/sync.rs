@@ -1,5 +1,5 @@
 //! Keeping the guest workspace in step: the coalescing sync worker (one
-//! sync at a time, a burst of saves and file events gathered into one),
+//! sync at a time, started at once; what arrives meanwhile is the next),
 //! the `notify` watcher that feeds it, and the poller that asks the guest
 //! what it changed.
 
@@ -14,10 +14,6 @@ use tokio::sync::mpsc;
 use super::global_state::{GlobalState, daemon_error, lock};
 use crate::api::{BangerApiClient, SyncParams, SyncResult};
 
-/// How long a quiet pause ends a burst of saves and file events.
-const COALESCE: Duration = Duration::from_millis(30);
-/// The longest a burst is gathered before it syncs anyway.
-const COALESCE_MAX: Duration = Duration::from_millis(500);
 /// How often the guest is asked what it changed.
 const POLL: Duration = Duration::from_millis(1000);
 
@@ -206,22 +202,16 @@ fn watched(rel: &str) -> Watched {
     }
 }
 
-/// The sync worker: one sync at a time, bursts gathered into one.
+/// The sync worker: one sync at a time; a lone save syncs at once, and
+/// what arrives while a sync runs is gathered into the next one (a
+/// formatter saving 200 files is two or three syncs, not 200).
 pub(crate) async fn sync_worker(inner: Arc<GlobalState>, mut rx: mpsc::UnboundedReceiver<SyncJob>) {
     while let Some(first) = rx.recv().await {
-        // Gather until the events pause (a formatter saving 200 files is
-        // one sync), but never hold a sync back for long.
+        // No waiting for a quiet pause: the save an editor is waiting on
+        // goes now, with whatever is already queued.
         let mut jobs = vec![first];
-        let started = Instant::now();
-        loop {
-            tokio::time::sleep(COALESCE).await;
-            let before = jobs.len();
-            while let Ok(j) = rx.try_recv() {
-                jobs.push(j);
-            }
-            if jobs.len() == before || started.elapsed() >= COALESCE_MAX {
-                break;
-            }
+        while let Ok(j) = rx.try_recv() {
+            jobs.push(j);
         }
         let mut full = false;
         let mut paths = BTreeSet::new();
