@@ -11,6 +11,7 @@ banger commands get this process's environment (the test's XDG dirs).
 
 import json
 import os
+import subprocess
 import sys
 
 import anyio
@@ -97,6 +98,7 @@ async def offline(banger, repo, snapshot):
         await refused(s, "exec", {"sandbox": "no-such-sandbox", "command": "true"}, "no sandbox named")
         await refused(s, "sandbox_create", {"repo": "/"}, "")
         await refused(s, "sandbox_create", {"allow": ["not a host!"]}, "allow")
+        await refused(s, "sandbox_create", {"image": "no-such-image"}, "no-such-image")
         # Malformed arguments: an error answer, and the server goes on.
         for bad in ({"sandbox": 5}, {"sandbox": "x", "argv": "not-a-list"}, {"sandbox": "x", "bogus": 1}):
             try:
@@ -125,6 +127,19 @@ async def session(banger, repo, snapshot, name):
     async with stdio_client(server(banger, repo)) as (r, w), ClientSession(r, w) as s:
         await s.initialize()
         await check_tools(s, snapshot)
+
+        # A create cancelled while it boots leaves nothing (its lease ends).
+        with anyio.move_on_after(2):
+            await s.call_tool("sandbox_create", {"name": name + "-cancelled"}, read_timeout_seconds=BOOT)
+            raise AssertionError("the cancelled create finished")
+        for _ in range(120):
+            vms = json.loads(subprocess.run([banger, "vm", "list", "--all", "--json"], capture_output=True,
+                                            check=True, text=True).stdout)
+            if not any(v["name"] == name + "-cancelled" for v in vms):
+                break
+            await anyio.sleep(0.5)
+        check(not any(v["name"] == name + "-cancelled" for v in vms), "a cancelled create left its VM")
+        step("cancelled create left nothing")
 
         # A sandbox of the repository.
         r = await call(s, "sandbox_create", {"name": name}, read_timeout_seconds=BOOT, progress_callback=on_progress)

@@ -250,7 +250,13 @@ impl Sandboxes {
         Parameters(args): Parameters<CreateArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        reply(self.create(args, &ctx).await)
+        // rmcp cancels the token and lets the task run on: dropping the
+        // create ends its lease, and bangerd removes the half-made VM.
+        let r = tokio::select! {
+            r = self.create(args, &ctx) => r,
+            _ = ctx.ct.cancelled() => Err("cancelled: the sandbox being made is removed".into()),
+        };
+        reply(r)
     }
 
     #[tool(
