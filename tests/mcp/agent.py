@@ -120,9 +120,11 @@ async def offline(banger, repo, snapshot):
 
 async def session(banger, repo, snapshot, name):
     progress = []
+    values = []
 
     async def on_progress(p, total, message):
         progress.append(message or "")
+        values.append(p)
 
     async with stdio_client(server(banger, repo)) as (r, w), ClientSession(r, w) as s:
         await s.initialize()
@@ -146,6 +148,7 @@ async def session(banger, repo, snapshot, name):
         check(r.structured_content["name"] == name, "sandbox_create named another sandbox")
         check(r.structured_content["sandbox"]["state"] == "running", "the sandbox is not running")
         check(any("creating sandbox" in m for m in progress), f"no progress while creating: {progress}")
+        check(all(a < b for a, b in zip(values, values[1:])), f"progress did not increase: {values}")
         step("created", name=name, files=r.structured_content["files"], progress=len(progress))
         lst = (await call(s, "sandbox_list", {})).structured_content["sandboxes"]
         check([x["name"] for x in lst] == [name], f"sandbox_list: {lst}")
@@ -167,9 +170,11 @@ async def session(banger, repo, snapshot, name):
                                    "env": {"GREETING": "hi"}, "cwd": "tests"})
         check(r.structured_content["stdout"] == "from stdin\nhi\n/root/repo/tests\n", f"exec: {r.structured_content}")
         progress.clear()
+        values.clear()
         r = await call(s, "exec", {"sandbox": name, "command": "for i in 1 2 3; do echo line$i; sleep 0.3; done"},
                        progress_callback=on_progress)
         check("line1" in "".join(progress), f"no output streamed as progress: {progress}")
+        check(all(a < b for a, b in zip(values, values[1:])), f"progress did not increase: {values}")
         step("exec", streamed=progress)
         r = await call(s, "exec", {"sandbox": name, "command": "sleep 30", "timeout_secs": 1})
         check(r.structured_content["timed_out"] and r.structured_content["exit_code"] == 137, f"timeout: {r.structured_content}")

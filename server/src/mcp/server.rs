@@ -82,6 +82,34 @@ pub(super) fn progress(ctx: &RequestContext<RoleServer>) -> Option<Progress> {
     })
 }
 
+/// The progress notifications of one call (when it asked for them): each
+/// message with a `progress` one higher than the last, as MCP requires.
+pub(super) struct Reporter {
+    to: Option<Progress>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Reporter {
+    pub(super) fn new(ctx: &RequestContext<RoleServer>) -> Reporter {
+        Reporter {
+            to: progress(ctx),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub(super) async fn say(&self, message: impl Into<String>) {
+        let Some(p) = &self.to else { return };
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let _ = p
+            .peer
+            .notify_progress(
+                rmcp::model::ProgressNotificationParam::new(p.token.clone(), n as f64)
+                    .with_message(message),
+            )
+            .await;
+    }
+}
+
 pub(super) fn timeout(secs: Option<u64>) -> Result<Duration, String> {
     match secs.unwrap_or(DEFAULT_TIMEOUT) {
         0 => Err("timeout_secs must be at least 1".into()),

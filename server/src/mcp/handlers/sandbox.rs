@@ -9,7 +9,7 @@ use rmcp::service::RequestContext;
 use crate::api::{
     BangerApiClient, CreateParams, ImagePullParams, LeaseEvent, OpEvent, PrepareParams, VmView,
 };
-use crate::mcp::server::{Reply, Sandboxes, daemon_error, progress};
+use crate::mcp::server::{Reply, Reporter, Sandboxes, daemon_error};
 use crate::mcp::tools::*;
 
 impl Sandboxes {
@@ -38,20 +38,7 @@ impl Sandboxes {
             }
         }
         let daemon = self.daemon().await?;
-        let say = |m: String| {
-            let p = progress(ctx);
-            async move {
-                if let Some(p) = p {
-                    let _ = p
-                        .peer
-                        .notify_progress(
-                            rmcp::model::ProgressNotificationParam::new(p.token, 0.0)
-                                .with_message(m),
-                        )
-                        .await;
-                }
-            }
-        };
+        let report = Reporter::new(ctx);
         let requested = crate::project::Requested {
             vcpu: args.vcpu,
             memory_mib: args.memory_mib,
@@ -78,7 +65,7 @@ impl Sandboxes {
         };
         let mut image = plan.requested.image.clone();
         if let Some(reference) = &plan.pull {
-            say(format!("pulling {reference}")).await;
+            report.say(format!("pulling {reference}")).await;
             let sub = daemon
                 .image_pull(ImagePullParams {
                     reference: reference.clone(),
@@ -86,7 +73,7 @@ impl Sandboxes {
                 })
                 .await
                 .map_err(daemon_error)?;
-            if let OpEvent::Image { image: pulled } = self.follow(sub, ctx).await? {
+            if let OpEvent::Image { image: pulled } = self.follow(sub, &report).await? {
                 image = Some(pulled.id);
             }
         }
@@ -94,9 +81,9 @@ impl Sandboxes {
             if image.is_some() {
                 setup.image = image.clone();
             }
-            say("project setup: looking for its image".into()).await;
+            report.say("project setup: looking for its image").await;
             let sub = daemon.image_setup(setup).await.map_err(daemon_error)?;
-            match self.follow(sub, ctx).await? {
+            match self.follow(sub, &report).await? {
                 OpEvent::Image { image: made } => image = Some(made.id),
                 other => return Err(format!("unexpected result {other:?}")),
             }
@@ -112,7 +99,7 @@ impl Sandboxes {
             Some(Ok(LeaseEvent::Held)) => {}
             other => return Err(format!("bangerd did not hold the lease: {other:?}")),
         }
-        say(format!("creating sandbox {name}")).await;
+        report.say(format!("creating sandbox {name}")).await;
         let r = &plan.requested;
         let sub = daemon
             .vm_create(CreateParams {
@@ -130,11 +117,11 @@ impl Sandboxes {
             })
             .await
             .map_err(daemon_error)?;
-        let vm = match self.follow(sub, ctx).await? {
+        let vm = match self.follow(sub, &report).await? {
             OpEvent::Vm { vm } => *vm,
             other => return Err(format!("unexpected result {other:?}")),
         };
-        say("shipping the workspace".into()).await;
+        report.say("shipping the workspace").await;
         let shipped = daemon
             .vm_workspace_prepare(PrepareParams {
                 vm: vm.id.clone(),
@@ -158,7 +145,9 @@ impl Sandboxes {
             if vm.network.mode == "none" {
                 notes.push("this workspace declares tools for mise; create the sandbox with nat (or allow) to install them".into());
             } else {
-                say("installing the workspace's tools with mise".into()).await;
+                report
+                    .say("installing the workspace's tools with mise")
+                    .await;
                 if let Err(e) = daemon.vm_bootstrap(vm.id.clone()).await {
                     let _ = daemon.vm_delete(vm.id.clone()).await;
                     return Err(daemon_error(e));
@@ -187,27 +176,15 @@ impl Sandboxes {
     }
 
     /// Follows a daemon operation, its phases as progress.
+    /// Follows a daemon operation, its phases reported as progress.
     pub(in crate::mcp) async fn follow(
         &self,
         mut sub: jsonrpsee::core::client::Subscription<OpEvent>,
-        ctx: &RequestContext<RoleServer>,
+        report: &Reporter,
     ) -> Result<OpEvent, String> {
-        let p = progress(ctx);
-        let mut n = 0.0;
         while let Some(ev) = sub.next().await {
             match ev.map_err(|e| e.to_string())? {
-                OpEvent::Progress { message } => {
-                    if let Some(p) = &p {
-                        n += 1.0;
-                        let _ = p
-                            .peer
-                            .notify_progress(
-                                rmcp::model::ProgressNotificationParam::new(p.token.clone(), n)
-                                    .with_message(message),
-                            )
-                            .await;
-                    }
-                }
+                OpEvent::Progress { message } => report.say(message).await,
                 OpEvent::Failed { message, .. } => return Err(message),
                 done => return Ok(done),
             }
