@@ -90,10 +90,16 @@ pub async fn connect_existing(dirs: &Dirs) -> Result<Option<Client>, ConnectErro
     let path = dirs.socket();
     match UnixStream::connect(&path).await {
         Ok(stream) => Ok(Some(client_over(stream))),
+        // No daemon, or one whose listener was closing as we connected (a
+        // daemon just killed: the kernel resets the half-made connection):
+        // both mean "start or find one", which the caller does.
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
             ) =>
         {
             Ok(None)
