@@ -144,6 +144,27 @@ fn an_agent_fixes_a_failing_test_and_brings_the_fix_home() {
     env.assert_nothing_left();
 }
 
+/// `--ephemeral`: the sandboxes a server makes are removed when it ends
+/// (its lease with bangerd ends with it).
+#[test]
+fn an_ephemeral_servers_sandboxes_go_with_it() {
+    let env = Env::new();
+    env.ensure_image();
+    let repo = env.root().join("calc");
+    make_py_project(&repo);
+    let out = agent(
+        &env,
+        &[
+            "ephemeral",
+            &banger_path(&env),
+            &repo.display().to_string(),
+            "short-lived",
+        ],
+    );
+    assert!(out.status.success(), "the ephemeral session failed (above)");
+    env.assert_nothing_left();
+}
+
 /// Without a VM: tools/list against the snapshot, every schema a valid
 /// JSON Schema, bad input refused with a message, malformed arguments and
 /// an unknown tool answered while the server goes on, `--read-only-host`.

@@ -3,6 +3,7 @@ SDK (`mcp` from PyPI): a client nobody at banger wrote.
 
     agent.py offline BANGER REPO SNAPSHOT   tools/list, schemas, bad input (no VM)
     agent.py session BANGER REPO SNAPSHOT   a sandbox from create to apply_changes
+    agent.py ephemeral BANGER REPO NAME     an --ephemeral server's sandbox goes with it
     agent.py http SOCKET                    the streamable HTTP transport on a unix socket
 
 Each step prints one line; a failed check raises (exit code 1). The
@@ -259,6 +260,28 @@ async def session(banger, repo, snapshot, name):
         step("deleted")
 
 
+async def ephemeral(banger, repo, name):
+    """A sandbox of an --ephemeral server goes when the server ends."""
+    async with stdio_client(server(banger, repo, "--ephemeral")) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        r = await call(s, "sandbox_create", {"name": name}, read_timeout_seconds=BOOT)
+        check(any("ephemeral" in n for n in r.structured_content["notes"]), f"notes: {r.structured_content}")
+        r = await call(s, "exec", {"sandbox": name, "command": "true"})
+        check(r.structured_content["exit_code"] == 0, "exec in the ephemeral sandbox")
+    step("server ended")
+
+    def listed():
+        out = subprocess.run([banger, "vm", "list", "--all", "--json"], capture_output=True, check=True, text=True)
+        return any(v["name"] == name for v in json.loads(out.stdout))
+
+    for _ in range(120):
+        if not listed():
+            break
+        await anyio.sleep(0.5)
+    check(not listed(), "the ephemeral server's sandbox outlived it")
+    step("ephemeral sandbox removed")
+
+
 async def http(socket_path):
     client = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=socket_path), timeout=60)
     async with client, streamable_http_client("http://localhost/mcp", http_client=client) as (r, w, *_), \
@@ -278,6 +301,8 @@ def main():
         anyio.run(offline, *args)
     elif mode == "session":
         anyio.run(session, *args)
+    elif mode == "ephemeral":
+        anyio.run(ephemeral, *args)
     elif mode == "http":
         anyio.run(http, *args)
     else:

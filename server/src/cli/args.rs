@@ -84,23 +84,31 @@ pub(crate) enum Command {
     /// stdin/stdout whose tools create sandboxes of one repository, run
     /// commands and tests in them, edit their files and bring the guest's
     /// changes home (see docs/mcp.md).
-    Mcp {
-        /// The repository whose sandboxes it serves (default: the current
-        /// directory's). Sandboxes of other repositories are refused.
-        #[arg(long, value_name = "PATH")]
-        repo: Option<std::path::PathBuf>,
-        /// Turn off the tools that write to the host (apply_changes).
-        #[arg(long)]
-        read_only_host: bool,
-        /// Serve the streamable HTTP transport on a unix socket instead of
-        /// stdio: unix:PATH.
-        #[arg(long, value_name = "unix:PATH")]
-        listen: Option<String>,
-        /// Print the configuration an MCP client needs to start this
-        /// server, and exit.
-        #[arg(long, value_name = "CLIENT", value_parser = ["claude", "codex", "vscode"])]
-        print_config: Option<String>,
-    },
+    Mcp(McpArgs),
+}
+
+/// `banger mcp`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// The repository whose sandboxes it serves (default: the current
+    /// directory's). Sandboxes of other repositories are refused.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) repo: Option<std::path::PathBuf>,
+    /// Turn off the tools that write to the host (apply_changes).
+    #[arg(long)]
+    pub(crate) read_only_host: bool,
+    /// Remove the sandboxes this server creates when it ends (bangerd
+    /// removes them even if the server is killed).
+    #[arg(long)]
+    pub(crate) ephemeral: bool,
+    /// Serve the streamable HTTP transport on a unix socket instead of
+    /// stdio: unix:PATH.
+    #[arg(long, value_name = "unix:PATH")]
+    pub(crate) listen: Option<String>,
+    /// Print the configuration an MCP client needs to start this server,
+    /// and exit.
+    #[arg(long, value_name = "CLIENT", value_parser = ["claude", "codex", "vscode"])]
+    pub(crate) print_config: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

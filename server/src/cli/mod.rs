@@ -199,22 +199,7 @@ async fn run(cli: Cli, printer: &Printer) -> Result<u8, Failure> {
             crate::lsp::serve(dirs).await;
             Ok(0)
         }
-        Command::Mcp {
-            repo,
-            read_only_host,
-            listen,
-            print_config,
-        } => {
-            mcp::run(
-                dirs.clone(),
-                printer,
-                repo,
-                read_only_host,
-                listen,
-                print_config,
-            )
-            .await
-        }
+        Command::Mcp(args) => mcp::run(dirs.clone(), printer, args).await,
         Command::System(cmd) => system::run(cmd, &dirs, printer).await,
         Command::Config(cmd) => config::run(cmd, &dirs, printer),
         Command::Completions { shell } => completions(shell, printer),

@@ -52,6 +52,8 @@ pub struct Options {
     pub repo: Option<PathBuf>,
     /// Turn off the tools that write to the host.
     pub read_only_host: bool,
+    /// Sandboxes this server creates go when it ends.
+    pub ephemeral: bool,
     /// `unix:PATH`: streamable HTTP on that socket instead of stdio.
     pub listen: Option<String>,
 }
@@ -89,7 +91,8 @@ pub async fn serve(dirs: Dirs, options: Options) -> Result<(), String> {
         None => std::env::current_dir().map_err(|e| format!("current directory: {e}"))?,
     };
     let root = repo_root(&repo)?;
-    let shared = Arc::new(Shared::new(dirs, root, options.read_only_host));
+    let shared =
+        Arc::new(Shared::new(dirs, root, options.read_only_host).ephemeral(options.ephemeral));
     match &options.listen {
         None => {
             let service = Sandboxes::new(shared)
@@ -176,15 +179,18 @@ pub fn client_config(
     client: &str,
     exe: &Path,
     root: &Path,
-    read_only_host: bool,
+    options: &Options,
 ) -> Result<String, String> {
     let mut args = vec![
         "mcp".to_string(),
         "--repo".to_string(),
         root.display().to_string(),
     ];
-    if read_only_host {
+    if options.read_only_host {
         args.push("--read-only-host".into());
+    }
+    if options.ephemeral {
+        args.push("--ephemeral".into());
     }
     let command = exe.display().to_string();
     let text = match client {
@@ -246,23 +252,28 @@ mod tests {
     fn client_configs_start_this_server_for_this_repo() {
         let exe = Path::new("/usr/bin/banger");
         let root = Path::new("/src/app");
-        let c = client_config("claude", exe, root, false).unwrap();
+        let plain = Options::default();
+        let read_only = Options {
+            read_only_host: true,
+            ..Options::default()
+        };
+        let c = client_config("claude", exe, root, &plain).unwrap();
         let v: serde_json::Value = serde_json::from_str(&c).unwrap();
         assert_eq!(v["mcpServers"]["banger"]["command"], "/usr/bin/banger");
         assert_eq!(
             v["mcpServers"]["banger"]["args"],
             serde_json::json!(["mcp", "--repo", "/src/app"])
         );
-        let c = client_config("vscode", exe, root, true).unwrap();
+        let c = client_config("vscode", exe, root, &read_only).unwrap();
         let v: serde_json::Value = serde_json::from_str(&c).unwrap();
         assert_eq!(v["servers"]["banger"]["args"][3], "--read-only-host");
-        let c = client_config("codex", exe, root, false).unwrap();
+        let c = client_config("codex", exe, root, &plain).unwrap();
         let t: toml::Table = toml::from_str(&c).unwrap();
         assert_eq!(
             t["mcp_servers"]["banger"]["command"].as_str(),
             Some("/usr/bin/banger")
         );
-        assert!(client_config("emacs", exe, root, false).is_err());
+        assert!(client_config("emacs", exe, root, &plain).is_err());
     }
 
     /// `tools/list` is part of the interface agents are configured

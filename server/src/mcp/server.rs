@@ -33,6 +33,12 @@ pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     /// `--read-only-host`: nothing writes to the host repository.
     pub(crate) read_only_host: bool,
+    /// `--ephemeral`: the leases of the sandboxes this server made are
+    /// held here, never released; they end with the server, and bangerd
+    /// removes their VMs.
+    pub(crate) ephemeral: bool,
+    pub(crate) held:
+        std::sync::Mutex<Vec<jsonrpsee::core::client::Subscription<crate::api::LeaseEvent>>>,
     daemon: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
@@ -42,8 +48,16 @@ impl Shared {
             dirs,
             root,
             read_only_host,
+            ephemeral: false,
+            held: std::sync::Mutex::new(Vec::new()),
             daemon: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// With `on`, the sandboxes this server makes go when it ends.
+    pub(crate) fn ephemeral(mut self, on: bool) -> Shared {
+        self.ephemeral = on;
+        self
     }
 }
 

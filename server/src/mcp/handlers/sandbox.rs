@@ -154,10 +154,20 @@ impl Sandboxes {
                 }
             }
         }
-        daemon
-            .lease_release(token, vm.id.clone())
-            .await
-            .map_err(daemon_error)?;
+        if self.shared.ephemeral {
+            // Held for the server's life: the sandbox goes with it.
+            self.shared
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(lease);
+            notes.push("this server is --ephemeral: the sandbox is removed when it ends".into());
+        } else {
+            daemon
+                .lease_release(token, vm.id.clone())
+                .await
+                .map_err(daemon_error)?;
+        }
         let view = daemon.vm_show(vm.id.clone()).await.map_err(daemon_error)?;
         let text = format!(
             "sandbox {name} is running with {plan_files} files of {} in {}",
