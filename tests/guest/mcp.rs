@@ -94,6 +94,18 @@ fn make_py_project(dir: &Path) {
     git(dir, &["commit", "-qm", "first"]);
 }
 
+/// An isolated banger with the Python project in `calc` (and the default
+/// image made first, when `boot`).
+fn with_project(boot: bool) -> (Env, PathBuf) {
+    let env = Env::new();
+    if boot {
+        env.ensure_image();
+    }
+    let repo = env.root().join("calc");
+    make_py_project(&repo);
+    (env, repo)
+}
+
 /// The "done when": with the Python SDK, one script creates a
 /// sandbox of the repository, runs its failing test (the failure names
 /// file and line), writes the fix in the guest, runs again (exit 0),
@@ -102,10 +114,7 @@ fn make_py_project(dir: &Path) {
 /// file tools, hostile paths and links, dry runs, stop and delete.
 #[test]
 fn an_agent_fixes_a_failing_test_and_brings_the_fix_home() {
-    let env = Env::new();
-    env.ensure_image();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(true);
     let out = agent(
         &env,
         &[
@@ -148,10 +157,7 @@ fn an_agent_fixes_a_failing_test_and_brings_the_fix_home() {
 /// (its lease with bangerd ends with it).
 #[test]
 fn an_ephemeral_servers_sandboxes_go_with_it() {
-    let env = Env::new();
-    env.ensure_image();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(true);
     let out = agent(
         &env,
         &[
@@ -170,9 +176,7 @@ fn an_ephemeral_servers_sandboxes_go_with_it() {
 /// an unknown tool answered while the server goes on, `--read-only-host`.
 #[test]
 fn tools_schemas_and_bad_input_through_the_python_sdk() {
-    let env = Env::new();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(false);
     let out = agent(
         &env,
         &[
@@ -219,9 +223,7 @@ fn answer(rx: &std::sync::mpsc::Receiver<String>, id: i64) -> serde_json::Value 
 /// stdio transport: the server answers what it can and serves on.
 #[test]
 fn the_server_survives_malformed_lines_on_stdio() {
-    let env = Env::new();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(false);
     let mut child = env
         .cmd(&["mcp", "--repo", &repo.display().to_string()])
         .stdin(Stdio::piped())
@@ -273,9 +275,7 @@ fn the_server_survives_malformed_lines_on_stdio() {
 #[test]
 fn streamable_http_on_a_unix_socket() {
     use std::os::unix::fs::PermissionsExt as _;
-    let env = Env::new();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(false);
     let sock = env.root().join("mcp.sock");
     let listen = format!("unix:{}", sock.display());
     let mut child = env
@@ -322,9 +322,7 @@ fn streamable_http_on_a_unix_socket() {
 /// exit 2, nothing started.
 #[test]
 fn print_config_and_bad_command_lines() {
-    let env = Env::new();
-    let repo = env.root().join("calc");
-    make_py_project(&repo);
+    let (env, repo) = with_project(false);
     let r = repo.display().to_string();
     let claude = env.banger(&["mcp", "--repo", &r, "--print-config", "claude"]);
     claude.ok();

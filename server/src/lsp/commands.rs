@@ -209,13 +209,13 @@ impl GlobalState {
         let index = {
             // A walk of the index: off the async workers.
             let root = root.clone();
-            tokio::task::spawn_blocking(move || matchers::tracked_files(&root))
+            tokio::task::spawn_blocking(move || super::places::tracked_files(&root))
                 .await
                 .unwrap_or_default()
         };
         let mut by_uri: HashMap<Uri, Vec<Diagnostic>> = HashMap::new();
         for p in problems {
-            let Some(host) = matchers::repo_file(&root, &p.file, &index).map(|r| root.join(r))
+            let Some(host) = super::places::repo_file(&root, &p.file, &index).map(|r| root.join(r))
             else {
                 continue;
             };

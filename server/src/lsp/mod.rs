@@ -15,6 +15,7 @@ mod ext;
 mod global_state;
 mod handlers;
 pub mod matchers;
+pub mod places;
 mod progress;
 mod server;
 pub mod settings;

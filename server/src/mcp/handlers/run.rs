@@ -130,14 +130,14 @@ impl Sandboxes {
         let summary = crate::lsp::matchers::summary(&output);
         let tracked = {
             let root = root.clone();
-            tokio::task::spawn_blocking(move || crate::lsp::matchers::tracked_files(&root))
+            tokio::task::spawn_blocking(move || crate::lsp::places::tracked_files(&root))
                 .await
                 .unwrap_or_default()
         };
         let failures: Vec<Failure> = crate::lsp::matchers::problems(&output)
             .into_iter()
             .map(|p| Failure {
-                file: crate::lsp::matchers::repo_file(&root, &p.file, &tracked).unwrap_or(p.file),
+                file: crate::lsp::places::repo_file(&root, &p.file, &tracked).unwrap_or(p.file),
                 line: p.line,
                 column: p.col,
                 severity: match p.severity {
