@@ -145,6 +145,16 @@ fn busy_wait() -> Duration {
         .unwrap_or(Duration::from_secs(300))
 }
 
+/// What a failed daemon call says to a front end (the LSP and MCP
+/// servers): the daemon's own message for an error reply, else what went
+/// wrong with the connection.
+pub fn daemon_error(e: jsonrpsee::core::client::Error) -> String {
+    match e {
+        jsonrpsee::core::client::Error::Call(obj) => obj.message().to_string(),
+        other => format!("bangerd: {other}"),
+    }
+}
+
 /// Connects, starting bangerd first when it is not running. A daemon of
 /// another API version is replaced only while it serves nobody else
 /// (otherwise this waits, and says so): a restart would end the commands

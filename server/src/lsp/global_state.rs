@@ -104,12 +104,7 @@ pub(crate) fn rpc_error(message: impl Into<String>) -> RpcError {
     }
 }
 
-pub(crate) fn daemon_error(e: ClientError) -> String {
-    match e {
-        ClientError::Call(obj) => obj.message().to_string(),
-        other => format!("bangerd: {other}"),
-    }
-}
+pub(crate) use crate::client::daemon_error;
 
 impl GlobalState {
     pub(crate) fn root(&self) -> Result<PathBuf, RpcError> {

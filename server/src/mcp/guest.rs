@@ -159,7 +159,7 @@ pub(crate) async fn run(
             ..params
         })
         .await
-        .map_err(super::daemon_error)?;
+        .map_err(crate::client::daemon_error)?;
     let mut guard = KillOnDrop {
         daemon: daemon.clone(),
         exec_id: None,
@@ -241,12 +241,12 @@ async fn feed(daemon: &Client, exec_id: u64, input: &[u8]) -> Result<(), String>
         daemon
             .exec_input(exec_id, Some(B64.encode(chunk)), false)
             .await
-            .map_err(super::daemon_error)?;
+            .map_err(crate::client::daemon_error)?;
     }
     daemon
         .exec_input(exec_id, None, true)
         .await
-        .map_err(super::daemon_error)
+        .map_err(crate::client::daemon_error)
 }
 
 /// The guest side of the file tools: `sh -c SCRIPT banger-mcp ROOT ARGS..`.

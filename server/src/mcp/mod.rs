@@ -20,7 +20,6 @@ mod tools;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jsonrpsee::core::client::Error as ClientError;
 use rmcp::ServiceExt as _;
 
 use crate::paths::Dirs;
@@ -56,13 +55,6 @@ pub struct Options {
     pub ephemeral: bool,
     /// `unix:PATH`: streamable HTTP on that socket instead of stdio.
     pub listen: Option<String>,
-}
-
-fn daemon_error(e: ClientError) -> String {
-    match e {
-        ClientError::Call(obj) => obj.message().to_string(),
-        other => format!("bangerd: {other}"),
-    }
 }
 
 /// The root of the repository at or above `path`, canonical.

@@ -85,9 +85,7 @@ fn reply<T: Serialize>(r: Reply<T>) -> Result<CallToolResult, ErrorData> {
     }
 }
 
-pub(super) fn daemon_error(e: ClientError) -> String {
-    super::daemon_error(e)
-}
+pub(super) use crate::client::daemon_error;
 
 pub(super) fn progress(ctx: &RequestContext<RoleServer>) -> Option<Progress> {
     ctx.meta.get_progress_token().map(|token| Progress {
