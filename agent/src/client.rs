@@ -409,6 +409,12 @@ impl AgentClient {
         }
     }
 
+    /// Makes a guest restored from a snapshot its own (host name, machine
+    /// id, clock, random generator, MAC address).
+    pub async fn identity(&self, spec: crate::protocol::IdentitySpec) -> Result<(), AgentError> {
+        expect_done(self.simple(Request::Identity(spec)).await?)
+    }
+
     /// Flushes, then powers the guest off.
     pub async fn power_off(&self) -> Result<(), AgentError> {
         expect_done(self.simple(Request::PowerOff).await?)

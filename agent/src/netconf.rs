@@ -141,6 +141,25 @@ impl Netlink {
             })
     }
 
+    /// Gives a link a new hardware (MAC) address; virtio-net takes it while
+    /// the link is up.
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetconfError> {
+        let index = self.index_of(name).await?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|source| NetconfError::Request {
+                what: format!("setting the MAC address of {name}"),
+                source,
+            })
+    }
+
     /// Gives a link an address (replacing the same one if present).
     pub async fn add_address(
         &self,

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Bytes of output an exec may send before the host grants more with
 /// [`Request::Credit`], and bytes of stdin the host may send before the
@@ -162,6 +162,27 @@ pub enum Request {
     Sync,
     /// Flush, then power the guest off. Replies `Done` before powering off.
     PowerOff,
+    /// Make a guest restored from a snapshot its own: its siblings were
+    /// restored from the same memory. Replies `Done` once every part is
+    /// applied, or `Error` naming the part that failed.
+    Identity(IdentitySpec),
+}
+
+/// A restored guest's own identity, chosen by the host
+/// ([`Request::Identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySpec {
+    /// Host name (`sethostname` and `/etc/hostname`).
+    pub hostname: String,
+    /// New `/etc/machine-id`: 32 lowercase hex digits.
+    pub machine_id: String,
+    /// The host's wall clock, nanoseconds since the epoch.
+    pub unix_nanos: u64,
+    /// Host randomness credited to the guest's pool before the kernel's
+    /// generator is reseeded from it (at least 32 bytes).
+    pub entropy: Vec<u8>,
+    /// MAC address of the guest's network interface, if it has one.
+    pub mac: Option<String>,
 }
 
 /// A program to run in the guest.
@@ -415,6 +436,18 @@ mod tests {
     fn sample() -> Vec<Frame> {
         vec![
             Frame::request(1, Request::Hello { protocol: 1 }),
+            // Every field must survive the tagged enum (serde cannot carry
+            // a u128 through one: such a frame was dropped by the guest).
+            Frame::request(
+                5,
+                Request::Identity(IdentitySpec {
+                    hostname: "vm-1".into(),
+                    machine_id: "0123456789abcdef0123456789abcdef".into(),
+                    unix_nanos: u64::MAX,
+                    entropy: vec![0, 255, 7],
+                    mac: Some("52:54:00:00:00:01".into()),
+                }),
+            ),
             Frame::request(
                 3,
                 Request::Exec(ExecSpec {

@@ -277,6 +277,16 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.reply(stream, Response::Done).await;
             });
         }
+        Request::Identity(spec) => {
+            let out = out.clone();
+            tokio::spawn(async move {
+                let reply = match crate::identity::apply_with_mac(spec).await {
+                    Ok(()) => Response::Done,
+                    Err(message) => Response::Error { message },
+                };
+                out.reply(stream, reply).await;
+            });
+        }
         Request::PowerOff => {
             let out = out.clone();
             tokio::spawn(async move {

@@ -102,6 +102,10 @@ pub struct VmView {
     pub pid: Option<i32>,
     /// Guest boot id, while running.
     pub boot_id: Option<String>,
+    /// While running: the snapshot this run was restored from (its
+    /// directory); absent when the guest booted.
+    #[serde(default)]
+    pub restored_from: Option<String>,
     /// Why the last start failed.
     pub last_error: Option<String>,
     /// Host bytes the VM's own disks use (sparse files count what is written).
@@ -185,6 +189,9 @@ pub struct CreateParams {
     /// The repository (host path) whose dependency cache the VM mounts.
     #[serde(default)]
     pub cache: Option<String>,
+    /// Boot cold even when the image has a snapshot (`--no-snapshot`).
+    #[serde(default)]
+    pub no_snapshot: bool,
 }
 
 /// Progress of a long operation, then its outcome.

@@ -12,6 +12,7 @@
 //! vmm = "qemu"
 //! kernel = "my-kernel"     # a catalog kernel (banger kernel list)
 //! image = "py-dev"         # an image by name or id (banger image list)
+//! snapshots = true         # false: every VM boots cold (no image snapshots)
 //! ```
 //!
 //! What a new VM gets is decided by [`resolve`], a pure function: a flag
@@ -54,6 +55,8 @@ pub struct VmDefaults {
     pub kernel: Option<String>,
     /// An image by name or id.
     pub image: Option<String>,
+    /// Start new VMs from their image's snapshot (default true).
+    pub snapshots: Option<bool>,
 }
 
 /// Memory in the file: `2048` (MiB) or `"2G"`.
@@ -134,6 +137,8 @@ pub struct Effective {
     pub kernel: Setting<Option<String>>,
     /// Image (`None`: the default image).
     pub image: Setting<Option<String>>,
+    /// Start from the image's snapshot.
+    pub snapshots: Setting<bool>,
 }
 
 /// What flags asked for (`None`: not given).
@@ -153,6 +158,8 @@ pub struct Flags {
     pub kernel: Option<String>,
     /// `--image`.
     pub image: Option<String>,
+    /// `--no-snapshot` gives `Some(false)`.
+    pub snapshots: Option<bool>,
 }
 
 fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>, default: T) -> Setting<T> {
@@ -236,6 +243,7 @@ pub fn resolve(
             d.image.clone().filter(|i| !i.is_empty()).map(Some),
             None,
         ),
+        snapshots: pick(flags.snapshots, None, d.snapshots, true),
     })
 }
 
@@ -297,6 +305,47 @@ mod tests {
         assert_eq!(e.vmm.value, "auto");
         assert_eq!(e.memory_mib.source, Source::Default);
         assert_eq!(e.kernel.value, None);
+        assert_eq!(
+            (e.snapshots.value, e.snapshots.source),
+            (true, Source::Default)
+        );
+    }
+
+    #[test]
+    fn snapshots_come_from_the_file_and_no_snapshot_wins() {
+        let config = Config::parse(
+            "[vm_defaults]
+snapshots = false
+",
+        )
+        .unwrap();
+        let e = resolve(&config, None, &Flags::default()).unwrap();
+        assert_eq!(
+            (e.snapshots.value, e.snapshots.source),
+            (false, Source::ConfigFile)
+        );
+        let config = Config::parse(
+            "[vm_defaults]
+snapshots = true
+",
+        )
+        .unwrap();
+        let flags = Flags {
+            snapshots: Some(false),
+            ..Flags::default()
+        };
+        let e = resolve(&config, None, &flags).unwrap();
+        assert_eq!(
+            (e.snapshots.value, e.snapshots.source),
+            (false, Source::Flag)
+        );
+        assert!(
+            Config::parse(
+                "[vm_defaults]
+snapshots = \"no\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

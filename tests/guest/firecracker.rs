@@ -86,6 +86,8 @@ fn firecracker_driver_spawns_configures_pauses_and_cleans_up() {
         runtime_dir: runtime_dir.clone(),
         console_log: vm_dir.join("console.log"),
         network: None,
+        mac: banger::net::GUEST_MAC.into(),
+        memory: banger::vmm::Memory::Anonymous,
     };
     let _ = firecracker_binary();
     let driver = Firecracker::from_env();

@@ -16,6 +16,7 @@ mod mcp;
 mod net;
 mod nvim;
 mod oci;
+mod snapshot;
 mod ssh;
 mod tooling;
 mod vscode;

@@ -152,6 +152,27 @@ impl Env {
         self
     }
 
+    /// Gives the environment a cache of its own (its snapshots too), with
+    /// the shared store's images hard-linked into it: for a test that
+    /// breaks what it finds in the cache.
+    pub fn with_own_cache(mut self) -> Env {
+        let cache = self.root().join("cache");
+        link_tree(&Env::image_dir(), &cache.join("banger/images"));
+        self.vars
+            .push(("XDG_CACHE_HOME".into(), cache.display().to_string()));
+        self
+    }
+
+    /// The image snapshots of this environment's cache.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == "XDG_CACHE_HOME")
+            .map(|(_, v)| PathBuf::from(v).join("banger"))
+            .unwrap_or_else(|| Env::image_dir().parent().expect("cache dir").to_path_buf())
+            .join("snapshots")
+    }
+
     /// The built binaries' directory.
     pub fn bin_dir(&self) -> &Path {
         &self.bin

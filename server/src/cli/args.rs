@@ -190,6 +190,10 @@ pub(crate) struct SpecArgs {
     /// firecracker or qemu. Default: `vmm` in config.toml, else auto.
     #[arg(long, value_name = "VMM")]
     pub(crate) vmm: Option<VmmArg>,
+    /// Boot the guest instead of restoring the image's snapshot (default:
+    /// `snapshots` in config.toml, else restore).
+    #[arg(long)]
+    pub(crate) no_snapshot: bool,
 }
 
 /// The guest's network.
@@ -677,6 +681,25 @@ pub(crate) enum ImageCommand {
     Delete {
         /// Image name or id.
         image: String,
+    },
+    /// Make the image's snapshot now (a guest booted to ready and saved),
+    /// so the next VM of this shape starts from it instead of booting. It
+    /// is otherwise made on first need. Boots and removes one VM.
+    Warm {
+        /// Image name or id (default: the configured default image).
+        image: Option<String>,
+        /// Virtual CPUs of the VMs to start from it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_VCPU)))]
+        vcpu: Option<u32>,
+        /// Their memory: MiB (2048) or a size (2G).
+        #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+        memory: Option<u64>,
+        /// Their work disk size, like 8G.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        disk_size: Option<u64>,
+        /// Their root overlay size, like 16G.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        system_overlay_size: Option<u64>,
     },
 }
 

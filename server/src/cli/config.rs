@@ -20,6 +20,7 @@ pub(crate) fn run(cmd: ConfigCommand, dirs: &Dirs, printer: &Printer) -> Result<
         vmm: flags.vmm.map(|v| v.as_str().to_string()),
         kernel: flags.kernel,
         image: flags.image,
+        snapshots: flags.no_snapshot.then_some(false),
     };
     let e = resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
         .map_err(|m| Failure::new(2, format!("{}: {m}", file.display())))?;
@@ -69,6 +70,11 @@ pub(crate) fn run(cmd: ConfigCommand, dirs: &Dirs, printer: &Printer) -> Result<
                 .clone()
                 .unwrap_or_else(|| crate::image::DEFAULT_IMAGE.into()),
             e.image.source,
+        ),
+        (
+            "snapshots",
+            e.snapshots.value.to_string(),
+            e.snapshots.source,
         ),
     ];
     for (key, value, source) in rows {

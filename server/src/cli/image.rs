@@ -65,6 +65,41 @@ pub(crate) async fn run(cmd: ImageCommand, dirs: &Dirs, printer: &Printer) -> Re
             // Always JSON (a manifest has no table form).
             printer.line(&pretty(&image));
         }
+        ImageCommand::Warm {
+            image,
+            vcpu,
+            memory,
+            disk_size,
+            system_overlay_size,
+        } => {
+            let params = crate::api::CreateParams {
+                image,
+                vcpu,
+                memory_mib: memory,
+                disk_bytes: disk_size,
+                system_overlay_bytes: system_overlay_size,
+                start: true,
+                delete_on_failure: true,
+                ..crate::api::CreateParams::default()
+            };
+            // A VM of that shape, restored (the snapshot made first if
+            // there is none), then removed; its lease removes it if this
+            // is interrupted.
+            let (vm, _lease) = super::vm::create(&client, params, printer, false).await?;
+            let deleted = client.vm_delete(vm.id.clone()).await.map_err(rpc_failure);
+            printer.clear_progress();
+            let Some(snapshot) = vm.restored_from else {
+                return Err(Failure::new(
+                    1,
+                    format!(
+                        "image {} has no snapshot: its vm booted cold (the messages above say why)",
+                        vm.image
+                    ),
+                ));
+            };
+            deleted?;
+            printer.line(&format!("{} {}", vm.image, snapshot));
+        }
         ImageCommand::Delete { image } => {
             client
                 .image_delete(image.clone())

@@ -51,6 +51,7 @@ pub(crate) fn create_params(
         publish: net.publish.iter().map(|p| p.to_string()).collect(),
         allow: net.allow.iter().map(|a| a.to_string()).collect(),
         cache: None,
+        no_snapshot: spec.no_snapshot,
     })
 }
 
@@ -58,7 +59,7 @@ pub(crate) fn create_params(
 /// released are removed by the daemon when it ends (this process exits,
 /// is interrupted or killed, or its terminal closes), so `--rm` is the
 /// daemon's promise, not this process's.
-struct Lease {
+pub(crate) struct Lease {
     token: String,
     _held: jsonrpsee::core::client::Subscription<crate::api::LeaseEvent>,
 }
@@ -82,7 +83,7 @@ async fn hold_lease(client: &Client) -> Result<Lease, Failure> {
 /// Creates a VM under a lease: an interrupted create leaves nothing. With
 /// `keep`, the VM is released from the lease once created (it stays);
 /// otherwise it lives only as long as the returned lease.
-async fn create(
+pub(crate) async fn create(
     client: &Client,
     mut params: CreateParams,
     printer: &Printer,

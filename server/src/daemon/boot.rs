@@ -33,14 +33,65 @@ impl Daemon {
                 format!("vm {:?} is already {}", vm.name, vm.state),
             ));
         }
-        self.start_vm_locked(vm, progress).await
+        self.start_vm_locked(vm, Boot::Cold, progress).await
     }
 
+    /// Starts a VM whose lock the caller holds. `Boot::FromSnapshot` (a
+    /// VM's first start, its disks fresh) restores the image's snapshot
+    /// when it can; when it cannot, it says why and boots cold on fresh
+    /// disks.
     pub(super) async fn start_vm_locked(
         self: &Arc<Self>,
-        mut vm: VmRecord,
+        vm: VmRecord,
+        boot: Boot,
         progress: &Progress,
     ) -> Result<VmRecord, OpError> {
+        // A driver that cannot restore boots as it always has, unremarked.
+        let restorable = boot == Boot::FromSnapshot && self.driver(&vm.vmm)?.snapshots();
+        if restorable {
+            let reason = match vm.cache {
+                // A project cache is the project's, not the image's.
+                Some(_) => "this vm mounts a dependency cache".to_string(),
+                None => match self.start_once(vm.clone(), true, progress).await {
+                    Ok(vm) => return Ok(vm),
+                    Err(StartError::Fatal(e)) => return Err(e),
+                    Err(StartError::Restore(reason)) => {
+                        // The copies may be half made: fresh disks again.
+                        let (dir, root, spec) =
+                            (self.dirs.vm_state(&vm.id), self.root.clone(), vm.spec);
+                        tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+                            root.create(&dir, spec.overlay_bytes)
+                                .map_err(OpError::from_display)?;
+                            WorkDisk::create(&dir, spec.disk_bytes).map_err(OpError::from_display)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(OpError::internal(format!("disk task failed: {e}")))
+                        })?;
+                        tracing::warn!(vm = %vm.name, "snapshot not used: {reason}");
+                        reason
+                    }
+                },
+            };
+            progress.say(&format!("booting cold: {reason}"));
+        }
+        match self.start_once(vm, false, progress).await {
+            Ok(vm) => Ok(vm),
+            Err(StartError::Fatal(e)) => Err(e),
+            Err(StartError::Restore(reason)) => Err(OpError::internal(reason)),
+        }
+    }
+
+    /// One attempt: boots, or with `restore` restores the image's
+    /// snapshot. A failed restore ends what it started and answers
+    /// `StartError::Restore` (the caller boots cold); anything else that
+    /// fails leaves the VM `error`.
+    async fn start_once(
+        self: &Arc<Self>,
+        mut vm: VmRecord,
+        restore: bool,
+        progress: &Progress,
+    ) -> Result<VmRecord, StartError> {
         let image = self
             .images
             .find(&vm.image_id)
@@ -103,7 +154,7 @@ impl Daemon {
         };
         let network = match network {
             Ok(n) => n,
-            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
+            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await.into()),
         };
         let layers = image.layers();
         let mut drives = self.root.drives(&image.rootfs(), &layers, &state_dir);
@@ -165,22 +216,52 @@ impl Daemon {
             network: Some(crate::vmm::network::NetAttach {
                 keeper_pid: network.keeper.pid,
             }),
+            mac: super::snapshot::guest_mac(&vm.id),
+            memory: crate::vmm::Memory::Anonymous,
         };
-        progress.say(&format!(
-            "starting {} (accel: {} ({}))",
-            driver.name(),
-            accel.accel.as_str(),
-            accel.reason
-        ));
+        let mut plan = plan;
+        let restoring = if restore {
+            match self
+                .prepare_restore(&vm, &mut plan, &driver, progress)
+                .await
+            {
+                Ok(r) => Some(r),
+                Err(reason) => {
+                    drop(cache_guard);
+                    self.clear_runtime(&vm.id).await;
+                    return Err(StartError::Restore(reason));
+                }
+            }
+        } else {
+            progress.say(&format!(
+                "starting {} (accel: {} ({}))",
+                driver.name(),
+                accel.accel.as_str(),
+                accel.reason
+            ));
+            None
+        };
+        let mac = plan.mac.clone();
         let plan_kernel = (plan.boot.bzimage.clone(), plan.boot.vmlinux.clone());
         let launcher = driver.clone();
         let launched = tokio::task::spawn_blocking(move || launcher.launch(&plan))
             .await
             .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
-        let identity = match launched {
-            Ok(id) => id,
-            Err(e) => return Err(self.start_failed(&mut vm, e.to_string()).await),
+        let identity = match (launched, &restoring) {
+            (Ok(id), _) => id,
+            (Err(e), Some(r)) => {
+                self.clear_runtime(&vm.id).await;
+                return Err(StartError::Restore(format!(
+                    "{e} (snapshot {})",
+                    r.dir.display()
+                )));
+            }
+            (Err(e), None) => return Err(self.start_failed(&mut vm, e.to_string()).await.into()),
         };
+        // The VMM has read the snapshot: it may be pruned from here on.
+        let restored = restoring
+            .map(|r| super::snapshot::mark_restored(&runtime_dir, &r.dir))
+            .is_some();
         vm.state = VmState::Starting;
         vm.pid = Some(identity.pid);
         vm.pid_start_time = Some(identity.start_time);
@@ -205,17 +286,41 @@ impl Daemon {
             }
         }
 
-        progress.say("booting guest (waiting for the agent)");
+        if !restored {
+            progress.say("booting guest (waiting for the agent)");
+        }
         let endpoint = driver.agent_endpoint(&runtime_dir);
-        match self
+        let mut ready = self
             .wait_ready(
                 &endpoint,
                 identity,
                 &state_dir.join("console.log"),
                 Some(&vm.id),
             )
-            .await
-        {
+            .await;
+        if restored {
+            // Its own identity before anyone else reaches the guest; a
+            // restore that fails anywhere becomes a cold boot (unless the
+            // VM is being deleted).
+            let given = match &ready {
+                Ok((client, _)) => self.give_identity(client, &vm, &mac).await,
+                Err(message) => Err(message.clone()),
+            };
+            if let Err(reason) = given
+                && !self.is_cancelled(&vm.id)
+            {
+                let _ = tokio::task::spawn_blocking(move || {
+                    identity.kill_and_wait(Duration::from_secs(5))
+                })
+                .await;
+                self.clear_runtime(&vm.id).await;
+                return Err(StartError::Restore(reason));
+            }
+            if let (Ok(_), true) = (&ready, self.is_cancelled(&vm.id)) {
+                ready = Err("the boot was cancelled: the vm is being deleted".into());
+            }
+        }
+        match ready {
             Ok((client, boot_id)) => {
                 self.agents_insert(&vm.id, client);
                 vm.state = VmState::Running;
@@ -272,7 +377,7 @@ impl Daemon {
                 vm.pid_start_time = None;
                 vm.last_error = Some(message.clone());
                 let _ = self.with_store(|s| s.update_vm(&vm));
-                Err(OpError::internal(message))
+                Err(OpError::internal(message).into())
             }
         }
     }
@@ -281,7 +386,7 @@ impl Daemon {
     /// out, or the guest's console stays silent for longer than any boot
     /// needs (a guest stuck before its kernel prints a line, e.g. while
     /// calibrating its clock, would otherwise use the whole boot timeout).
-    async fn wait_ready(
+    pub(super) async fn wait_ready(
         &self,
         endpoint: &AgentEndpoint,
         identity: ProcessIdentity,
@@ -385,6 +490,30 @@ impl Daemon {
                 OpError::internal(format!("cannot write {}: {e}", path.display()))
             })?;
         Ok(path)
+    }
+}
+
+/// How a VM's guest begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Boot {
+    /// Boot its kernel.
+    Cold,
+    /// Restore its image's snapshot if it can (only for a VM whose disks
+    /// were never booted), else boot.
+    FromSnapshot,
+}
+
+/// Why one start attempt failed.
+pub(super) enum StartError {
+    /// The VM is `error` with this.
+    Fatal(OpError),
+    /// The snapshot could not be restored; nothing of the attempt is left.
+    Restore(String),
+}
+
+impl From<OpError> for StartError {
+    fn from(e: OpError) -> StartError {
+        StartError::Fatal(e)
     }
 }
 

@@ -154,6 +154,7 @@ impl Daemon {
             publish: Vec::new(),
             allow: req.allow.clone(),
             cache: req.cache.clone(),
+            no_snapshot: false,
         };
         progress.say(&format!(
             "booting {} to make image {}",

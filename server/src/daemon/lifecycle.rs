@@ -83,7 +83,8 @@ impl Daemon {
         tracing::info!(vm = %vm.name, "restarting");
         progress.say(&format!("stopping {}", vm.name));
         self.stop_locked(&mut vm).await?;
-        self.start_vm_locked(vm, progress).await
+        self.start_vm_locked(vm, super::boot::Boot::Cold, progress)
+            .await
     }
 
     /// Sends `signal` to a VM's VMM (no flush: this is for a guest that

@@ -14,6 +14,7 @@ mod lifecycle;
 mod ports;
 mod rpc;
 pub mod server;
+mod snapshot;
 mod ssh;
 mod sync;
 pub(crate) mod tooling;
@@ -295,6 +296,8 @@ pub struct Daemon {
     pub(crate) ssh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Each running VM's port forwarding (`ports.rs`).
     pub(crate) forwards: Mutex<HashMap<String, ports::VmForwards>>,
+    /// Image snapshots (`snapshot.rs`).
+    pub(crate) snapshots: Arc<snapshot::Snapshots>,
 }
 
 impl Daemon {
@@ -333,11 +336,13 @@ impl Daemon {
             leases: Mutex::default(),
             cancelled: Mutex::default(),
             forwards: Mutex::default(),
+            snapshots: Arc::default(),
             ssh_locks: Mutex::default(),
             agent_gates: Mutex::default(),
             dirs,
         });
         daemon.reconcile_all().map_err(|e| e.message)?;
+        daemon.end_stale_templates();
         Ok(daemon)
     }
 

@@ -137,6 +137,11 @@ impl Daemon {
             root: self.root.name().to_string(),
             pid: vm.pid,
             boot_id: vm.boot_id.clone(),
+            restored_from: vm
+                .state
+                .may_have_process()
+                .then(|| super::snapshot::restored_from(&self.dirs.vm_runtime(&vm.id)))
+                .flatten(),
             last_error: vm.last_error.clone(),
             disk_usage_bytes,
             console_log: dir.join("console.log").display().to_string(),
@@ -802,6 +807,7 @@ impl BangerApiServer for Rpc {
             ));
         }
         super::offload(|| d.images.delete(&img.id)).map_err(OpError::from_display)?;
+        d.remove_snapshots(&img.id).await;
         Ok(())
     }
 }

@@ -84,6 +84,7 @@ impl Daemon {
             vmm: params.vmm.clone(),
             kernel: params.kernel.clone(),
             image: params.image.clone(),
+            snapshots: params.no_snapshot.then_some(false),
         };
         let effective = crate::config::resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
             .map_err(|e| {
@@ -160,6 +161,7 @@ impl Daemon {
             published,
             allow,
             image: effective.image.value,
+            snapshots: effective.snapshots.value,
         })
     }
 
@@ -180,6 +182,7 @@ impl Daemon {
             published,
             allow,
             image,
+            snapshots,
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(image.as_deref(), progress).await?;
@@ -280,7 +283,12 @@ impl Daemon {
         }
         if params.start {
             let id = record.id.clone();
-            let started = self.start_vm_locked(record, progress).await;
+            let boot = if snapshots {
+                super::boot::Boot::FromSnapshot
+            } else {
+                super::boot::Boot::Cold
+            };
+            let started = self.start_vm_locked(record, boot, progress).await;
             drop(guard);
             if let Err(mut failure) = started {
                 tracing::error!(vm = %id, "create failed: {}", failure.message);
@@ -639,6 +647,8 @@ pub(crate) struct CreatePlan {
     pub(crate) allow: Vec<crate::net::egress::AllowRule>,
     /// The image asked for (flag, then config); `None`: the default.
     pub(crate) image: Option<String>,
+    /// Whether a first boot may restore the image's snapshot.
+    pub(crate) snapshots: bool,
 }
 
 /// The error for a request that needs a running VM.

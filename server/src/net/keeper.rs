@@ -108,6 +108,10 @@ async fn run(dir: PathBuf) -> Result<(), String> {
     let guest = super::choose_guest_net(&in_use)
         .ok_or("every guest subnet banger knows overlaps the host's networks")?;
     netlink.up("lo").await.map_err(|e| e.to_string())?;
+    netlink
+        .set_mac(TAP, super::ROUTER_MAC)
+        .await
+        .map_err(|e| e.to_string())?;
     netlink.up(TAP).await.map_err(|e| e.to_string())?;
     netlink
         .add_address(TAP, guest.gateway, guest.prefix)

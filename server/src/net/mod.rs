@@ -53,8 +53,13 @@ pub const UPSTREAM_DNS: Ipv4Addr = Ipv4Addr::new(169, 254, 66, 53);
 /// The keeper's proxy for guest TCP under `--allow` rules, on the
 /// router's address in the namespace.
 pub const PROXY_PORT: u16 = 15001;
-/// The guest's MAC address (each VM is alone on its link).
+/// A guest MAC address for tests and tools; each VM gets its own
+/// (`daemon::snapshot::guest_mac`).
 pub const GUEST_MAC: &str = "52:54:00:66:00:02";
+/// The router's (the tap's) MAC address, the same in every VM's namespace:
+/// a guest restored from a snapshot remembers the template's router in its
+/// neighbour table, and finds it at once.
+pub const ROUTER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x66, 0x00, 0x01];
 /// The keeper's control socket, in the VM's runtime directory.
 pub const CONTROL_SOCKET: &str = "net.sock";
 /// What the keeper is told to do, written by the daemon before it starts.

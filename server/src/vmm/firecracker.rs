@@ -155,7 +155,7 @@ impl Firecracker {
                 json!({
                     "iface_id": "eth0",
                     "host_dev_name": crate::net::TAP,
-                    "guest_mac": crate::net::GUEST_MAC,
+                    "guest_mac": plan.mac,
                 }),
             ));
         }
@@ -326,6 +326,12 @@ impl Vmm for Firecracker {
     }
 
     fn launch(&self, plan: &LaunchPlan) -> Result<ProcessIdentity, VmmError> {
+        if plan.memory != super::Memory::Anonymous {
+            return Err(VmmError::Failed {
+                binary: self.binary.display().to_string(),
+                detail: "this driver does not save or restore guests yet".into(),
+            });
+        }
         let id = self.spawn(plan)?;
         let configured = self.wait_for_api(plan, &id).and_then(|()| {
             for call in Firecracker::config_requests(plan) {
@@ -420,6 +426,8 @@ pub(crate) mod tests {
             runtime_dir: "/run/vm".into(),
             console_log: "/vm/console.log".into(),
             network: None,
+            mac: crate::net::GUEST_MAC.into(),
+            memory: crate::vmm::Memory::Anonymous,
         }
     }
 

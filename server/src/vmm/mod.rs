@@ -72,6 +72,7 @@ mod choice_tests {
     }
 }
 pub mod qemu;
+pub mod qmp;
 
 use std::path::{Path, PathBuf};
 
@@ -150,6 +151,29 @@ pub struct LaunchPlan {
     pub console_log: PathBuf,
     /// The VM's network to join (its tap is [`crate::net::TAP`]), if any.
     pub network: Option<network::NetAttach>,
+    /// The MAC address of the guest's network interface.
+    pub mac: String,
+    /// Where guest memory lives, and whether the guest boots or is restored.
+    pub memory: Memory,
+}
+
+/// A guest's memory and how it begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Memory {
+    /// Ordinary private memory; the guest boots.
+    Anonymous,
+    /// Memory in this file, shared with it: a snapshot template boots, and
+    /// its memory is the file when it is saved.
+    Template(PathBuf),
+    /// The guest is restored, not booted: memory mapped privately (copy on
+    /// write) from a snapshot's memory file, device state read from its
+    /// state file. The snapshot's files are never written.
+    Restore {
+        /// The snapshot's memory file.
+        memory: PathBuf,
+        /// The snapshot's device state.
+        state: PathBuf,
+    },
 }
 
 /// How the host reaches a VM's agent.
@@ -181,6 +205,19 @@ pub trait Vmm: Send + Sync {
     /// What the VMM's own log says went wrong, for error messages.
     fn failure_hint(&self, _log_dir: &Path) -> Option<String> {
         None
+    }
+    /// Whether this driver can save a guest and restore it
+    /// ([`Memory::Template`], [`Memory::Restore`], [`Vmm::save`]).
+    fn snapshots(&self) -> bool {
+        false
+    }
+    /// Pauses a guest launched with [`Memory::Template`], writes its device
+    /// state to `state`, and ends the VMM. Blocking.
+    fn save(&self, _runtime_dir: &Path, _state: &Path) -> Result<(), VmmError> {
+        Err(VmmError::Failed {
+            binary: self.name().to_string(),
+            detail: "this driver cannot save a guest".into(),
+        })
     }
 }
 

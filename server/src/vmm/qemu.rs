@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use banger_agent::protocol::SERIAL_PORT_NAME;
 
-use super::{AgentEndpoint, LaunchPlan, Vmm, VmmError, base_kernel_args};
+use super::qmp::{Qmp, QmpError, exec_uri};
+use super::{AgentEndpoint, LaunchPlan, Memory, Vmm, VmmError, base_kernel_args};
 use crate::accel::Accel;
 use crate::process::ProcessIdentity;
 
@@ -22,7 +23,8 @@ pub const NAME: &str = "qemu";
 pub const LOG_FILE: &str = "qemu.log";
 const AGENT_SOCKET: &str = "agent.sock";
 const QMP_SOCKET: &str = "qmp.sock";
-const PID_FILE: &str = "qemu.pid";
+/// QEMU's pid file, in the runtime directory.
+pub const PID_FILE: &str = "qemu.pid";
 
 /// The QEMU driver.
 pub struct Qemu {
@@ -45,12 +47,40 @@ impl Qemu {
         let p = |f: &str| opt_value(&rt.join(f));
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        let machine = "microvm,x-option-roms=off,rtc=on";
+        let backend = |path: &Path, share: &str| {
+            format!(
+                "memory-backend-file,id=ram,size={}M,mem-path={},share={share}",
+                plan.memory_mib,
+                opt_value(path)
+            )
+        };
         push(&[
             "-name",
             &format!("banger-{},process=banger-{}", plan.name, plan.name),
-            "-M",
-            "microvm,x-option-roms=off,rtc=on",
         ]);
+        match &plan.memory {
+            Memory::Anonymous => push(&["-M", machine]),
+            // Shared: the guest's memory is the file, which becomes the
+            // snapshot's memory when the template is saved.
+            Memory::Template(path) => push(&[
+                "-M",
+                &format!("{machine},memory-backend=ram"),
+                "-object",
+                &backend(path, "on"),
+            ]),
+            // Private: a copy-on-write mapping of the snapshot's file (its
+            // pages shared by every VM restored from it, never written),
+            // and the device state arrives through QMP.
+            Memory::Restore { memory, .. } => push(&[
+                "-M",
+                &format!("{machine},memory-backend=ram"),
+                "-object",
+                &backend(memory, "off"),
+                "-incoming",
+                "defer",
+            ]),
+        }
         match plan.accel.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             // A smaller translation cache keeps an emulated guest's RSS low.
@@ -105,10 +135,7 @@ impl Qemu {
                     crate::net::TAP
                 ),
                 "-device",
-                &format!(
-                    "virtio-net-device,netdev=net0,mac={}",
-                    crate::net::GUEST_MAC
-                ),
+                &format!("virtio-net-device,netdev=net0,mac={}", plan.mac),
             ]);
         }
         push(&[
@@ -195,9 +222,30 @@ impl Vmm for Qemu {
             binary: binary.clone(),
             detail: format!("no pid in {}", pid_file.display()),
         })?;
-        ProcessIdentity::of(pid).ok_or_else(|| VmmError::Failed {
-            binary,
+        let identity = ProcessIdentity::of(pid).ok_or_else(|| VmmError::Failed {
+            binary: binary.clone(),
             detail: "the VMM exited right after starting".into(),
+        })?;
+        if let Memory::Restore { state, .. } = &plan.memory
+            && let Err(e) = restore(&plan.runtime_dir, state)
+        {
+            let _ = identity.kill_and_wait(Duration::from_secs(5));
+            return Err(VmmError::Failed {
+                binary,
+                detail: format!("cannot restore the snapshot: {e}"),
+            });
+        }
+        Ok(identity)
+    }
+
+    fn snapshots(&self) -> bool {
+        true
+    }
+
+    fn save(&self, runtime_dir: &Path, state: &Path) -> Result<(), VmmError> {
+        save(runtime_dir, state).map_err(|e| VmmError::Failed {
+            binary: self.binary.display().to_string(),
+            detail: format!("cannot save the guest: {e}"),
         })
     }
 
@@ -214,6 +262,41 @@ impl Vmm for Qemu {
     fn version(&self) -> Result<String, String> {
         super::version_of(&self.binary)
     }
+}
+
+/// How long one QMP answer, and a whole save or restore, may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Feeds a snapshot's device state to a QEMU started with `-incoming
+/// defer`, then lets the guest run. Its memory is not in the stream
+/// (`x-ignore-shared`): it is already mapped from the snapshot's file.
+fn restore(runtime_dir: &Path, state: &Path) -> Result<(), QmpError> {
+    let mut qmp = Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT)?;
+    qmp.set_capability("x-ignore-shared")?;
+    qmp.execute(
+        "migrate-incoming",
+        Some(serde_json::json!({ "uri": exec_uri("cat", state)? })),
+    )?;
+    qmp.wait_migration(std::time::Instant::now() + MIGRATION_TIMEOUT)?;
+    qmp.execute("cont", None)?;
+    Ok(())
+}
+
+/// Pauses a template guest, writes its device state (not its memory,
+/// which is the shared file) and ends QEMU.
+fn save(runtime_dir: &Path, state: &Path) -> Result<(), QmpError> {
+    let mut qmp = Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT)?;
+    qmp.set_capability("x-ignore-shared")?;
+    qmp.execute("stop", None)?;
+    qmp.execute(
+        "migrate",
+        Some(serde_json::json!({ "uri": exec_uri("cat >", state)? })),
+    )?;
+    qmp.wait_migration(std::time::Instant::now() + MIGRATION_TIMEOUT)?;
+    // QEMU may close the socket before it answers `quit`.
+    let _ = qmp.execute("quit", None);
+    Ok(())
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -269,6 +352,8 @@ mod tests {
             runtime_dir: "/run/vm".into(),
             console_log: "/vm/console.log".into(),
             network: None,
+            mac: crate::net::GUEST_MAC.into(),
+            memory: Memory::Anonymous,
         }
     }
 
@@ -333,6 +418,48 @@ mod tests {
                 .contains(&"virtio-net-device,netdev=net0,mac=52:54:00:66:00:02")
         );
         assert!(args.contains(&"-nodefaults".to_string()));
+    }
+
+    #[test]
+    fn templates_share_their_memory_file_and_restores_map_it_privately() {
+        let args = Qemu::args(&plan(Accel::Tcg));
+        assert_eq!(
+            value_after(&args, "-M"),
+            ["microvm,x-option-roms=off,rtc=on"]
+        );
+        assert!(value_after(&args, "-object").is_empty());
+        assert!(!args.contains(&"-incoming".to_string()));
+
+        let mut p = plan(Accel::Tcg);
+        p.memory = Memory::Template("/snap/x,y/memory".into());
+        let args = Qemu::args(&p);
+        assert_eq!(
+            value_after(&args, "-M"),
+            ["microvm,x-option-roms=off,rtc=on,memory-backend=ram"]
+        );
+        assert_eq!(
+            value_after(&args, "-object"),
+            ["memory-backend-file,id=ram,size=1024M,mem-path=/snap/x,,y/memory,share=on"]
+        );
+        assert!(!args.contains(&"-incoming".to_string()));
+
+        p.memory = Memory::Restore {
+            memory: "/snap/memory".into(),
+            state: "/snap/state".into(),
+        };
+        let args = Qemu::args(&p);
+        assert_eq!(
+            value_after(&args, "-object"),
+            ["memory-backend-file,id=ram,size=1024M,mem-path=/snap/memory,share=off"]
+        );
+        assert_eq!(value_after(&args, "-incoming"), ["defer"]);
+        // The same devices as the template: only memory and -incoming differ.
+        let mut t = plan(Accel::Tcg);
+        t.memory = Memory::Template("/snap/memory".into());
+        assert_eq!(
+            value_after(&Qemu::args(&t), "-device"),
+            value_after(&args, "-device")
+        );
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! A restored guest becomes its own ([`Request::Identity`]): every guest
+//! restored from one snapshot woke with the same memory, so the same
+//! random-generator state, host name, machine id and a clock stopped at the
+//! moment of the snapshot. The host sends fresh values before any user
+//! code runs in the guest.
+//!
+//! [`Request::Identity`]: crate::protocol::Request::Identity
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+use crate::protocol::IdentitySpec;
+
+/// Least entropy the host must send, in bytes.
+pub const MIN_ENTROPY: usize = 32;
+
+/// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+/// `RNDRESEEDCRNG`: `_IO('R', 0x07)`.
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Checks what the host sent (pure).
+pub fn validate(spec: &IdentitySpec) -> Result<[u8; 6], String> {
+    let name_ok = !spec.hostname.is_empty()
+        && spec.hostname.len() <= 64
+        && spec
+            .hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !name_ok {
+        return Err(format!("bad host name {:?}", spec.hostname));
+    }
+    if spec.machine_id.len() != 32
+        || !spec
+            .machine_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!("bad machine id {:?}", spec.machine_id));
+    }
+    if spec.entropy.len() < MIN_ENTROPY || spec.entropy.len() > 4096 {
+        return Err(format!(
+            "entropy must be {MIN_ENTROPY} to 4096 bytes, not {}",
+            spec.entropy.len()
+        ));
+    }
+    match &spec.mac {
+        None => Ok([0; 6]),
+        Some(mac) => parse_mac(mac).ok_or_else(|| format!("bad MAC address {mac:?}")),
+    }
+}
+
+/// `52:54:00:12:34:56` as bytes; a unicast address only.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    (parts.next().is_none() && out[0] & 1 == 0).then_some(out)
+}
+
+/// Applies an identity, randomness first (everything after it may draw on
+/// the generator). Blocking.
+pub fn apply(spec: &IdentitySpec) -> Result<(), String> {
+    validate(spec)?;
+    reseed(&spec.entropy).map_err(|e| format!("cannot reseed the random generator: {e}"))?;
+    set_clock(spec.unix_nanos).map_err(|e| format!("cannot set the clock: {e}"))?;
+    // SAFETY: the pointer and length describe a live byte slice.
+    if unsafe { libc::sethostname(spec.hostname.as_ptr().cast(), spec.hostname.len()) } != 0 {
+        return Err(format!(
+            "cannot set the host name: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    write_in_place("/etc/hostname", &format!("{}\n", spec.hostname))
+        .map_err(|e| format!("cannot write /etc/hostname: {e}"))?;
+    // In place: systemd may have bind-mounted a file from /run over it.
+    write_in_place("/etc/machine-id", &format!("{}\n", spec.machine_id))
+        .map_err(|e| format!("cannot write /etc/machine-id: {e}"))?;
+    Ok(())
+}
+
+/// [`apply`] off the async workers, then the MAC address of the guest's
+/// network interface (netlink), when the host sent one.
+pub async fn apply_with_mac(spec: IdentitySpec) -> Result<(), String> {
+    let mac = validate(&spec)?;
+    let has_mac = spec.mac.is_some();
+    tokio::task::spawn_blocking(move || apply(&spec))
+        .await
+        .map_err(|e| format!("identity task failed: {e}"))??;
+    if has_mac {
+        let netlink = crate::netconf::Netlink::open().map_err(|e| e.to_string())?;
+        let ifname = netlink
+            .first_ethernet()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no network interface to give the MAC address")?;
+        netlink
+            .set_mac(&ifname, mac)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Credits the host's bytes to the input pool, then makes the kernel's
+/// generator reseed from it now rather than at its next scheduled reseed
+/// (until then, siblings would draw the same stream).
+fn reseed(entropy: &[u8]) -> std::io::Result<()> {
+    let urandom = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut request: Vec<u8> = Vec::with_capacity(8 + entropy.len());
+    let bits = i32::try_from(entropy.len() * 8).unwrap_or(i32::MAX);
+    let len = i32::try_from(entropy.len()).unwrap_or(i32::MAX);
+    request.extend_from_slice(&bits.to_ne_bytes());
+    request.extend_from_slice(&len.to_ne_bytes());
+    request.extend_from_slice(entropy);
+    // SAFETY: the buffer holds the header and `buf_size` bytes after it,
+    // and outlives the call.
+    if unsafe { libc::ioctl(urandom.as_raw_fd(), RNDADDENTROPY as _, request.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    if unsafe { libc::ioctl(urandom.as_raw_fd(), RNDRESEEDCRNG as _) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_clock(unix_nanos: u64) -> std::io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(unix_nanos / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        tv_nsec: (unix_nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid timespec, read during the call.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn write_in_place(path: &str, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> IdentitySpec {
+        IdentitySpec {
+            hostname: "vm-1".into(),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            unix_nanos: 1,
+            entropy: vec![7; 64],
+            mac: Some("52:54:00:ab:cd:ef".into()),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_identity_is_accepted() {
+        assert_eq!(validate(&spec()), Ok([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+    }
+
+    #[test]
+    fn hostile_or_short_values_are_refused() {
+        type Change = Box<dyn Fn(&mut IdentitySpec)>;
+        let cases: Vec<Change> = vec![
+            Box::new(|s| s.hostname = "a b".into()),
+            Box::new(|s| s.hostname = "x/../y".into()),
+            Box::new(|s| s.hostname = String::new()),
+            Box::new(|s| s.machine_id = "0123".into()),
+            Box::new(|s| s.machine_id = "0123456789ABCDEF0123456789ABCDEF".into()),
+            Box::new(|s| s.entropy = vec![1; 16]),
+            Box::new(|s| s.mac = Some("53:54:00:ab:cd:ef".into())), // multicast
+            Box::new(|s| s.mac = Some("52:54:00:ab:cd".into())),
+            Box::new(|s| s.mac = Some("52:54:00:ab:cd:ef:01".into())),
+        ];
+        for change in cases {
+            let mut s = spec();
+            change(&mut s);
+            assert!(validate(&s).is_err(), "{s:?}");
+        }
+    }
+}

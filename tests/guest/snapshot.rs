@@ -1,0 +1,243 @@
+//! Image snapshots on real guests: VMs restored from one snapshot are
+//! machines of their own, the snapshot is never written, `--no-snapshot`
+//! boots cold, and a snapshot that cannot be restored becomes a cold boot
+//! that says why. (Every other guest scenario runs restored VMs too:
+//! snapshots are on by default.)
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use banger_tests::Env;
+
+const RESTORED: &str = "restoring the image's snapshot";
+const COLD: &str = "booting guest (waiting for the agent)";
+
+fn exec(env: &Env, vm: &str, script: &str) -> String {
+    let run = env.banger(&["vm", "exec", vm, "--", "sh", "-c", script]);
+    run.ok();
+    run.stdout.trim().to_string()
+}
+
+/// A snapshot's memory file: its size and mtime.
+fn memory_file(snapshot: &Path) -> (u64, SystemTime) {
+    let m = std::fs::metadata(snapshot.join("memory")).expect("the snapshot's memory file");
+    (m.len(), m.modified().unwrap())
+}
+
+#[test]
+fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
+    let env = Env::new();
+    // The first may make the snapshot; both are restored from it.
+    for name in ["twin-a", "twin-b"] {
+        let create = env.banger(&["vm", "create", "--name", name]);
+        create.ok();
+        assert!(create.stderr.contains(RESTORED), "{}", create.stderr);
+        assert!(!create.stderr.contains("booting cold"), "{}", create.stderr);
+    }
+    let from = |vm: &str| {
+        PathBuf::from(
+            env.show(vm)["restored_from"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{vm} was not restored")),
+        )
+    };
+    let snapshot = from("twin-a");
+    assert_eq!(from("twin-b"), snapshot, "one snapshot for both");
+    assert!(
+        snapshot.starts_with(env.snapshot_dir()),
+        "{}",
+        snapshot.display()
+    );
+    let before = memory_file(&snapshot);
+
+    let script = "hostname; cat /etc/hostname; cat /etc/machine-id; \
+                  cat /sys/class/net/eth0/address; \
+                  for i in 1 2 3; do cat /proc/sys/kernel/random/uuid; done; \
+                  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; \
+                  dd if=/dev/urandom of=/dev/shm/fill bs=1M count=64 2>/dev/null; sync";
+    let facts: Vec<Vec<String>> = ["twin-a", "twin-b"]
+        .iter()
+        .map(|vm| {
+            let out = exec(&env, vm, script);
+            let lines: Vec<String> = out.lines().map(str::to_string).collect();
+            assert_eq!(lines.len(), 9, "{out}");
+            let host_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let guest_now: u64 = lines[8].parse().unwrap();
+            assert!(
+                guest_now.abs_diff(host_now) <= 5,
+                "{vm}: guest clock {guest_now}, host {host_now}"
+            );
+            assert_eq!(lines[0], *vm, "hostname");
+            assert_eq!(lines[1], *vm, "/etc/hostname");
+            assert!(
+                lines[2].len() == 32 && lines[2].bytes().all(|b| b.is_ascii_hexdigit()),
+                "machine-id {:?}",
+                lines[2]
+            );
+            lines
+        })
+        .collect();
+    let (a, b) = (&facts[0], &facts[1]);
+    assert_ne!(a[2], b[2], "machine-ids");
+    assert_ne!(a[3], b[3], "MAC addresses");
+    // Same generator state from the snapshot would give the same streams.
+    for i in 4..=7 {
+        assert_ne!(a[i], b[i], "random stream line {i}");
+    }
+    // Addresses as the host reaches them.
+    let address = |vm: &str| env.show(vm)["network"]["host_address"].clone();
+    assert!(address("twin-a").is_string());
+    assert_ne!(address("twin-a"), address("twin-b"));
+
+    // ssh host keys, made in each guest after it is restored.
+    let host_key = |vm: &str| {
+        for _ in 0..60 {
+            let out = env.banger(&[
+                "vm",
+                "exec",
+                vm,
+                "--",
+                "cat",
+                "/etc/ssh/ssh_host_ed25519_key.pub",
+            ]);
+            if out.code == 0 && out.stdout.starts_with("ssh-ed25519 ") {
+                return out.stdout.split_whitespace().nth(1).unwrap().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{vm} has no ssh host key");
+    };
+    assert_ne!(host_key("twin-a"), host_key("twin-b"), "ssh host keys");
+
+    // The guests wrote 64 MiB each: none of it reached the snapshot.
+    assert_eq!(memory_file(&snapshot), before);
+
+    for vm in ["twin-a", "twin-b"] {
+        env.banger(&["vm", "delete", vm]).ok();
+    }
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_cold() {
+    let env = Env::new().with_own_cache();
+    // Made ahead: the next VM of that shape restores it.
+    let warm = env.banger(&["image", "warm"]);
+    warm.ok();
+    assert!(
+        warm.stderr.contains("making the snapshot"),
+        "{}",
+        warm.stderr
+    );
+    let made = warm
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("snapshot dir")
+        .to_string();
+    assert!(Path::new(&made).join("memory").exists(), "{}", warm.stdout);
+    assert!(made.starts_with(&env.snapshot_dir().display().to_string()));
+    let first = env.banger(&["vm", "run", "--rm", "--", "hostname"]);
+    first.ok();
+    assert!(
+        !first.stderr.contains("making the snapshot"),
+        "{}",
+        first.stderr
+    );
+    assert!(first.stderr.contains(RESTORED), "{}", first.stderr);
+    // An image that does not exist: refused, nothing made.
+    let bad = env.banger(&["image", "warm", "no-such-image"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("no-such-image"), "{}", bad.stderr);
+
+    // --no-snapshot boots, and the guest is the same to a command.
+    let cold = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--no-snapshot",
+        "--name",
+        "cold-1",
+        "--",
+        "hostname",
+    ]);
+    cold.ok();
+    assert_eq!(cold.stdout.trim(), "cold-1");
+    assert!(cold.stderr.contains(COLD), "{}", cold.stderr);
+    assert!(!cold.stderr.contains(RESTORED), "{}", cold.stderr);
+
+    // Break every snapshot's device state.
+    let mut broken = 0;
+    for image in std::fs::read_dir(env.snapshot_dir()).unwrap().flatten() {
+        for snap in std::fs::read_dir(image.path()).unwrap().flatten() {
+            let state = snap.path().join("state");
+            if state.exists() {
+                std::fs::write(&state, b"not a migration stream").unwrap();
+                broken += 1;
+            }
+        }
+    }
+    assert!(broken > 0);
+    let run = env.banger(&["vm", "run", "--rm", "--name", "fell-back", "--", "hostname"]);
+    run.ok();
+    assert_eq!(run.stdout.trim(), "fell-back");
+    assert!(run.stderr.contains(RESTORED), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("booting cold: ") && run.stderr.contains("cannot restore the snapshot"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(COLD), "{}", run.stderr);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_daemon_killed_while_it_makes_a_snapshot_leaves_nothing_once_restarted() {
+    let env = Env::new().with_own_cache();
+    env.banger(&["daemon", "start"]).ok();
+    let mut create = env
+        .cmd(&["vm", "create", "--name", "k"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn create");
+    // The template guest runs (its runtime directory is snapshot-*).
+    let template_running = || {
+        std::fs::read_dir(env.runtime_dir().join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with("snapshot-")
+                    && e.path().join("qemu.pid").exists()
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !template_running() {
+        assert!(std::time::Instant::now() < deadline, "no template guest");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let daemon = env.daemon_pid().expect("daemon pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &daemon.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = create.wait();
+    assert!(
+        !env.vmm_processes().is_empty(),
+        "the template outlived its daemon"
+    );
+    // The next daemon ends the template and its network at once, and
+    // removes the VM its lease left.
+    env.banger(&["vm", "list"]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !env.vms().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the leased vm stays");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.assert_nothing_left();
+}
