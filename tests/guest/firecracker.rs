@@ -145,3 +145,33 @@ fn firecracker_vm_run_passes_exit_code_or_fails_clearly_leaving_nothing() {
     }
     env.assert_nothing_left();
 }
+
+#[test]
+fn firecracker_vms_restore_the_images_snapshot_or_fall_back_clearly() {
+    let _ = firecracker_binary();
+    let env = Env::new()
+        .with_own_cache()
+        .with_var("BANGER_BOOT_TIMEOUT", "15");
+    let first = env.banger(&["vm", "create", "--vmm", "firecracker", "--name", "fc-a"]);
+    if !host_runs_stock_guests() {
+        // The template cannot boot here: the restore gives way to a cold
+        // boot, which fails the same way, and both say so.
+        assert_ne!(first.code, 0, "{}", first.stderr);
+        assert!(first.stderr.contains("booting cold: "), "{}", first.stderr);
+        env.assert_nothing_left();
+        return;
+    }
+    first.ok();
+    env.banger(&["vm", "create", "--vmm", "firecracker", "--name", "fc-b"])
+        .ok();
+    let from = |vm: &str| env.show(vm)["restored_from"].clone();
+    assert!(from("fc-a").is_string(), "fc-a was not restored");
+    assert_eq!(from("fc-a"), from("fc-b"));
+    for vm in ["fc-a", "fc-b"] {
+        let run = env.banger(&["vm", "exec", vm, "--", "hostname"]);
+        run.ok();
+        assert_eq!(run.stdout.trim(), vm);
+    }
+    env.banger(&["vm", "delete", "fc-a", "fc-b"]).ok();
+    env.assert_nothing_left();
+}

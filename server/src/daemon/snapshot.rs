@@ -359,8 +359,9 @@ impl Daemon {
                 .sync()
                 .await
                 .map_err(|e| format!("guest sync: {e}"))?;
-            let (d, r, state) = (driver.clone(), rt.to_path_buf(), tmp.join(STATE));
-            tokio::task::spawn_blocking(move || d.save(&r, &state))
+            let (d, r) = (driver.clone(), rt.to_path_buf());
+            let (memory, state) = (tmp.join(MEMORY), tmp.join(STATE));
+            tokio::task::spawn_blocking(move || d.save(&r, &memory, &state))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())

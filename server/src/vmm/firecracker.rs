@@ -20,7 +20,7 @@ use banger_agent::protocol::VSOCK_PORT;
 use serde_json::{Value, json};
 
 use super::api_socket::{self, ApiResponse};
-use super::{AgentEndpoint, LaunchPlan, Vmm, VmmError, base_kernel_args};
+use super::{AgentEndpoint, LaunchPlan, Memory, Vmm, VmmError, base_kernel_args};
 use crate::process::ProcessIdentity;
 
 /// Driver name.
@@ -99,11 +99,11 @@ impl Firecracker {
         args.join(" ")
     }
 
-    /// The API calls that configure and start a VM, in order (pure).
-    pub fn config_requests(plan: &LaunchPlan) -> Vec<ApiCall> {
-        let rt = &plan.runtime_dir;
+    /// Where Firecracker writes its log and metrics (first, before a boot
+    /// or a restore).
+    fn log_requests(plan: &LaunchPlan) -> Vec<ApiCall> {
         let logs = log_dir(plan);
-        let mut calls = vec![
+        vec![
             ApiCall::put(
                 "/logger",
                 json!({
@@ -117,6 +117,18 @@ impl Firecracker {
                 "/metrics",
                 json!({ "metrics_path": logs.join(METRICS_FILE).display().to_string() }),
             ),
+        ]
+    }
+
+    /// The API calls that configure and start a VM, in order (pure). A
+    /// snapshot template's writable drives are named relative to the
+    /// process's directory ([`snapshot_dir`]): the snapshot records them
+    /// so, and each VM restored from it opens its own copies.
+    pub fn config_requests(plan: &LaunchPlan) -> Vec<ApiCall> {
+        let rt = &plan.runtime_dir;
+        let template = matches!(plan.memory, Memory::Template(_));
+        let mut calls = Firecracker::log_requests(plan);
+        calls.extend([
             ApiCall::put(
                 "/machine-config",
                 json!({
@@ -133,16 +145,20 @@ impl Firecracker {
                     "boot_args": Firecracker::kernel_args(plan),
                 }),
             ),
-        ];
+        ]);
         for drive in &plan.drives {
             // Firecracker reports the drive id as the virtio-blk serial,
             // which is how the initramfs finds each disk.
             let id = drive.role.serial();
+            let path = match drive.path.file_name() {
+                Some(name) if template && !drive.read_only => PathBuf::from(name),
+                _ => drive.path.clone(),
+            };
             calls.push(ApiCall::put(
                 format!("/drives/{id}"),
                 json!({
                     "drive_id": id,
-                    "path_on_host": drive.path.display().to_string(),
+                    "path_on_host": path.display().to_string(),
                     "is_root_device": false,
                     "is_read_only": drive.read_only,
                     "cache_type": "Writeback",
@@ -172,6 +188,63 @@ impl Firecracker {
             json!({ "action_type": "InstanceStart" }),
         ));
         calls
+    }
+
+    /// The API calls that restore a snapshot instead of booting (pure):
+    /// its memory file mapped privately (Firecracker's `File` backend), its
+    /// vsock socket moved to this VM's runtime directory, the VM resumed.
+    pub fn restore_requests(plan: &LaunchPlan, memory: &Path, state: &Path) -> Vec<ApiCall> {
+        let mut calls = Firecracker::log_requests(plan);
+        calls.push(ApiCall::put(
+            "/snapshot/load",
+            json!({
+                "snapshot_path": state.display().to_string(),
+                "mem_backend": {
+                    "backend_type": "File",
+                    "backend_path": memory.display().to_string(),
+                },
+                "resume_vm": true,
+                "vsock_override": {
+                    "uds_path": plan.runtime_dir.join(VSOCK_SOCKET).display().to_string(),
+                },
+            }),
+        ));
+        calls
+    }
+
+    /// The API calls that save a template guest (pure): pause, then a full
+    /// snapshot of its state and memory.
+    pub fn save_requests(memory: &Path, state: &Path) -> Vec<ApiCall> {
+        vec![
+            Firecracker::pause_request(true),
+            ApiCall::put(
+                "/snapshot/create",
+                json!({
+                    "snapshot_type": "Full",
+                    "snapshot_path": state.display().to_string(),
+                    "mem_file_path": memory.display().to_string(),
+                }),
+            ),
+        ]
+    }
+
+    /// Sends calls in order; the first refusal is the error.
+    fn send_all(&self, runtime_dir: &Path, calls: &[ApiCall]) -> Result<(), VmmError> {
+        for call in calls {
+            let resp = Firecracker::call(runtime_dir, call)?;
+            if !resp.is_success() {
+                return Err(VmmError::Failed {
+                    binary: self.binary.display().to_string(),
+                    detail: format!(
+                        "{} {} was refused: {}",
+                        call.method,
+                        call.path,
+                        resp.fault_message()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The body that pauses or resumes a running VM.
@@ -247,6 +320,9 @@ impl Firecracker {
         if let Some(attach) = plan.network {
             super::network::join(&mut cmd, attach)?;
         }
+        if let Some(dir) = snapshot_dir(plan) {
+            cmd.current_dir(dir);
+        }
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
         // parent; it runs in the child between fork and exec. The VMM gets
@@ -313,6 +389,19 @@ impl Firecracker {
     }
 }
 
+/// For a template or a restore: the directory of the VM's writable
+/// drives, which the process runs in (the snapshot names them relative to
+/// it).
+fn snapshot_dir(plan: &LaunchPlan) -> Option<&Path> {
+    if plan.memory == Memory::Anonymous {
+        return None;
+    }
+    plan.drives
+        .iter()
+        .find(|d| !d.read_only)
+        .and_then(|d| d.path.parent())
+}
+
 fn log_dir(plan: &LaunchPlan) -> PathBuf {
     plan.console_log
         .parent()
@@ -326,30 +415,14 @@ impl Vmm for Firecracker {
     }
 
     fn launch(&self, plan: &LaunchPlan) -> Result<ProcessIdentity, VmmError> {
-        if plan.memory != super::Memory::Anonymous {
-            return Err(VmmError::Failed {
-                binary: self.binary.display().to_string(),
-                detail: "this driver does not save or restore guests yet".into(),
-            });
-        }
+        let calls = match &plan.memory {
+            Memory::Restore { memory, state } => Firecracker::restore_requests(plan, memory, state),
+            Memory::Anonymous | Memory::Template(_) => Firecracker::config_requests(plan),
+        };
         let id = self.spawn(plan)?;
-        let configured = self.wait_for_api(plan, &id).and_then(|()| {
-            for call in Firecracker::config_requests(plan) {
-                let resp = Firecracker::call(&plan.runtime_dir, &call)?;
-                if !resp.is_success() {
-                    return Err(VmmError::Failed {
-                        binary: self.binary.display().to_string(),
-                        detail: format!(
-                            "{} {} was refused: {}",
-                            call.method,
-                            call.path,
-                            resp.fault_message()
-                        ),
-                    });
-                }
-            }
-            Ok(())
-        });
+        let configured = self
+            .wait_for_api(plan, &id)
+            .and_then(|()| self.send_all(&plan.runtime_dir, &calls));
         match configured {
             Ok(()) => Ok(id),
             Err(e) => {
@@ -361,6 +434,15 @@ impl Vmm for Firecracker {
 
     fn version(&self) -> Result<String, String> {
         super::version_of(&self.binary)
+    }
+
+    fn snapshots(&self) -> bool {
+        true
+    }
+
+    fn save(&self, runtime_dir: &Path, memory: &Path, state: &Path) -> Result<(), VmmError> {
+        // The caller ends the process once this returns.
+        self.send_all(runtime_dir, &Firecracker::save_requests(memory, state))
     }
 
     fn failure_hint(&self, log_dir: &Path) -> Option<String> {

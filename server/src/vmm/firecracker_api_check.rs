@@ -181,7 +181,58 @@ fn all_calls() -> Vec<ApiCall> {
     }
     calls.push(Firecracker::pause_request(true));
     calls.push(Firecracker::pause_request(false));
+    let mut template = super::firecracker::tests::plan();
+    template.memory = crate::vmm::Memory::Template("/snap/memory".into());
+    calls.extend(Firecracker::config_requests(&template));
+    let (memory, state) = (
+        std::path::Path::new("/snap/memory"),
+        std::path::Path::new("/snap/state"),
+    );
+    calls.extend(Firecracker::save_requests(memory, state));
+    calls.extend(Firecracker::restore_requests(
+        &super::firecracker::tests::plan(),
+        memory,
+        state,
+    ));
     calls
+}
+
+#[test]
+fn snapshot_calls_name_the_files_and_drives_relative_to_the_vm() {
+    let mut template = super::firecracker::tests::plan();
+    template.memory = crate::vmm::Memory::Template("/snap/memory".into());
+    let calls = Firecracker::config_requests(&template);
+    let drive = |id: &str| {
+        calls
+            .iter()
+            .find(|c| c.path == format!("/drives/{id}"))
+            .unwrap()
+            .body["path_on_host"]
+            .clone()
+    };
+    // Writable drives by name (each restored VM opens its own copies);
+    // the shared read-only base by its full path.
+    assert_eq!(drive("overlay"), "overlay.ext4");
+    assert_eq!(drive("work"), "work.ext4");
+    assert_eq!(drive("rootfs"), "/img/rootfs.ext4");
+    let booted = Firecracker::config_requests(&super::firecracker::tests::plan());
+    let work = booted.iter().find(|c| c.path == "/drives/work").unwrap();
+    assert_eq!(work.body["path_on_host"], "/vm/work.ext4");
+
+    let memory = std::path::Path::new("/snap/memory");
+    let state = std::path::Path::new("/snap/state");
+    let save = Firecracker::save_requests(memory, state);
+    assert_eq!((save[0].method, save[0].path.as_str()), ("PATCH", "/vm"));
+    assert_eq!(save[1].body["mem_file_path"], "/snap/memory");
+    let load = Firecracker::restore_requests(&super::firecracker::tests::plan(), memory, state);
+    let load = load.last().unwrap();
+    assert_eq!(load.path, "/snapshot/load");
+    assert_eq!(load.body["mem_backend"]["backend_path"], "/snap/memory");
+    assert_eq!(
+        load.body["vsock_override"]["uds_path"],
+        "/run/vm/vsock.sock"
+    );
+    assert_eq!(load.body["resume_vm"], true);
 }
 
 #[test]
@@ -246,6 +297,22 @@ fn deliberately_wrong_bodies_fail() {
     let mut c = find("/boot-source");
     c.path = "/boot".into();
     cases.push((c, "is not in the API"));
+
+    let restore = Firecracker::restore_requests(
+        &super::firecracker::tests::plan(),
+        std::path::Path::new("/snap/memory"),
+        std::path::Path::new("/snap/state"),
+    );
+    let load = restore.last().unwrap().clone();
+    let mut c = load.clone();
+    c.body["mem_backend"]["backend_type"] = "Mmap".into();
+    cases.push((c, "is not one of"));
+    let mut c = load.clone();
+    c.body["vsock_override"] = serde_json::json!({ "path": "/x" });
+    cases.push((c, "required property \"uds_path\""));
+    let mut c = load;
+    c.body.as_object_mut().unwrap().remove("snapshot_path");
+    cases.push((c, "required property \"snapshot_path\""));
 
     for (call, expected) in cases {
         let errors = api.check(&call);

@@ -211,9 +211,11 @@ pub trait Vmm: Send + Sync {
     fn snapshots(&self) -> bool {
         false
     }
-    /// Pauses a guest launched with [`Memory::Template`], writes its device
-    /// state to `state`, and ends the VMM. Blocking.
-    fn save(&self, _runtime_dir: &Path, _state: &Path) -> Result<(), VmmError> {
+    /// Pauses a guest launched with [`Memory::Template`] and writes its
+    /// snapshot: device state to `state`, memory to `memory` (for QEMU
+    /// the template's memory file already is it). The VMM may end; the
+    /// caller ends it in any case. Blocking.
+    fn save(&self, _runtime_dir: &Path, _memory: &Path, _state: &Path) -> Result<(), VmmError> {
         Err(VmmError::Failed {
             binary: self.name().to_string(),
             detail: "this driver cannot save a guest".into(),

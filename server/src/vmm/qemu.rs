@@ -242,7 +242,7 @@ impl Vmm for Qemu {
         true
     }
 
-    fn save(&self, runtime_dir: &Path, state: &Path) -> Result<(), VmmError> {
+    fn save(&self, runtime_dir: &Path, _memory: &Path, state: &Path) -> Result<(), VmmError> {
         save(runtime_dir, state).map_err(|e| VmmError::Failed {
             binary: self.binary.display().to_string(),
             detail: format!("cannot save the guest: {e}"),
