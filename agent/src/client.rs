@@ -415,6 +415,11 @@ impl AgentClient {
         expect_done(self.simple(Request::Identity(spec)).await?)
     }
 
+    /// Sets the guest's wall clock.
+    pub async fn set_clock(&self, unix_nanos: u64) -> Result<(), AgentError> {
+        expect_done(self.simple(Request::SetClock { unix_nanos }).await?)
+    }
+
     /// Flushes, then powers the guest off.
     pub async fn power_off(&self) -> Result<(), AgentError> {
         expect_done(self.simple(Request::PowerOff).await?)

@@ -134,7 +134,8 @@ fn reseed(entropy: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_clock(unix_nanos: u64) -> std::io::Result<()> {
+/// Sets `CLOCK_REALTIME`.
+pub fn set_clock(unix_nanos: u64) -> std::io::Result<()> {
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(unix_nanos / 1_000_000_000).unwrap_or(libc::time_t::MAX),
         tv_nsec: (unix_nanos % 1_000_000_000) as libc::c_long,

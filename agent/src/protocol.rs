@@ -166,6 +166,12 @@ pub enum Request {
     /// restored from the same memory. Replies `Done` once every part is
     /// applied, or `Error` naming the part that failed.
     Identity(IdentitySpec),
+    /// Set the guest's wall clock (after it was paused, e.g. for a
+    /// snapshot). Replies `Done`.
+    SetClock {
+        /// The host's wall clock, nanoseconds since the epoch.
+        unix_nanos: u64,
+    },
 }
 
 /// A restored guest's own identity, chosen by the host
@@ -436,6 +442,12 @@ mod tests {
     fn sample() -> Vec<Frame> {
         vec![
             Frame::request(1, Request::Hello { protocol: 1 }),
+            Frame::request(
+                7,
+                Request::SetClock {
+                    unix_nanos: u64::MAX,
+                },
+            ),
             // Every field must survive the tagged enum (serde cannot carry
             // a u128 through one: such a frame was dropped by the guest).
             Frame::request(

@@ -287,6 +287,15 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.reply(stream, reply).await;
             });
         }
+        Request::SetClock { unix_nanos } => {
+            let reply = match crate::identity::set_clock(unix_nanos) {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error {
+                    message: format!("cannot set the clock: {e}"),
+                },
+            };
+            out.reply(stream, reply).await;
+        }
         Request::PowerOff => {
             let out = out.clone();
             tokio::spawn(async move {

@@ -192,6 +192,35 @@ pub struct CreateParams {
     /// Boot cold even when the image has a snapshot (`--no-snapshot`).
     #[serde(default)]
     pub no_snapshot: bool,
+    /// Start as a fork of this snapshot of a running VM, `NAME[:TAG]`
+    /// (`--from-snapshot`): its image, shape, files, processes and workspace.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// A snapshot of a running VM (`vm snapshot`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    /// `NAME:TAG`, what `--from` takes.
+    pub reference: String,
+    /// The name of the VM it was taken of.
+    pub name: String,
+    /// Its tag.
+    pub tag: String,
+    /// The id of the VM it was taken of (which may be gone since).
+    pub vm_id: String,
+    /// Its image.
+    pub image: String,
+    /// Virtual CPUs of the VMs started from it.
+    pub vcpu: u32,
+    /// Their memory in MiB.
+    pub memory_mib: u64,
+    /// Host bytes its files use.
+    pub bytes: u64,
+    /// The workspace's guest path, when the VM had one.
+    pub workspace: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 /// Progress of a long operation, then its outcome.
@@ -622,6 +651,23 @@ pub trait BangerApi {
     /// Deletes an image no VM uses.
     #[method(name = "image_delete")]
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Snapshots a running VM (memory, device state, disks; it pauses for
+    /// about a second), tagged `tag` (default `latest`).
+    #[method(name = "vm_snapshot")]
+    async fn vm_snapshot(
+        &self,
+        vm: String,
+        tag: Option<String>,
+    ) -> Result<SnapshotView, ErrorObjectOwned>;
+
+    /// Snapshots of running VMs.
+    #[method(name = "snapshot_list")]
+    async fn snapshot_list(&self) -> Result<Vec<SnapshotView>, ErrorObjectOwned>;
+
+    /// Deletes a snapshot (`NAME[:TAG]`) no VM is being started from.
+    #[method(name = "snapshot_delete")]
+    async fn snapshot_delete(&self, snapshot: String) -> Result<(), ErrorObjectOwned>;
 
     /// Project dependency caches.
     #[method(name = "cache_list")]

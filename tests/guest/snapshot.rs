@@ -241,3 +241,146 @@ fn a_daemon_killed_while_it_makes_a_snapshot_leaves_nothing_once_restarted() {
     }
     env.assert_nothing_left();
 }
+
+#[test]
+fn a_snapshot_of_a_running_vm_starts_forks_with_its_files_processes_and_workspace() {
+    let env = Env::new();
+    let repo = env.root().join("repo");
+    banger_tests::make_repo(&repo);
+    // (A dependency cache is the project's: a VM with one is not
+    // snapshotted.)
+    env.banger(&[
+        "vm",
+        "run",
+        "-d",
+        "--no-cache",
+        "--name",
+        "src",
+        repo.to_str().unwrap(),
+    ])
+    .ok();
+    exec(
+        &env,
+        "src",
+        "echo on-disk > new.txt; echo in-memory > /dev/shm/x; \
+         setsid sleep 1000 </dev/null >/dev/null 2>&1 & sync",
+    );
+    let src_id = exec(&env, "src", "cat /etc/machine-id");
+
+    let taken = env.banger(&["vm", "snapshot", "src", "--tag", "t1"]);
+    taken.ok();
+    assert_eq!(taken.stdout.trim(), "src:t1");
+    // The VM goes on, its clock right again after the pause.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let guest_now: u64 = exec(&env, "src", "date +%s").parse().unwrap();
+    assert!(
+        guest_now.abs_diff(now) <= 5,
+        "src's clock {guest_now}, host {now}"
+    );
+    // One name and tag, one snapshot.
+    let again = env.banger(&["vm", "snapshot", "src", "--tag", "t1"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+
+    // A fork: the workspace (its commands run there), the file, the
+    // memory-only file and the process, under its own name and identity.
+    let fork = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--from-snapshot",
+        "src:t1",
+        "--name",
+        "fork-a",
+        "--",
+        "sh",
+        "-c",
+        "pwd; cat new.txt /dev/shm/x; pgrep -x sleep >/dev/null && echo sleeping; hostname; cat /etc/machine-id",
+    ]);
+    fork.ok();
+    let lines: Vec<&str> = fork.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}", fork.stdout);
+    assert_eq!(
+        &lines[..6],
+        [
+            "/root/repo",
+            "on-disk",
+            "in-memory",
+            "sleeping",
+            "fork-a",
+            lines[5]
+        ],
+        "{}",
+        fork.stdout
+    );
+    assert_ne!(lines[5], src_id, "the fork kept the machine-id");
+    assert!(
+        fork.stderr.contains("restoring snapshot src:t1"),
+        "{}",
+        fork.stderr
+    );
+
+    env.banger(&[
+        "vm",
+        "create",
+        "--from-snapshot",
+        "src:t1",
+        "--name",
+        "fork-b",
+    ])
+    .ok();
+    let b_id = exec(&env, "fork-b", "cat /etc/machine-id");
+    assert!(b_id != src_id && b_id != lines[5]);
+    assert_eq!(env.show("fork-b")["workspace"]["guest_path"], "/root/repo");
+
+    let list = env.banger(&["vm", "snapshot", "list", "--json"]);
+    list.ok();
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list[0]["reference"], "src:t1");
+    assert_eq!(list[0]["workspace"], "/root/repo");
+
+    // Bad input: refused before anything exists.
+    let before = env.vms().len();
+    for args in [
+        &["vm", "run", "--rm", "--from-snapshot", "nope", "--", "true"][..],
+        &[
+            "vm",
+            "run",
+            "--rm",
+            "--from-snapshot",
+            "src:t1",
+            "--vcpu",
+            "1",
+            "--",
+            "true",
+        ],
+        &["vm", "create", "--from-snapshot", "src:t1", "--no-start"],
+        &["vm", "snapshot", "src", "--tag", "Bad/Tag"],
+    ] {
+        let run = env.banger(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(env.vms().len(), before);
+
+    // The snapshot outlives its VM; a fork still starts from it.
+    env.banger(&["vm", "delete", "src", "fork-b"]).ok();
+    let late = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--from-snapshot",
+        "src:t1",
+        "--",
+        "cat",
+        "new.txt",
+    ]);
+    late.ok();
+    assert_eq!(late.stdout.trim(), "on-disk");
+    env.banger(&["vm", "snapshot", "delete", "src:t1"]).ok();
+    let gone = env.banger(&["vm", "snapshot", "delete", "src:t1"]);
+    assert_ne!(gone.code, 0);
+    env.assert_nothing_left();
+}

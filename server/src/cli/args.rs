@@ -194,6 +194,39 @@ pub(crate) struct SpecArgs {
     /// `snapshots` in config.toml, else restore).
     #[arg(long)]
     pub(crate) no_snapshot: bool,
+    /// Start as a fork of a snapshot of a running VM (`banger vm snapshot
+    /// VM [--tag T]`): its image, size, files, processes and workspace.
+    /// (`--from` alone is `--branch`'s start point.)
+    #[arg(long = "from-snapshot", value_name = "NAME[:TAG]", conflicts_with_all = [
+        "vcpu", "memory", "disk_size", "system_overlay_size", "image", "kernel", "no_snapshot",
+    ])]
+    pub(crate) from_snapshot: Option<String>,
+}
+
+/// `vm snapshot VM [--tag T]`, `vm snapshot list`, `vm snapshot delete`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct SnapshotArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<SnapshotCommand>,
+    /// The running VM to snapshot (name or id).
+    #[arg(add = ArgValueCandidates::new(vm_names))]
+    pub(crate) vm: Option<String>,
+    /// The snapshot's tag (default: latest): `--from-snapshot VM:TAG`.
+    #[arg(long)]
+    pub(crate) tag: Option<String>,
+}
+
+/// What `vm snapshot` does besides taking one.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// The snapshots, with their image, size and disk bytes.
+    List,
+    /// Delete a snapshot (`NAME[:TAG]`) no VM is being started from.
+    Delete {
+        /// `NAME[:TAG]`.
+        snapshot: String,
+    },
 }
 
 /// The guest's network.
@@ -393,6 +426,10 @@ pub(crate) enum VmCommand {
         #[arg(add = ArgValueCandidates::new(vm_names))]
         vm: String,
     },
+    /// Snapshot a running VM (its memory, processes and disks; it pauses
+    /// for about a second), for `vm run|create --from-snapshot VM[:TAG]`; or list
+    /// or delete snapshots.
+    Snapshot(SnapshotArgs),
     /// The host address where a VM's listening ports are reachable
     /// (`curl http://$(banger vm ip web):8000`).
     Ip {

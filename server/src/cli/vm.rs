@@ -52,6 +52,7 @@ pub(crate) fn create_params(
         allow: net.allow.iter().map(|a| a.to_string()).collect(),
         cache: None,
         no_snapshot: spec.no_snapshot,
+        from: spec.from_snapshot.clone(),
     })
 }
 
@@ -124,6 +125,12 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
                 return Err(Failure::new(
                     2,
                     "-d/--detach does not take a command: run it later with banger vm exec VM -- CMD",
+                ));
+            }
+            if path.is_some() && spec.from_snapshot.is_some() {
+                return Err(Failure::new(
+                    2,
+                    "--from-snapshot starts a fork with the workspace its vm had; drop PATH (or sync it later: banger vm workspace sync)",
                 ));
             }
             let path = path.map(|p| absolute(&p));
@@ -436,6 +443,7 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             );
             Ok(0)
         }
+        VmCommand::Snapshot(args) => snapshot(dirs, printer, args).await,
         VmCommand::Ip { vm } => {
             let client = client::connect_or_start(dirs).await?;
             let view = client.vm_show(vm).await.map_err(rpc_failure)?;
@@ -523,6 +531,69 @@ pub(crate) async fn run(cmd: VmCommand, dirs: &Dirs, printer: &Printer) -> Resul
             exec(&client, target, login_shell(), printer).await
         }
     }
+}
+
+async fn snapshot(
+    dirs: &Dirs,
+    printer: &Printer,
+    args: super::args::SnapshotArgs,
+) -> Result<u8, Failure> {
+    use super::args::SnapshotCommand;
+    let client = client::connect_or_start(dirs).await?;
+    match (args.command, args.vm) {
+        (Some(SnapshotCommand::List), _) => {
+            let snapshots = client.snapshot_list().await.map_err(rpc_failure)?;
+            if printer.json() {
+                printer.line(&pretty(&snapshots));
+            } else {
+                let rows: Vec<Vec<String>> = snapshots
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.reference.clone(),
+                            s.image.clone(),
+                            s.vcpu.to_string(),
+                            format!("{}M", s.memory_mib),
+                            human_bytes(s.bytes),
+                            s.workspace.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    printer,
+                    &["SNAPSHOT", "IMAGE", "VCPU", "MEMORY", "SIZE", "WORKSPACE"],
+                    &rows,
+                );
+            }
+        }
+        (Some(SnapshotCommand::Delete { snapshot }), _) => {
+            client
+                .snapshot_delete(snapshot.clone())
+                .await
+                .map_err(rpc_failure)?;
+            printer.line(&snapshot);
+        }
+        (None, Some(vm)) => {
+            printer.progress(&format!("snapshotting {vm}"));
+            let made = client
+                .vm_snapshot(vm, args.tag)
+                .await
+                .map_err(rpc_failure)?;
+            printer.clear_progress();
+            if printer.json() {
+                printer.line(&pretty(&made));
+            } else {
+                printer.line(&made.reference);
+            }
+        }
+        (None, None) => {
+            return Err(Failure::new(
+                2,
+                "name the running vm to snapshot (banger vm snapshot VM [--tag T]), or: banger vm snapshot list | delete NAME[:TAG]",
+            ));
+        }
+    }
+    Ok(0)
 }
 
 pub(crate) async fn list(dirs: &Dirs, printer: &Printer, args: ListArgs) -> Result<u8, Failure> {

@@ -39,20 +39,33 @@ impl Daemon {
     /// Starts a VM whose lock the caller holds. `Boot::FromSnapshot` (a
     /// VM's first start, its disks fresh) restores the image's snapshot
     /// when it can; when it cannot, it says why and boots cold on fresh
-    /// disks.
+    /// disks. `Boot::FromUserSnapshot` restores that snapshot or fails.
     pub(super) async fn start_vm_locked(
         self: &Arc<Self>,
         vm: VmRecord,
         boot: Boot,
         progress: &Progress,
     ) -> Result<VmRecord, OpError> {
+        if let Boot::FromUserSnapshot(reference) = &boot {
+            let from = RestoreFrom::User(reference.clone());
+            return match self.start_once(vm, Some(&from), progress).await {
+                Ok(vm) => Ok(vm),
+                Err(StartError::Fatal(e)) => Err(e),
+                Err(StartError::Restore(reason)) => Err(OpError::internal(format!(
+                    "cannot start from snapshot {reference}: {reason}"
+                ))),
+            };
+        }
         // A driver that cannot restore boots as it always has, unremarked.
         let restorable = boot == Boot::FromSnapshot && self.driver(&vm.vmm)?.snapshots();
         if restorable {
             let reason = match vm.cache {
                 // A project cache is the project's, not the image's.
                 Some(_) => "this vm mounts a dependency cache".to_string(),
-                None => match self.start_once(vm.clone(), true, progress).await {
+                None => match self
+                    .start_once(vm.clone(), Some(&RestoreFrom::Image), progress)
+                    .await
+                {
                     Ok(vm) => return Ok(vm),
                     Err(StartError::Fatal(e)) => return Err(e),
                     Err(StartError::Restore(reason)) => {
@@ -75,7 +88,7 @@ impl Daemon {
             };
             progress.say(&format!("booting cold: {reason}"));
         }
-        match self.start_once(vm, false, progress).await {
+        match self.start_once(vm, None, progress).await {
             Ok(vm) => Ok(vm),
             Err(StartError::Fatal(e)) => Err(e),
             Err(StartError::Restore(reason)) => Err(OpError::internal(reason)),
@@ -89,7 +102,7 @@ impl Daemon {
     async fn start_once(
         self: &Arc<Self>,
         mut vm: VmRecord,
-        restore: bool,
+        restore: Option<&RestoreFrom>,
         progress: &Progress,
     ) -> Result<VmRecord, StartError> {
         let image = self
@@ -220,11 +233,29 @@ impl Daemon {
             memory: crate::vmm::Memory::Anonymous,
         };
         let mut plan = plan;
-        let restoring = if restore {
-            match self
-                .prepare_restore(&vm, &mut plan, &driver, progress)
-                .await
-            {
+        // What the guest sees at boot: a snapshot of this VM records it,
+        // and a VM restored from one must launch the same.
+        let key = {
+            let (snapshots, d) = (self.snapshots.clone(), driver.clone());
+            tokio::task::block_in_place(|| {
+                let version = snapshots.cached_version(d.as_ref())?;
+                super::snapshot::key(&plan, d.name(), &version).map_err(|e| e.to_string())
+            })
+        };
+        let prepared = match (restore, &key) {
+            (None, _) => None,
+            (Some(RestoreFrom::Image), _) => Some(
+                self.prepare_restore(&vm, &mut plan, &driver, progress)
+                    .await,
+            ),
+            (Some(RestoreFrom::User(reference)), Ok(key)) => Some(
+                self.prepare_user_restore(reference, &mut plan, key, progress)
+                    .await,
+            ),
+            (Some(RestoreFrom::User(_)), Err(e)) => Some(Err(e.clone())),
+        };
+        let restoring = if let Some(prepared) = prepared {
+            match prepared {
                 Ok(r) => Some(r),
                 Err(reason) => {
                     drop(cache_guard);
@@ -262,6 +293,9 @@ impl Daemon {
         let restored = restoring
             .map(|r| super::snapshot::mark_restored(&runtime_dir, &r.dir))
             .is_some();
+        if let Ok(key) = &key {
+            super::user_snapshot::record_launch_key(&runtime_dir, key);
+        }
         vm.state = VmState::Starting;
         vm.pid = Some(identity.pid);
         vm.pid_start_time = Some(identity.start_time);
@@ -494,13 +528,23 @@ impl Daemon {
 }
 
 /// How a VM's guest begins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Boot {
     /// Boot its kernel.
     Cold,
     /// Restore its image's snapshot if it can (only for a VM whose disks
     /// were never booted), else boot.
     FromSnapshot,
+    /// Restore this snapshot of a running VM (`NAME:TAG`), or fail.
+    FromUserSnapshot(String),
+}
+
+/// Which snapshot one start attempt restores.
+pub(super) enum RestoreFrom {
+    /// The image's.
+    Image,
+    /// A running VM's, `NAME[:TAG]`.
+    User(String),
 }
 
 /// Why one start attempt failed.

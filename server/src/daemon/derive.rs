@@ -155,6 +155,7 @@ impl Daemon {
             allow: req.allow.clone(),
             cache: req.cache.clone(),
             no_snapshot: false,
+            from: None,
         };
         progress.say(&format!(
             "booting {} to make image {}",

@@ -18,6 +18,7 @@ mod snapshot;
 mod ssh;
 mod sync;
 pub(crate) mod tooling;
+mod user_snapshot;
 mod vm;
 mod workspace;
 

@@ -781,6 +781,28 @@ impl BangerApiServer for Rpc {
         Ok(self.0.clear_cache(&name).await?)
     }
 
+    async fn vm_snapshot(
+        &self,
+        vm: String,
+        tag: Option<String>,
+    ) -> Result<crate::api::SnapshotView, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: a client that gives up does not leave a paused VM.
+        Ok(
+            tokio::spawn(async move { daemon.snapshot_vm(&vm, tag.as_deref()).await })
+                .await
+                .map_err(|e| OpError::internal(format!("snapshot task failed: {e}")))??,
+        )
+    }
+
+    async fn snapshot_list(&self) -> Result<Vec<crate::api::SnapshotView>, ErrorObjectOwned> {
+        Ok(super::offload(|| self.0.user_snapshot_views()))
+    }
+
+    async fn snapshot_delete(&self, snapshot: String) -> Result<(), ErrorObjectOwned> {
+        Ok(self.0.delete_user_snapshot(&snapshot).await?)
+    }
+
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
         let d = &self.0;
         let _alone = d.catalog.write().await;

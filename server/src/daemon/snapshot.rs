@@ -51,46 +51,81 @@ pub(crate) struct Snapshots {
     versions: Mutex<HashMap<String, String>>,
 }
 
-/// A lock on one image's snapshots, `IMAGE_DIR/.lock` (flock): restores
+/// A lock on a directory of snapshots (one image's, or the snapshots of
+/// running VMs), `DIR/.lock` (flock): restores
 /// share it, making, pruning and removing take it alone. It holds across
 /// processes (daemons of one user, or tests, may share a cache) and
 /// between tasks of one daemon (each takes its own open file). Released
 /// when dropped.
-pub(super) struct ImageLock(#[allow(dead_code)] std::fs::File);
+pub(super) struct SnapshotLock(#[allow(dead_code)] std::fs::File);
 
-impl ImageLock {
-    async fn take(image_dir: &Path, exclusive: bool) -> Result<ImageLock, String> {
-        let dir = image_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let path = dir.join(".lock");
-            let file = std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            let op = if exclusive {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_SH
-            };
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } != 0 {
-                return Err(format!(
-                    "cannot lock {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(ImageLock(file))
-        })
-        .await
-        .map_err(|e| e.to_string())?
+impl SnapshotLock {
+    /// Waits for the lock, shared or alone.
+    pub(super) async fn take(dir: &Path, exclusive: bool) -> Result<SnapshotLock, String> {
+        let dir = dir.to_path_buf();
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        tokio::task::spawn_blocking(move || SnapshotLock::flock(&dir, op))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.ok_or_else(|| "the lock was not taken".to_string()))
+    }
+
+    /// The lock alone if nobody holds it now; `None` if someone does.
+    /// Blocking (briefly).
+    pub(super) fn try_alone(dir: &Path) -> Result<Option<SnapshotLock>, String> {
+        SnapshotLock::flock(dir, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    /// `flock(op)` on `DIR/.lock`, made (and `DIR` made private: snapshots
+    /// hold guests' memory) if missing; `None` when a non-blocking lock
+    /// is held by someone else.
+    fn flock(dir: &Path, op: libc::c_int) -> Result<Option<SnapshotLock>, String> {
+        crate::paths::Dirs::ensure_private(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } == 0 {
+            return Ok(Some(SnapshotLock(file)));
+        }
+        let e = std::io::Error::last_os_error();
+        if op & libc::LOCK_NB != 0 && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(format!("cannot lock {}: {e}", path.display()))
+        }
     }
 }
 
+/// Makes the writable disks of `plan` copies of the snapshot's in `dir`
+/// (same file names) and starts its console log with `console`. Blocking.
+pub(super) fn copy_into_plan(dir: &Path, plan: &LaunchPlan, console: &[u8]) -> Result<(), String> {
+    for drive in plan.drives.iter().filter(|d| !d.read_only) {
+        let name = drive
+            .path
+            .file_name()
+            .ok_or("a drive without a file name")?;
+        crate::disk::copy_sparse(&dir.join(name), &drive.path)
+            .map_err(|e| format!("cannot copy {}: {e}", dir.join(name).display()))?;
+    }
+    std::fs::write(&plan.console_log, console)
+        .map_err(|e| format!("cannot write {}: {e}", plan.console_log.display()))
+}
+
 impl Snapshots {
+    /// The driver's version, asked once per daemon (a key part).
+    pub(super) fn cached_version(&self, driver: &dyn Vmm) -> Result<String, String> {
+        self.version(driver)
+    }
+
     fn version(&self, driver: &dyn Vmm) -> Result<String, String> {
         if let Some(v) = lock(&self.versions).get(driver.name()) {
             return Ok(v.clone());
@@ -106,7 +141,7 @@ pub(super) struct Restore {
     /// Held until the VMM has read the snapshot's files (released when
     /// this is dropped).
     #[allow(dead_code)]
-    pub(super) guard: ImageLock,
+    pub(super) guard: SnapshotLock,
     /// The snapshot's directory (for messages).
     pub(super) dir: PathBuf,
 }
@@ -204,12 +239,12 @@ impl Daemon {
         let image_dir = self.snapshot_root().join(&vm.image_id);
         let dir = image_dir.join(&key);
         let guard = loop {
-            let shared = ImageLock::take(&image_dir, false).await?;
+            let shared = SnapshotLock::take(&image_dir, false).await?;
             if dir.join(META).exists() {
                 break shared;
             }
             drop(shared);
-            let _alone = ImageLock::take(&image_dir, true).await?;
+            let _alone = SnapshotLock::take(&image_dir, true).await?;
             if !dir.join(META).exists() {
                 progress.say(&format!(
                     "making the snapshot of image {} (once per image and vm shape; later vms restore it)",
@@ -223,24 +258,12 @@ impl Daemon {
             }
         };
         progress.say("restoring the image's snapshot");
-        let copies: Vec<(PathBuf, PathBuf)> = plan
-            .drives
-            .iter()
-            .filter(|d| !d.read_only)
-            .filter_map(|d| Some((dir.join(d.path.file_name()?), d.path.clone())))
-            .collect();
-        let (console_from, console_to) = (dir.join(CONSOLE), plan.console_log.clone());
-        let meta = dir.join(META);
+        let (d, p, meta) = (dir.clone(), plan.clone(), dir.join(META));
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            for (from, to) in &copies {
-                crate::disk::copy_sparse(from, to)
-                    .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
-            }
             // The VM's log begins with the boot it was restored from.
-            let mut log = std::fs::read(&console_from).unwrap_or_default();
+            let mut log = std::fs::read(d.join(CONSOLE)).unwrap_or_default();
             log.extend_from_slice(b"\n[banger] restored from the snapshot of this boot\n");
-            std::fs::write(&console_to, log)
-                .map_err(|e| format!("cannot write {}: {e}", console_to.display()))?;
+            copy_into_plan(&d, &p, &log)?;
             // Most recently used, for pruning.
             let _ = std::fs::File::options()
                 .append(true)
@@ -251,7 +274,7 @@ impl Daemon {
         .await
         .map_err(|e| e.to_string())??;
         plan.memory = Memory::Restore {
-            memory: dir.join(MEMORY),
+            memory: Some(dir.join(MEMORY)),
             state: dir.join(STATE),
         };
         Ok(Restore { guard, dir })
@@ -456,7 +479,7 @@ impl Daemon {
         if !dir.exists() {
             return;
         }
-        let _alone = ImageLock::take(&dir, true).await;
+        let _alone = SnapshotLock::take(&dir, true).await;
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
 }

@@ -76,15 +76,68 @@ impl Daemon {
         };
         let config =
             crate::config::Config::load(&self.dirs).map_err(|e| OpError::new(code::INVALID, e))?;
-        let flags = crate::config::Flags {
-            vcpu: params.vcpu,
-            memory_mib: params.memory_mib,
-            disk_bytes: params.disk_bytes,
-            system_overlay_bytes: params.system_overlay_bytes,
-            vmm: params.vmm.clone(),
-            kernel: params.kernel.clone(),
-            image: params.image.clone(),
-            snapshots: params.no_snapshot.then_some(false),
+        // A fork of a snapshot of a running VM has that VM's image, kernel,
+        // VMM and size.
+        let from = match &params.from {
+            None => None,
+            Some(reference) => {
+                let shaped = params.vcpu.is_some()
+                    || params.memory_mib.is_some()
+                    || params.disk_bytes.is_some()
+                    || params.system_overlay_bytes.is_some()
+                    || params.image.is_some()
+                    || params.kernel.is_some();
+                if !params.start {
+                    return Err(OpError::new(
+                        code::INVALID,
+                        "a vm made --from-snapshot starts from it: drop --no-start",
+                    ));
+                }
+                if shaped {
+                    return Err(OpError::new(
+                        code::INVALID,
+                        "a vm started --from-snapshot has the snapshot's image, kernel and size: drop --image, --kernel, --vcpu, --memory, --disk-size and --system-overlay-size",
+                    ));
+                }
+                let (meta, _) = self
+                    .find_user_snapshot(reference)
+                    .map_err(|e| OpError::new(code::INVALID, e.message))?;
+                if let Some(vmm) = &params.vmm
+                    && vmm != "auto"
+                    && *vmm != meta.vmm
+                {
+                    return Err(OpError::new(
+                        code::INVALID,
+                        format!(
+                            "snapshot {}:{} is of a {} vm; drop --vmm {vmm}",
+                            meta.name, meta.tag, meta.vmm
+                        ),
+                    ));
+                }
+                Some(meta)
+            }
+        };
+        let flags = match &from {
+            None => crate::config::Flags {
+                vcpu: params.vcpu,
+                memory_mib: params.memory_mib,
+                disk_bytes: params.disk_bytes,
+                system_overlay_bytes: params.system_overlay_bytes,
+                vmm: params.vmm.clone(),
+                kernel: params.kernel.clone(),
+                image: params.image.clone(),
+                snapshots: params.no_snapshot.then_some(false),
+            },
+            Some(meta) => crate::config::Flags {
+                vcpu: Some(meta.spec.vcpu),
+                memory_mib: Some(meta.spec.memory_mib),
+                disk_bytes: Some(meta.spec.disk_bytes),
+                system_overlay_bytes: Some(meta.spec.overlay_bytes),
+                vmm: Some(meta.vmm.clone()),
+                kernel: meta.kernel_id.clone(),
+                image: Some(meta.image_id.clone()),
+                snapshots: Some(false),
+            },
         };
         let effective = crate::config::resolve(&config, std::env::var("BANGER_VMM").ok(), &flags)
             .map_err(|e| {
@@ -162,6 +215,7 @@ impl Daemon {
             allow,
             image: effective.image.value,
             snapshots: effective.snapshots.value,
+            from,
         })
     }
 
@@ -183,6 +237,7 @@ impl Daemon {
             allow,
             image,
             snapshots,
+            from,
         } = self.validate_create(&params)?;
         progress.say(&format!("vmm: {} ({})", choice.vmm, choice.reason));
         let image = self.ensure_image(image.as_deref(), progress).await?;
@@ -197,7 +252,8 @@ impl Daemon {
             vmm: choice.vmm.to_string(),
             vmm_reason: Some(choice.reason.clone()),
             kernel: None,
-            workspace: None,
+            // A fork keeps the workspace its snapshot's VM had.
+            workspace: from.as_ref().and_then(|m| m.workspace.clone()),
             kernel_id: kernel.map(|k| k.id),
             accel: None,
             accel_reason: None,
@@ -210,7 +266,7 @@ impl Daemon {
             loopback: None,
             published,
             allow,
-            tooling: None,
+            tooling: from.as_ref().and_then(|m| m.tooling.clone()),
             cache: params
                 .cache
                 .as_deref()
@@ -231,6 +287,13 @@ impl Daemon {
             let taken = s.loopbacks()?;
             record.loopback = crate::net::ports::allocate_loopback(&taken);
             s.insert_vm(&record)?;
+            // A fork's workspace and tools, as its snapshot's VM had them.
+            if record.workspace.is_some() {
+                s.set_workspace(&record.id, record.workspace.as_ref())?;
+            }
+            if let Some(tooling) = &record.tooling {
+                s.set_tooling(&record.id, Some(tooling))?;
+            }
             s.set_cache(&record.id, record.cache.as_deref())
         })?;
         if let Some(lease) = &params.lease
@@ -283,10 +346,12 @@ impl Daemon {
         }
         if params.start {
             let id = record.id.clone();
-            let boot = if snapshots {
-                super::boot::Boot::FromSnapshot
-            } else {
-                super::boot::Boot::Cold
+            let boot = match &from {
+                Some(meta) => {
+                    super::boot::Boot::FromUserSnapshot(format!("{}:{}", meta.name, meta.tag))
+                }
+                None if snapshots => super::boot::Boot::FromSnapshot,
+                None => super::boot::Boot::Cold,
             };
             let started = self.start_vm_locked(record, boot, progress).await;
             drop(guard);
@@ -649,6 +714,8 @@ pub(crate) struct CreatePlan {
     pub(crate) image: Option<String>,
     /// Whether a first boot may restore the image's snapshot.
     pub(crate) snapshots: bool,
+    /// The snapshot of a running VM this one is a fork of.
+    pub(crate) from: Option<super::user_snapshot::SnapshotMeta>,
 }
 
 /// The error for a request that needs a running VM.

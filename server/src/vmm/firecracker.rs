@@ -416,7 +416,16 @@ impl Vmm for Firecracker {
 
     fn launch(&self, plan: &LaunchPlan) -> Result<ProcessIdentity, VmmError> {
         let calls = match &plan.memory {
-            Memory::Restore { memory, state } => Firecracker::restore_requests(plan, memory, state),
+            Memory::Restore {
+                memory: Some(memory),
+                state,
+            } => Firecracker::restore_requests(plan, memory, state),
+            Memory::Restore { memory: None, .. } => {
+                return Err(VmmError::Failed {
+                    binary: self.binary.display().to_string(),
+                    detail: "a snapshot without a memory file is QEMU's, not Firecracker's".into(),
+                });
+            }
             Memory::Anonymous | Memory::Template(_) => Firecracker::config_requests(plan),
         };
         let id = self.spawn(plan)?;

@@ -166,11 +166,12 @@ pub enum Memory {
     /// its memory is the file when it is saved.
     Template(PathBuf),
     /// The guest is restored, not booted: memory mapped privately (copy on
-    /// write) from a snapshot's memory file, device state read from its
-    /// state file. The snapshot's files are never written.
+    /// write) from a snapshot's memory file, or (`None`, a snapshot of a
+    /// running VM) read with the device state from its state file. The
+    /// snapshot's files are never written.
     Restore {
-        /// The snapshot's memory file.
-        memory: PathBuf,
+        /// The snapshot's memory file, if its memory is not in `state`.
+        memory: Option<PathBuf>,
         /// The snapshot's device state.
         state: PathBuf,
     },
@@ -210,6 +211,22 @@ pub trait Vmm: Send + Sync {
     /// ([`Memory::Template`], [`Memory::Restore`], [`Vmm::save`]).
     fn snapshots(&self) -> bool {
         false
+    }
+    /// Pauses a running guest and writes its snapshot (device state and
+    /// memory together in `state`); the guest stays paused until
+    /// [`Vmm::resume`]. Blocking.
+    fn snapshot_running(&self, _runtime_dir: &Path, _state: &Path) -> Result<(), VmmError> {
+        Err(VmmError::Failed {
+            binary: self.name().to_string(),
+            detail: "this driver cannot snapshot a running vm yet".into(),
+        })
+    }
+    /// Lets a guest paused by [`Vmm::snapshot_running`] run again.
+    fn resume(&self, _runtime_dir: &Path) -> Result<(), VmmError> {
+        Err(VmmError::Failed {
+            binary: self.name().to_string(),
+            detail: "this driver cannot resume a vm".into(),
+        })
     }
     /// Pauses a guest launched with [`Memory::Template`] and writes its
     /// snapshot: device state to `state`, memory to `memory` (for QEMU

@@ -59,8 +59,17 @@ impl Qemu {
             "-name",
             &format!("banger-{},process=banger-{}", plan.name, plan.name),
         ]);
+        // Every guest's memory is the object `ram`, however it began: a
+        // snapshot of a running VM names its memory so, and restores into
+        // a VM whose memory is named the same.
+        let anonymous = format!("memory-backend-ram,id=ram,size={}M", plan.memory_mib);
         match &plan.memory {
-            Memory::Anonymous => push(&["-M", machine]),
+            Memory::Anonymous | Memory::Restore { memory: None, .. } => push(&[
+                "-M",
+                &format!("{machine},memory-backend=ram"),
+                "-object",
+                &anonymous,
+            ]),
             // Shared: the guest's memory is the file, which becomes the
             // snapshot's memory when the template is saved.
             Memory::Template(path) => push(&[
@@ -72,7 +81,10 @@ impl Qemu {
             // Private: a copy-on-write mapping of the snapshot's file (its
             // pages shared by every VM restored from it, never written),
             // and the device state arrives through QMP.
-            Memory::Restore { memory, .. } => push(&[
+            Memory::Restore {
+                memory: Some(memory),
+                ..
+            } => push(&[
                 "-M",
                 &format!("{machine},memory-backend=ram"),
                 "-object",
@@ -80,6 +92,10 @@ impl Qemu {
                 "-incoming",
                 "defer",
             ]),
+        }
+        // A running VM's snapshot: its memory is in the stream.
+        if let Memory::Restore { memory: None, .. } = &plan.memory {
+            push(&["-incoming", "defer"]);
         }
         match plan.accel.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -226,8 +242,8 @@ impl Vmm for Qemu {
             binary: binary.clone(),
             detail: "the VMM exited right after starting".into(),
         })?;
-        if let Memory::Restore { state, .. } = &plan.memory
-            && let Err(e) = restore(&plan.runtime_dir, state)
+        if let Memory::Restore { state, memory } = &plan.memory
+            && let Err(e) = restore(&plan.runtime_dir, state, memory.is_some())
         {
             let _ = identity.kill_and_wait(Duration::from_secs(5));
             return Err(VmmError::Failed {
@@ -240,6 +256,34 @@ impl Vmm for Qemu {
 
     fn snapshots(&self) -> bool {
         true
+    }
+
+    fn snapshot_running(&self, runtime_dir: &Path, state: &Path) -> Result<(), VmmError> {
+        let failed = |e: QmpError| VmmError::Failed {
+            binary: self.binary.display().to_string(),
+            detail: format!("cannot save the guest: {e}"),
+        };
+        let mut qmp = Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT).map_err(failed)?;
+        // Off, whatever a restore of this VM set: its memory travels in
+        // the stream, and the stream's format follows the capability.
+        qmp.set_capability("x-ignore-shared", false)
+            .map_err(failed)?;
+        qmp.execute("stop", None).map_err(failed)?;
+        let saved = exec_uri("cat >", state).and_then(|uri| {
+            qmp.execute("migrate", Some(serde_json::json!({ "uri": uri })))?;
+            qmp.wait_migration(std::time::Instant::now() + MIGRATION_TIMEOUT)
+        });
+        saved.map_err(failed)
+    }
+
+    fn resume(&self, runtime_dir: &Path) -> Result<(), VmmError> {
+        Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT)
+            .and_then(|mut qmp| qmp.execute("cont", None))
+            .map(|_| ())
+            .map_err(|e| VmmError::Failed {
+                binary: self.binary.display().to_string(),
+                detail: format!("cannot resume the guest: {e}"),
+            })
     }
 
     fn save(&self, runtime_dir: &Path, _memory: &Path, state: &Path) -> Result<(), VmmError> {
@@ -271,9 +315,12 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Feeds a snapshot's device state to a QEMU started with `-incoming
 /// defer`, then lets the guest run. Its memory is not in the stream
 /// (`x-ignore-shared`): it is already mapped from the snapshot's file.
-fn restore(runtime_dir: &Path, state: &Path) -> Result<(), QmpError> {
+fn restore(runtime_dir: &Path, state: &Path, memory_mapped: bool) -> Result<(), QmpError> {
     let mut qmp = Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT)?;
-    qmp.set_capability("x-ignore-shared")?;
+    // The memory is mapped from the snapshot's file, not in the stream.
+    if memory_mapped {
+        qmp.set_capability("x-ignore-shared", true)?;
+    }
     qmp.execute(
         "migrate-incoming",
         Some(serde_json::json!({ "uri": exec_uri("cat", state)? })),
@@ -287,7 +334,7 @@ fn restore(runtime_dir: &Path, state: &Path) -> Result<(), QmpError> {
 /// which is the shared file) and ends QEMU.
 fn save(runtime_dir: &Path, state: &Path) -> Result<(), QmpError> {
     let mut qmp = Qmp::connect(&runtime_dir.join(QMP_SOCKET), QMP_TIMEOUT)?;
-    qmp.set_capability("x-ignore-shared")?;
+    qmp.set_capability("x-ignore-shared", true)?;
     qmp.execute("stop", None)?;
     qmp.execute(
         "migrate",
@@ -425,9 +472,12 @@ mod tests {
         let args = Qemu::args(&plan(Accel::Tcg));
         assert_eq!(
             value_after(&args, "-M"),
-            ["microvm,x-option-roms=off,rtc=on"]
+            ["microvm,x-option-roms=off,rtc=on,memory-backend=ram"]
         );
-        assert!(value_after(&args, "-object").is_empty());
+        assert_eq!(
+            value_after(&args, "-object"),
+            ["memory-backend-ram,id=ram,size=1024M"]
+        );
         assert!(!args.contains(&"-incoming".to_string()));
 
         let mut p = plan(Accel::Tcg);
@@ -444,7 +494,7 @@ mod tests {
         assert!(!args.contains(&"-incoming".to_string()));
 
         p.memory = Memory::Restore {
-            memory: "/snap/memory".into(),
+            memory: Some("/snap/memory".into()),
             state: "/snap/state".into(),
         };
         let args = Qemu::args(&p);
@@ -460,6 +510,18 @@ mod tests {
             value_after(&Qemu::args(&t), "-device"),
             value_after(&args, "-device")
         );
+
+        // A running VM's snapshot: ordinary memory, filled by the stream.
+        p.memory = Memory::Restore {
+            memory: None,
+            state: "/snap/state".into(),
+        };
+        let args = Qemu::args(&p);
+        assert_eq!(
+            value_after(&args, "-object"),
+            ["memory-backend-ram,id=ram,size=1024M"]
+        );
+        assert_eq!(value_after(&args, "-incoming"), ["defer"]);
     }
 
     #[test]

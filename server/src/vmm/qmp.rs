@@ -88,11 +88,11 @@ impl Qmp {
         }
     }
 
-    /// Turns a migration capability on.
-    pub fn set_capability(&mut self, name: &str) -> Result<(), QmpError> {
+    /// Turns a migration capability on or off.
+    pub fn set_capability(&mut self, name: &str, state: bool) -> Result<(), QmpError> {
         self.execute(
             "migrate-set-capabilities",
-            Some(json!({ "capabilities": [{ "capability": name, "state": true }] })),
+            Some(json!({ "capabilities": [{ "capability": name, "state": state }] })),
         )
         .map(|_| ())
     }
