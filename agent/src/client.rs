@@ -415,6 +415,24 @@ impl AgentClient {
         expect_done(self.simple(Request::Identity(spec)).await?)
     }
 
+    /// Mounts a disk the guest did not mount at boot, and binds its
+    /// directories ([`Request::MountDisk`]).
+    pub async fn mount_disk(
+        &self,
+        serial: &str,
+        target: &str,
+        binds: Vec<(String, String)>,
+    ) -> Result<(), AgentError> {
+        expect_done(
+            self.simple(Request::MountDisk {
+                serial: serial.to_string(),
+                target: target.to_string(),
+                binds,
+            })
+            .await?,
+        )
+    }
+
     /// Sets the guest's wall clock.
     pub async fn set_clock(&self, unix_nanos: u64) -> Result<(), AgentError> {
         expect_done(self.simple(Request::SetClock { unix_nanos }).await?)

@@ -134,6 +134,90 @@ fn reseed(entropy: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `BLKFLSBUF`: `_IO(0x12, 97)`.
+const BLKFLSBUF: libc::c_ulong = 0x1261;
+
+/// Mounts the ext4 disk whose virtio serial is `serial` at `target` and
+/// binds `(directory on it, mount point)` pairs, as the initramfs would
+/// have at boot. The guest's cached blocks of the disk are dropped first:
+/// a restored guest read the template's placeholder disk at boot, not
+/// this one. Blocking.
+pub fn mount_disk(serial: &str, target: &str, binds: &[(String, String)]) -> Result<(), String> {
+    let absolute = |p: &str| p.starts_with('/') && !p.split('/').any(|c| c == "..");
+    if !absolute(target)
+        || binds.iter().any(|(from, to)| {
+            from.is_empty()
+                || from.starts_with('/')
+                || from.split('/').any(|c| c == "..")
+                || !absolute(to)
+        })
+    {
+        return Err("mount paths must be absolute (sources relative), without '..'".into());
+    }
+    let device = disk_by_serial(serial).ok_or_else(|| format!("no disk with serial {serial}"))?;
+    let dev = std::fs::File::open(&device).map_err(|e| format!("cannot open {device}: {e}"))?;
+    // SAFETY: BLKFLSBUF takes no argument pointer.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), BLKFLSBUF as _, 0) } != 0 {
+        return Err(format!(
+            "cannot drop the cached blocks of {device}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    drop(dev);
+    std::fs::create_dir_all(target).map_err(|e| format!("cannot create {target}: {e}"))?;
+    mount(&device, target, Some("ext4"), 0, Some("discard"))?;
+    for (from, to) in binds {
+        let source = format!("{}/{from}", target.trim_end_matches('/'));
+        for dir in [&source, to] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+        }
+        mount(&source, to, None, libc::MS_BIND, None)?;
+    }
+    Ok(())
+}
+
+fn disk_by_serial(serial: &str) -> Option<String> {
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let own = std::fs::read_to_string(e.path().join("serial")).ok()?;
+            (name.starts_with("vd") && own.trim() == serial).then(|| format!("/dev/{name}"))
+        })
+}
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("a NUL in {s:?}"));
+    let (src, tgt) = (c(source)?, c(target)?);
+    let fs = fstype.map(c).transpose()?;
+    let data = data.map(c).transpose()?;
+    // SAFETY: every pointer is a live NUL-terminated string or null.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ref().map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot mount {source} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Sets `CLOCK_REALTIME`.
 pub fn set_clock(unix_nanos: u64) -> std::io::Result<()> {
     let ts = libc::timespec {

@@ -166,6 +166,19 @@ pub enum Request {
     /// restored from the same memory. Replies `Done` once every part is
     /// applied, or `Error` naming the part that failed.
     Identity(IdentitySpec),
+    /// Mount a disk that a restored guest has but did not mount at boot
+    /// (a project's dependency cache): the disk with virtio serial
+    /// `serial`, ext4, at `target`, then each `(directory on it, mount
+    /// point)` bound over its mount point. Replies `Done`.
+    MountDisk {
+        /// The disk's virtio-blk serial.
+        serial: String,
+        /// Absolute mount point.
+        target: String,
+        /// Directories of the disk (relative) and where to bind each
+        /// (absolute).
+        binds: Vec<(String, String)>,
+    },
     /// Set the guest's wall clock (after it was paused, e.g. for a
     /// snapshot). Replies `Done`.
     SetClock {
@@ -442,6 +455,14 @@ mod tests {
     fn sample() -> Vec<Frame> {
         vec![
             Frame::request(1, Request::Hello { protocol: 1 }),
+            Frame::request(
+                11,
+                Request::MountDisk {
+                    serial: "cache".into(),
+                    target: "/var/cache/banger".into(),
+                    binds: vec![("pip".into(), "/root/.cache/pip".into())],
+                },
+            ),
             Frame::request(
                 7,
                 Request::SetClock {

@@ -287,6 +287,25 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.reply(stream, reply).await;
             });
         }
+        Request::MountDisk {
+            serial,
+            target,
+            binds,
+        } => {
+            let out = out.clone();
+            tokio::spawn(async move {
+                let done = tokio::task::spawn_blocking(move || {
+                    crate::identity::mount_disk(&serial, &target, &binds)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("mount task failed: {e}")));
+                let reply = match done {
+                    Ok(()) => Response::Done,
+                    Err(message) => Response::Error { message },
+                };
+                out.reply(stream, reply).await;
+            });
+        }
         Request::SetClock { unix_nanos } => {
             let reply = match crate::identity::set_clock(unix_nanos) {
                 Ok(()) => Response::Done,

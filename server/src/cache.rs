@@ -20,6 +20,10 @@ const META: &str = "meta.json";
 /// Apparent size of a cache disk (sparse: only what is written takes room).
 const SIZE: u64 = 32 << 30;
 
+/// Where the guest mounts the cache disk (kept in sync with
+/// `image/init.sh`).
+pub const GUEST_DIR: &str = "/var/cache/banger";
+
 /// Directories on the cache disk and where the guest mounts each (kept in
 /// sync with `image/init.sh`).
 pub const MOUNTS: &[(&str, &str)] = &[

@@ -8,12 +8,15 @@
 //!   one-file sync must not grow with the repository);
 //! - a formatter-style burst of saves;
 //! - `banger.exec` of `true` (the LSP's round trip, next to the CLI's);
-//! - applying many guest-changed files.
+//! - applying many guest-changed files;
+//! - before all that, `banger.runTests` on fresh small repositories (a new
+//!   sandbox each: create or restore, ship, run).
 //!
 //!     cargo build --release --bins && cargo bench -p banger-tests --bench lsp
 //!
 //! `BANGER_BENCH_FILES` (default 10000), `BANGER_BENCH_SAVES` (200),
-//! `BANGER_BENCH_BURST` (200), `BANGER_BENCH_APPLY` (100).
+//! `BANGER_BENCH_BURST` (200), `BANGER_BENCH_APPLY` (100),
+//! `BANGER_BENCH_FRESH` (5).
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::path::Path;
@@ -97,7 +100,50 @@ fn cli_syncs(env: &Env, repo: &Path, n: usize, runs: usize) -> (Vec<f64>, Vec<f6
     (host, guest)
 }
 
+/// `banger.runTests` on fresh small repositories (the calc project), each
+/// with its own new sandbox: from the request to its result, with the
+/// sandbox made, the repository shipped and the suite run. The first
+/// makes the image's snapshot if there is none, so it is reported apart.
+fn first_run_tests(env: &Env, runs: usize) {
+    let mut times = Vec::new();
+    for k in 0..=runs {
+        let repo = env.root().join(format!("fresh{k}"));
+        banger_tests::make_calc_project(&repo);
+        let repo = repo.canonicalize().unwrap();
+        let mut lsp = LspClient::start(env.cmd(&[]));
+        lsp.request(
+            "initialize",
+            json!({
+                "processId": null,
+                "workspaceFolders": [{"uri": uri(&repo), "name": format!("fresh{k}")}],
+                "capabilities": {"workspace": {"applyEdit": true}}
+            }),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        lsp.notify("initialized", json!({}));
+        let t = Instant::now();
+        let r = lsp
+            .command("banger.runTests", json!([]), Duration::from_secs(600))
+            .unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(r["exitCode"], 1, "{r}");
+        if k == 0 {
+            println!("first runTests, warm-up (may make the image's snapshot): {ms:.0} ms");
+        } else {
+            times.push(ms);
+        }
+        drop(lsp);
+        let _ = env.banger(&["vm", "delete", &format!("fresh{k}")]);
+    }
+    println!(
+        "first runTests on a fresh repository (new sandbox), ms p50 | p95 | min | max: {}",
+        stats(times)
+    );
+}
+
 fn main() {
+    first_run_tests(&Env::new(), var("BANGER_BENCH_FRESH", 5));
     let files = var("BANGER_BENCH_FILES", 10_000);
     let saves = var("BANGER_BENCH_SAVES", 200);
     let burst = var("BANGER_BENCH_BURST", 200);

@@ -112,7 +112,9 @@ fn firecracker_driver_spawns_configures_pauses_and_cleans_up() {
 #[test]
 fn firecracker_vm_run_passes_exit_code_or_fails_clearly_leaving_nothing() {
     let _ = firecracker_binary();
-    let env = Env::new().with_var("BANGER_BOOT_TIMEOUT", "15");
+    let env = Env::new()
+        .allowing_cold_fallback()
+        .with_var("BANGER_BOOT_TIMEOUT", "15");
     let run = env.banger(&[
         "vm",
         "run",
@@ -151,6 +153,7 @@ fn firecracker_vms_restore_the_images_snapshot_or_fall_back_clearly() {
     let _ = firecracker_binary();
     let env = Env::new()
         .with_own_cache()
+        .allowing_cold_fallback()
         .with_var("BANGER_BOOT_TIMEOUT", "15");
     let first = env.banger(&["vm", "create", "--vmm", "firecracker", "--name", "fc-a"]);
     if !host_runs_stock_guests() {

@@ -123,7 +123,7 @@ fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
 
 #[test]
 fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_cold() {
-    let env = Env::new().with_own_cache();
+    let env = Env::new().with_own_cache().allowing_cold_fallback();
     // Made ahead: the next VM of that shape restores it.
     let warm = env.banger(&["image", "warm"]);
     warm.ok();

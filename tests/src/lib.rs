@@ -22,6 +22,10 @@ pub struct Env {
     vars: Vec<(String, String)>,
     /// Run every banger command as this uid (and gid), through `setpriv`.
     user: Option<u32>,
+    /// Whether a VM may boot cold after its image's snapshot failed to
+    /// restore (otherwise the test fails when it is dropped: the guest tier
+    /// runs restored VMs, and a fallback would hide a broken restore).
+    cold_fallback_allowed: bool,
 }
 
 /// What a banger command did.
@@ -126,6 +130,7 @@ impl Env {
             bin,
             vars: Vec::new(),
             user: None,
+            cold_fallback_allowed: false,
         }
     }
 
@@ -149,6 +154,14 @@ impl Env {
         self.vars
             .push(("HOME".into(), self.root().display().to_string()));
         self.user = Some(uid);
+        self
+    }
+
+    /// Lets a failed restore of an image's snapshot become a cold boot
+    /// (for a test that breaks a snapshot, or a host that cannot boot the
+    /// template).
+    pub fn allowing_cold_fallback(mut self) -> Env {
+        self.cold_fallback_allowed = true;
         self
     }
 
@@ -348,6 +361,19 @@ impl Drop for Env {
         }
         // Give killed processes a moment to release their files.
         std::thread::sleep(Duration::from_millis(100));
+        if !self.cold_fallback_allowed && !std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.state_dir().join("bangerd.log")).unwrap_or_default();
+            let fell_back: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("snapshot not used"))
+                .collect();
+            assert!(
+                fell_back.is_empty(),
+                "a VM booted cold because its image's snapshot did not restore:\n{}",
+                fell_back.join("\n")
+            );
+        }
     }
 }
 

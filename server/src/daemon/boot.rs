@@ -59,33 +59,24 @@ impl Daemon {
         // A driver that cannot restore boots as it always has, unremarked.
         let restorable = boot == Boot::FromSnapshot && self.driver(&vm.vmm)?.snapshots();
         if restorable {
-            let reason = match vm.cache {
-                // A project cache is the project's, not the image's.
-                Some(_) => "this vm mounts a dependency cache".to_string(),
-                None => match self
-                    .start_once(vm.clone(), Some(&RestoreFrom::Image), progress)
-                    .await
-                {
-                    Ok(vm) => return Ok(vm),
-                    Err(StartError::Fatal(e)) => return Err(e),
-                    Err(StartError::Restore(reason)) => {
-                        // The copies may be half made: fresh disks again.
-                        let (dir, root, spec) =
-                            (self.dirs.vm_state(&vm.id), self.root.clone(), vm.spec);
-                        tokio::task::spawn_blocking(move || -> Result<(), OpError> {
-                            root.create(&dir, spec.overlay_bytes)
-                                .map_err(OpError::from_display)?;
-                            WorkDisk::create(&dir, spec.disk_bytes).map_err(OpError::from_display)
-                        })
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(OpError::internal(format!("disk task failed: {e}")))
-                        })?;
-                        tracing::warn!(vm = %vm.name, "snapshot not used: {reason}");
-                        reason
-                    }
-                },
+            let reason = match self
+                .start_once(vm.clone(), Some(&RestoreFrom::Image), progress)
+                .await
+            {
+                Ok(vm) => return Ok(vm),
+                Err(StartError::Fatal(e)) => return Err(e),
+                Err(StartError::Restore(reason)) => reason,
             };
+            // The copies may be half made: fresh disks again.
+            let (dir, root, spec) = (self.dirs.vm_state(&vm.id), self.root.clone(), vm.spec);
+            tokio::task::spawn_blocking(move || -> Result<(), OpError> {
+                root.create(&dir, spec.overlay_bytes)
+                    .map_err(OpError::from_display)?;
+                WorkDisk::create(&dir, spec.disk_bytes).map_err(OpError::from_display)
+            })
+            .await
+            .unwrap_or_else(|e| Err(OpError::internal(format!("disk task failed: {e}"))))?;
+            tracing::warn!(vm = %vm.name, "snapshot not used: {reason}");
             progress.say(&format!("booting cold: {reason}"));
         }
         match self.start_once(vm, None, progress).await {
@@ -211,7 +202,7 @@ impl Daemon {
             ]
             .into_iter()
             .chain((!layers.is_empty()).then(|| format!("banger.layers={}", layers.len())))
-            .chain(cache_disk.is_some().then(|| "banger.cache=1".to_string()))
+            .chain(cache_disk.is_some().then(|| CACHE_ARG.to_string()))
             // An OCI image (and one derived from it) has no init that
             // would start the agent.
             .chain(
@@ -233,6 +224,16 @@ impl Daemon {
             memory: crate::vmm::Memory::Anonymous,
         };
         let mut plan = plan;
+        // A restored guest does not boot: its dependency cache, if any, is
+        // mounted through the agent once it runs (the image's snapshot has
+        // a placeholder disk in its place, unmounted).
+        let mounts_cache = plan
+            .drives
+            .iter()
+            .any(|d| d.role == crate::disk::DriveRole::Cache);
+        if matches!(restore, Some(RestoreFrom::Image)) {
+            plan.kernel_args.retain(|a| a != CACHE_ARG);
+        }
         // What the guest sees at boot: a snapshot of this VM records it,
         // and a VM restored from one must launch the same.
         let key = {
@@ -337,7 +338,10 @@ impl Daemon {
             // restore that fails anywhere becomes a cold boot (unless the
             // VM is being deleted).
             let given = match &ready {
-                Ok((client, _)) => self.give_identity(client, &vm, &mac).await,
+                Ok((client, _)) => match self.give_identity(client, &vm, &mac).await {
+                    Ok(()) if mounts_cache => mount_cache(client).await,
+                    other => other,
+                },
                 Err(message) => Err(message.clone()),
             };
             if let Err(reason) = given
@@ -524,6 +528,28 @@ impl Daemon {
                 OpError::internal(format!("cannot write {}: {e}", path.display()))
             })?;
         Ok(path)
+    }
+}
+
+/// The kernel argument that has the initramfs mount the cache disk.
+const CACHE_ARG: &str = "banger.cache=1";
+
+/// Mounts a restored guest's dependency cache as the initramfs does at
+/// boot (`crate::cache::MOUNTS`).
+async fn mount_cache(client: &AgentClient) -> Result<(), String> {
+    let binds = crate::cache::MOUNTS
+        .iter()
+        .map(|(dir, at)| (dir.to_string(), at.to_string()))
+        .collect();
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        client.mount_disk("cache", crate::cache::GUEST_DIR, binds),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the guest did not mount its dependency cache: {e}")),
+        Err(_) => Err("the guest did not mount its dependency cache within 30 s".into()),
     }
 }
 

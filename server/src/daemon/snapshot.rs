@@ -108,7 +108,12 @@ impl SnapshotLock {
 /// Makes the writable disks of `plan` copies of the snapshot's in `dir`
 /// (same file names) and starts its console log with `console`. Blocking.
 pub(super) fn copy_into_plan(dir: &Path, plan: &LaunchPlan, console: &[u8]) -> Result<(), String> {
-    for drive in plan.drives.iter().filter(|d| !d.read_only) {
+    // Not the cache disk: the project's own, used in place.
+    for drive in plan
+        .drives
+        .iter()
+        .filter(|d| !d.read_only && d.role != crate::disk::DriveRole::Cache)
+    {
         let name = drive
             .path
             .file_name()
@@ -358,7 +363,18 @@ impl Daemon {
                 .path
                 .file_name()
                 .ok_or("a drive without a file name")?;
-            drive.path = tmp.join(name);
+            let placeholder = tmp.join(name);
+            if drive.role == crate::disk::DriveRole::Cache {
+                // An empty disk of the cache's size, never mounted by the
+                // template; a restored VM has its project's in its place.
+                let len = std::fs::metadata(&drive.path)
+                    .map_err(|e| format!("cannot read {}: {e}", drive.path.display()))?
+                    .len();
+                std::fs::File::create(&placeholder)
+                    .and_then(|f| f.set_len(len))
+                    .map_err(|e| format!("cannot create {}: {e}", placeholder.display()))?;
+            }
+            drive.path = placeholder;
         }
         let launcher = driver.clone();
         let identity = tokio::task::spawn_blocking(move || launcher.launch(&template))
