@@ -334,9 +334,10 @@ impl Daemon {
             )
             .await;
         if restored {
-            // Its own identity before anyone else reaches the guest; a
-            // restore that fails anywhere becomes a cold boot (unless the
-            // VM is being deleted).
+            // Its own identity (and its cache) before anyone else reaches
+            // the guest. A restore that fails anywhere ends here: the
+            // caller boots cold instead of an image's snapshot, and fails a
+            // fork (unless the VM is being deleted, which fails it anyway).
             let given = match &ready {
                 Ok((client, _)) => match self.give_identity(client, &vm, &mac).await {
                     Ok(()) if mounts_cache => mount_cache(client).await,
