@@ -420,6 +420,14 @@ fn a_failed_rm_cleanup_names_the_vm_and_how_to_remove_it() {
         "{}",
         run.stderr
     );
+    // The daemon tries once more when the run's lease ends; that try must
+    // fail on the pin too, not race the unpinning below.
+    let log = env.state_dir().join("bangerd.log");
+    wait_until(Duration::from_secs(10), "the lease's removal tried", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("cannot remove a vm whose client went away")
+    });
     // Unpinned, the named command removes it.
     let unpin = std::process::Command::new("sh")
         .arg("-c")
