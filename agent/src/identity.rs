@@ -1,3 +1,6 @@
+//! What a guest restored from a snapshot (or paused for one) needs from
+//! the agent: its own identity, its dependency cache mounted, its clock.
+//!
 //! A restored guest becomes its own ([`Request::Identity`]): every guest
 //! restored from one snapshot woke with the same memory, so the same
 //! random-generator state, host name, machine id and a clock stopped at the
@@ -83,6 +86,26 @@ pub fn apply(spec: &IdentitySpec) -> Result<(), String> {
     write_in_place("/etc/machine-id", &format!("{}\n", spec.machine_id))
         .map_err(|e| format!("cannot write /etc/machine-id: {e}"))?;
     Ok(())
+}
+
+/// Serves the requests of a restored or paused guest: `Identity`,
+/// `MountDisk` and `SetClock` (any other request is refused).
+pub async fn serve(request: crate::protocol::Request) -> Result<(), String> {
+    use crate::protocol::Request;
+    match request {
+        Request::Identity(spec) => apply_with_mac(spec).await,
+        Request::MountDisk {
+            serial,
+            target,
+            binds,
+        } => tokio::task::spawn_blocking(move || mount_disk(&serial, &target, &binds))
+            .await
+            .unwrap_or_else(|e| Err(format!("mount task failed: {e}"))),
+        Request::SetClock { unix_nanos } => {
+            set_clock(unix_nanos).map_err(|e| format!("cannot set the clock: {e}"))
+        }
+        other => Err(format!("not a restore request: {other:?}")),
+    }
 }
 
 /// [`apply`] off the async workers, then the MAC address of the guest's

@@ -277,43 +277,16 @@ async fn handle_request(stream: u32, request: Request, streams: &Streams, out: &
                 out.reply(stream, Response::Done).await;
             });
         }
-        Request::Identity(spec) => {
+        // What a restored or paused guest needs (`crate::identity`).
+        request @ (Request::Identity(_) | Request::MountDisk { .. } | Request::SetClock { .. }) => {
             let out = out.clone();
             tokio::spawn(async move {
-                let reply = match crate::identity::apply_with_mac(spec).await {
+                let reply = match crate::identity::serve(request).await {
                     Ok(()) => Response::Done,
                     Err(message) => Response::Error { message },
                 };
                 out.reply(stream, reply).await;
             });
-        }
-        Request::MountDisk {
-            serial,
-            target,
-            binds,
-        } => {
-            let out = out.clone();
-            tokio::spawn(async move {
-                let done = tokio::task::spawn_blocking(move || {
-                    crate::identity::mount_disk(&serial, &target, &binds)
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("mount task failed: {e}")));
-                let reply = match done {
-                    Ok(()) => Response::Done,
-                    Err(message) => Response::Error { message },
-                };
-                out.reply(stream, reply).await;
-            });
-        }
-        Request::SetClock { unix_nanos } => {
-            let reply = match crate::identity::set_clock(unix_nanos) {
-                Ok(()) => Response::Done,
-                Err(e) => Response::Error {
-                    message: format!("cannot set the clock: {e}"),
-                },
-            };
-            out.reply(stream, reply).await;
         }
         Request::PowerOff => {
             let out = out.clone();

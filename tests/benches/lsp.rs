@@ -100,6 +100,24 @@ fn cli_syncs(env: &Env, repo: &Path, n: usize, runs: usize) -> (Vec<f64>, Vec<f6
     (host, guest)
 }
 
+/// `banger lsp` bound to `repo` (its folder named like its directory).
+fn start_lsp(env: &Env, repo: &Path) -> LspClient {
+    let name = repo.file_name().unwrap().to_string_lossy().into_owned();
+    let mut lsp = LspClient::start(env.cmd(&[]));
+    lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "workspaceFolders": [{"uri": uri(repo), "name": name}],
+            "capabilities": {"workspace": {"applyEdit": true}}
+        }),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    lsp.notify("initialized", json!({}));
+    lsp
+}
+
 /// `banger.runTests` on fresh small repositories (the calc project), each
 /// with its own new sandbox: from the request to its result, with the
 /// sandbox made, the repository shipped and the suite run. The first
@@ -110,18 +128,7 @@ fn first_run_tests(env: &Env, runs: usize) {
         let repo = env.root().join(format!("fresh{k}"));
         banger_tests::make_calc_project(&repo);
         let repo = repo.canonicalize().unwrap();
-        let mut lsp = LspClient::start(env.cmd(&[]));
-        lsp.request(
-            "initialize",
-            json!({
-                "processId": null,
-                "workspaceFolders": [{"uri": uri(&repo), "name": format!("fresh{k}")}],
-                "capabilities": {"workspace": {"applyEdit": true}}
-            }),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        lsp.notify("initialized", json!({}));
+        let mut lsp = start_lsp(env, &repo);
         let t = Instant::now();
         let r = lsp
             .command("banger.runTests", json!([]), Duration::from_secs(600))
@@ -153,18 +160,7 @@ fn main() {
     make_repo(&repo, files);
     let repo = repo.canonicalize().unwrap();
 
-    let mut lsp = LspClient::start(env.cmd(&[]));
-    lsp.request(
-        "initialize",
-        json!({
-            "processId": null,
-            "workspaceFolders": [{"uri": uri(&repo), "name": "bench"}],
-            "capabilities": {"workspace": {"applyEdit": true}}
-        }),
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    lsp.notify("initialized", json!({}));
+    let mut lsp = start_lsp(&env, &repo);
     let t = Instant::now();
     let r = lsp
         .command("banger.sync", json!([]), Duration::from_secs(600))
