@@ -11,4 +11,5 @@ pub mod ports;
 pub mod protocol;
 pub mod session;
 pub mod sync;
+pub mod unpack;
 pub mod user;

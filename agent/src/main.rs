@@ -11,11 +11,15 @@ mod transport;
 use banger_agent::protocol::{SERIAL_PORT_NAME, VSOCK_PORT};
 
 fn main() {
-    // `banger-agent sync ...` is the workspace-sync helper the host runs
+    // `banger-agent sync ...` (live sync) and `banger-agent workspace
+    // unpack ...` (a workspace's first transfer) are helpers the host runs
     // through an ordinary exec; everything else is the agent itself.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("sync") {
         std::process::exit(banger_agent::sync::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("workspace") {
+        std::process::exit(banger_agent::unpack::main(&args[1..]));
     }
     // `banger-agent serve-unix SOCKET [READY_AFTER_MS]`: the daemon's
     // host-process VMM test double (debug builds only, never in a guest).

@@ -175,6 +175,9 @@ struct Line {
 struct State {
     dir: PathBuf,
     shards: BTreeMap<u8, (BTreeMap<String, Synced>, bool)>,
+    /// A new directory (`init`): shards are written in place, no file is
+    /// read first.
+    fresh: bool,
 }
 
 fn shard_of(path: &str) -> u8 {
@@ -188,6 +191,16 @@ impl State {
         State {
             dir: root.join(STATE_DIR),
             shards: BTreeMap::new(),
+            fresh: false,
+        }
+    }
+
+    /// An empty state in a directory that does not exist yet.
+    fn fresh(root: &Path) -> State {
+        State {
+            dir: root.join(STATE_DIR),
+            shards: (0..=255u8).map(|n| (n, (BTreeMap::new(), false))).collect(),
+            fresh: true,
         }
     }
 
@@ -264,6 +277,10 @@ impl State {
                 out.push(b'\n');
             }
             let path = self.dir.join(format!("{n:02x}"));
+            if self.fresh {
+                std::fs::write(&path, out)?;
+                continue;
+            }
             let tmp = self.dir.join(format!("{n:02x}.tmp"));
             std::fs::write(&tmp, out)?;
             std::fs::rename(tmp, path)?;
@@ -497,6 +514,20 @@ pub fn apply(root: &Path, mut input: impl BufRead) -> io::Result<ApplyReport> {
 /// `init`: the state becomes the host's manifest (JSON lines on stdin),
 /// with the stat of the files the transfer just wrote.
 pub fn init(root: &Path, input: impl BufRead) -> io::Result<u64> {
+    init_with(root, input, |rel| {
+        checked(rel)
+            .and_then(|rel| std::fs::symlink_metadata(root.join(rel)))
+            .ok()
+    })
+}
+
+/// `init` with the stat of each path from `stat_of` (a transfer that just
+/// wrote the files already has it).
+pub fn init_with(
+    root: &Path,
+    input: impl BufRead,
+    stat_of: impl Fn(&str) -> Option<std::fs::Metadata>,
+) -> io::Result<u64> {
     // A fresh record: shards of an earlier workspace go.
     let dir = root.join(STATE_DIR);
     match std::fs::remove_dir_all(&dir) {
@@ -504,10 +535,8 @@ pub fn init(root: &Path, input: impl BufRead) -> io::Result<u64> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut state = State::open(root);
-    for n in 0..=255u8 {
-        state.shard(n)?.1 = true;
-    }
+    // Shards without an entry stay absent (absent is empty).
+    let mut state = State::fresh(root);
     let mut n = 0u64;
     for line in input.lines() {
         let line = line?;
@@ -516,9 +545,8 @@ pub fn init(root: &Path, input: impl BufRead) -> io::Result<u64> {
         }
         let e: ManifestEntry = serde_json::from_str(&line)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let stat = std::fs::symlink_metadata(root.join(checked(&e.path)?))
-            .ok()
-            .map(|m| Stat::of(&m));
+        checked(&e.path)?;
+        let stat = stat_of(&e.path).map(|m| Stat::of(&m));
         state.insert(
             e.path,
             Synced {

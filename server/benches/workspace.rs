@@ -243,12 +243,14 @@ fn main() {
         let sel = select(&repo, false).unwrap();
         let mut ws_times = Vec::new();
         let mut raw_times = Vec::new();
+        let unpack = transfer::guest_argv("/root/repo", ("b", "b@x"), true);
+        let unpack: Vec<&str> = unpack.iter().map(String::as_str).collect();
         for _ in 0..3 {
             let s2 = sel.clone();
             ws_times.push(
                 stream(
                     &agent,
-                    &["sh", "-c", transfer::GUEST_SCRIPT, "bench", "/root/repo", "b", "b@x", "replace"],
+                    &unpack,
                     move |w| {
                         transfer::write_archive(&s2, None, w).unwrap();
                     },

@@ -22,8 +22,7 @@ use crate::workspace::export::{self, Limits};
 use crate::workspace::sync::{self as wsync, ApplyReport, Change, Kind, Record, Step, SyncedFile};
 use crate::workspace::{self, transfer};
 
-/// The agent binary in every guest (installed at boot by `/init`).
-const GUEST_AGENT: &str = "/usr/sbin/banger-agent";
+use crate::workspace::transfer::GUEST_AGENT;
 
 /// Inputs up to this size go to the agent in one request; larger ones
 /// stream to `banger-agent sync` run as a program.

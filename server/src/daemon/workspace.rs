@@ -475,16 +475,7 @@ impl Daemon {
         let _guard = lock.lock().await;
         let (name, email) = identity(&sel.root, vm);
         let spec = ExecSpec {
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                transfer::GUEST_SCRIPT.into(),
-                "banger-workspace".into(),
-                transfer::GUEST_PATH.into(),
-                name,
-                email,
-                if replace { "replace" } else { "new" }.into(),
-            ],
+            argv: transfer::guest_argv(transfer::GUEST_PATH, (&name, &email), replace),
             env: Vec::new(),
             cwd: Some("/root".into()),
             stdin: true,

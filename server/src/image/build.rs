@@ -781,7 +781,6 @@ mod tests {
         assert!(!scripts.is_empty(), "no .sh among GUEST_FILES");
         scripts.extend([
             ("init.sh", initramfs::INIT_SCRIPT),
-            ("transfer", crate::workspace::transfer::GUEST_SCRIPT),
             ("export", crate::workspace::export::GUEST_SCRIPT),
             ("head", crate::workspace::sync::HEAD_SCRIPT),
         ]);

@@ -4,12 +4,14 @@
 //! and index match the host's (HEAD becomes a shallow boundary, so history
 //! is not shipped).
 //!
-//! The guest side is [`GUEST_SCRIPT`], run by the agent with the archive on
-//! its stdin.
+//! The guest side is `banger_agent::unpack`, run as [`guest_argv`] with the
+//! archive on its stdin; the archive's layout is described there.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+use banger_agent::unpack::{self, meta};
 
 use crate::tool::{self, Tool};
 
@@ -19,108 +21,56 @@ use super::{FileKind, Selection, WorkspaceError};
 /// Where the workspace lives in the guest (on the work disk).
 pub const GUEST_PATH: &str = "/root/repo";
 
-/// Unpacks the archive from stdin into `$1` (the guest path) and makes it a
-/// git repository whose HEAD, branch and index match the host's; `$2`/`$3`
-/// are the git identity. An existing `$1` is replaced only when `$4` is
-/// `replace`; otherwise the script exits 5 and touches nothing (the guest's
-/// own edits are never thrown away unasked).
-pub const GUEST_SCRIPT: &str = r#"set -eu
-dest=$1
-name=$2
-email=$3
-# An image without them (a container image) cannot hold a workspace.
-if ! command -v git >/dev/null 2>&1 || ! tar --help 2>&1 | grep -q -e --transform; then
-    echo "this image lacks git or GNU tar, which a workspace needs in the guest; use an image that has them (or add them: banger image build NAME --from IMAGE --packages git,tar)" >&2
-    exit 6
-fi
-if [ -e "$dest" ] || [ -L "$dest" ]; then
-    if [ "${4:-}" != replace ]; then
-        echo "$dest already exists in the guest" >&2
-        exit 5
-    fi
-    rm -rf "$dest"
-fi
-mkdir -p "$dest"
-cd "$dest"
-# Files land in place (no second copy); the metadata lands under .git,
-# which git init then completes. Symlink targets are left alone.
-tar -x -f - --transform 's,^repo/,,SH' --transform 's,^banger-meta/,.git/banger-meta/,SH'
-git init -q
-git config user.name "$name"
-git config user.email "$email"
-meta=.git/banger-meta
-if [ -f "$meta/head" ]; then
-    git index-pack --stdin <"$meta/pack" >/dev/null
-    if [ -s "$meta/shallow" ]; then cp "$meta/shallow" .git/shallow; fi
-    head=$(cat "$meta/head")
-    branch=$(cat "$meta/branch")
-    if [ -n "$branch" ]; then
-        git update-ref "refs/heads/$branch" "$head"
-        git symbolic-ref HEAD "refs/heads/$branch"
-    else
-        git update-ref --no-deref HEAD "$head"
-    fi
-    git read-tree HEAD
-    # Submodules are not shipped: an empty directory keeps each gitlink in
-    # the index as an uninitialised submodule, neither changed nor deleted.
-    git ls-files -s | while read -r mode _ _ path; do
-        if [ "$mode" = 160000 ]; then mkdir -p "$path"; fi
-    done
-fi
-git update-index -q --refresh >/dev/null 2>&1 || true
-if [ -s "$meta/new-branch" ]; then
-    git checkout -q -b "$(cat "$meta/new-branch")" "$(cat "$meta/new-branch-from")"
-fi
-# Live sync starts from what was just shipped (in a guest; full_copy builds
-# on the host, which records it itself).
-agent=$(command -v banger-agent || true)
-if [ -n "$agent" ] && [ -f "$meta/sync-manifest" ]; then
-    "$agent" sync init "$dest" <"$meta/sync-manifest" >/dev/null
-fi
-rm -rf "$meta"
-"#;
+/// The agent binary in every guest (installed at boot by `/init`).
+pub const GUEST_AGENT: &str = "/usr/sbin/banger-agent";
 
-/// Builds, on the host, exactly the repository the guest script would make
-/// in the guest (for `full_copy`, which writes it into the disk image
-/// before boot): runs [`GUEST_SCRIPT`] here with the archive on its stdin.
+/// The guest command that unpacks the archive on its stdin into `dest`
+/// (`banger_agent::unpack`): a git repository whose HEAD, branch and index
+/// match the host's, with `identity` as its git user. An existing `dest` is
+/// replaced only with `replace`; otherwise it exits 5 and touches nothing
+/// (the guest's own edits are never thrown away unasked). Exit 6: the image
+/// has no git.
+pub fn guest_argv(dest: &str, identity: (&str, &str), replace: bool) -> Vec<String> {
+    [
+        GUEST_AGENT,
+        "workspace",
+        "unpack",
+        dest,
+        identity.0,
+        identity.1,
+        if replace { "replace" } else { "new" },
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Builds, on the host, exactly the repository the guest would make (for
+/// `full_copy`, which writes it into the disk image before boot): the
+/// guest's own unpacking, run here with the archive through a pipe.
 pub fn build_on_host(
     sel: &Selection,
     branch: Option<&NewBranch>,
     dest: &Path,
     identity: (&str, &str),
 ) -> Result<Vec<SyncedFile>, WorkspaceError> {
-    // The guest script, run on the host for full_copy.
-    let mut child = tool::command(Tool::Sh)
-        .args(["-c", GUEST_SCRIPT, "banger-full-copy"])
-        .arg(dest)
-        .args([identity.0, identity.1, "new"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| git_err(&sel.root, "cannot run sh", e))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let written = write_archive(sel, branch, stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| git_err(&sel.root, "full copy", e))?;
-    let manifest = written?;
-    if !out.status.success() {
-        return Err(git_err(
-            &sel.root,
-            "building the workspace",
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
-    }
-    // What the guest script does with the agent in a guest.
-    let mut lines = Vec::new();
-    for m in &manifest {
-        serde_json::to_writer(&mut lines, &m.manifest_entry()).expect("serializes");
-        lines.push(b'\n');
-    }
-    banger_agent::sync::init(dest, &lines[..])
-        .map_err(|e| git_err(&sel.root, "recording the sync manifest", e))?;
-    Ok(manifest)
+    let (reader, writer) = std::io::pipe().map_err(|e| git_err(&sel.root, "a pipe", e))?;
+    let identity = unpack::Identity {
+        name: identity.0.to_string(),
+        email: identity.1.to_string(),
+    };
+    let unpacked = std::thread::scope(|scope| {
+        let guest =
+            scope.spawn(|| unpack::unpack(dest, reader, &identity, unpack::Existing::Refuse));
+        // The writer ends (and closes the pipe) before the reader is awaited.
+        let written = write_archive(sel, branch, writer);
+        let unpacked = guest.join().expect("the unpacking thread does not panic");
+        (written, unpacked)
+    });
+    let (written, unpacked) = unpacked;
+    // The unpacking's reason first: when it stops early, the writer fails
+    // too, for a reason that says less.
+    unpacked.map_err(|e| git_err(&sel.root, "building the workspace", e))?;
+    written
 }
 
 /// A new guest branch to create and check out after the transfer.
@@ -181,13 +131,9 @@ fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     Ok(out.stdout)
 }
 
-/// A pack with the snapshots (commit, trees, blobs) of `commits`, not their
-/// history.
-///
-/// Blobs travel even when the guest receives the same bytes as files:
-/// measured under TCG, the guest writing them itself (`git hash-object -w`)
-/// was slower than receiving and indexing them (docs/benchmarks.md).
-fn snapshot_pack(
+/// The objects of the snapshots (commit, trees, blobs) of `commits`, not
+/// their history, without those `exclude` has, one id per line.
+fn snapshot_objects(
     root: &Path,
     commits: &[&str],
     exclude: Option<&str>,
@@ -199,8 +145,18 @@ fn snapshot_pack(
         args.extend(not.as_deref());
         objects.extend(git_output(root, &args)?);
     }
+    Ok(objects)
+}
+
+/// `git pack-objects ARGS` with `objects` on its stdin; its stdout.
+fn pack_objects(
+    root: &Path,
+    objects: Vec<u8>,
+    args: &[&std::ffi::OsStr],
+) -> Result<Vec<u8>, WorkspaceError> {
     let mut child = host_git(root)
-        .args(["pack-objects", "--stdout", "-q"])
+        .args(["pack-objects", "-q"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -220,6 +176,49 @@ fn snapshot_pack(
         ));
     }
     Ok(out.stdout)
+}
+
+/// A pack with the snapshots of `commits` (see [`snapshot_objects`]), in
+/// memory.
+fn snapshot_pack(
+    root: &Path,
+    commits: &[&str],
+    exclude: Option<&str>,
+) -> Result<Vec<u8>, WorkspaceError> {
+    let objects = snapshot_objects(root, commits, exclude)?;
+    pack_objects(root, objects, &["--stdout".as_ref()])
+}
+
+/// The pack of `commits`' snapshots and its index, as files in a new
+/// temporary directory: the guest takes both as they are, so it never
+/// indexes the pack itself.
+struct PackFiles {
+    dir: tempfile::TempDir,
+    /// `pack-ID`, the files' name without extension.
+    name: String,
+}
+
+fn snapshot_pack_files(root: &Path, commits: &[String]) -> Result<PackFiles, WorkspaceError> {
+    let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
+    let objects = snapshot_objects(root, &commits, None)?;
+    let dir = tempfile::Builder::new()
+        .prefix("banger-pack-")
+        .tempdir()
+        .map_err(|e| git_err(root, "a temporary directory", e))?;
+    let base = dir.path().join("pack");
+    let id = pack_objects(root, objects, &[base.as_os_str()])?;
+    let id = String::from_utf8_lossy(&id).trim().to_string();
+    if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(git_err(
+            root,
+            "git pack-objects",
+            format!("unexpected pack name {id:?} (a SHA-256 repository cannot be shipped yet)"),
+        ));
+    }
+    Ok(PackFiles {
+        dir,
+        name: format!("pack-{id}"),
+    })
 }
 
 /// For live sync when the host's HEAD moved: a pack of `new`'s snapshot
@@ -272,12 +271,21 @@ pub fn write_archive(
     let from = new_branch.map(|b| resolve_branch(root, b)).transpose()?;
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
+    let meta_entry = |tar: &mut tar::Builder<_>, name: &str, data: &[u8]| {
+        append(tar, name, 0o644, data).map_err(|e| io("archive", e))
+    };
+    let branch = git_output(root, &["symbolic-ref", "-q", "--short", "HEAD"])
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    meta_entry(&mut tar, meta::BRANCH, branch.as_bytes())?;
+    // HEAD's snapshot is packed meanwhile, while the files stream (the guest
+    // writing them is the slow side).
+    let mut packing = None;
     if let Some(head) = &sel.head {
-        let mut commits = vec![head.as_str()];
-        if let Some(from) = from.as_deref().filter(|f| f != head) {
-            commits.push(from);
+        let mut commits = vec![head.clone()];
+        if let Some(from) = from.as_ref().filter(|f| *f != head) {
+            commits.push(from.clone());
         }
-        let pack = snapshot_pack(root, &commits, None)?;
         // A shallow boundary is a commit present without its parents.
         let mut shallow = String::new();
         for c in &commits {
@@ -286,28 +294,18 @@ pub fn write_archive(
                 shallow.push('\n');
             }
         }
-        let branch = git_output(root, &["symbolic-ref", "-q", "--short", "HEAD"])
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .unwrap_or_default();
-        append(&mut tar, "banger-meta/pack", 0o644, &pack).map_err(|e| io("archive", e))?;
-        append(&mut tar, "banger-meta/head", 0o644, head.as_bytes())
-            .map_err(|e| io("archive", e))?;
-        append(&mut tar, "banger-meta/branch", 0o644, branch.as_bytes())
-            .map_err(|e| io("archive", e))?;
-        append(&mut tar, "banger-meta/shallow", 0o644, shallow.as_bytes())
-            .map_err(|e| io("archive", e))?;
-
+        let tree = git_output(root, &["ls-tree", "-r", "-z", "--full-tree", head])?;
+        meta_entry(&mut tar, meta::HEAD, head.as_bytes())?;
+        meta_entry(&mut tar, meta::SHALLOW, shallow.as_bytes())?;
+        meta_entry(&mut tar, meta::TREE, &tree)?;
         if let (Some(b), Some(from)) = (new_branch, &from) {
-            append(&mut tar, "banger-meta/new-branch", 0o644, b.name.as_bytes())
-                .map_err(|e| io("archive", e))?;
-            append(
-                &mut tar,
-                "banger-meta/new-branch-from",
-                0o644,
-                from.as_bytes(),
-            )
-            .map_err(|e| io("archive", e))?;
+            meta_entry(&mut tar, meta::NEW_BRANCH, b.name.as_bytes())?;
+            meta_entry(&mut tar, meta::NEW_BRANCH_FROM, from.as_bytes())?;
         }
+        let root = root.clone();
+        packing = Some(std::thread::spawn(move || {
+            snapshot_pack_files(&root, &commits)
+        }));
     }
     let mut manifest = Vec::with_capacity(sel.files.len());
     for f in &sel.files {
@@ -355,12 +353,32 @@ pub fn write_archive(
             }
         }
     }
+    if let Some(packing) = packing {
+        let pack = packing
+            .join()
+            .map_err(|_| git_err(root, "packing", "the packing thread panicked"))??;
+        for ext in ["pack", "idx"] {
+            let name = format!("{}.{ext}", pack.name);
+            let file = std::fs::File::open(pack.dir.path().join(&name))
+                .map_err(|e| io("cannot open the pack", e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| io("cannot stat the pack", e))?
+                .len();
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(len);
+            h.set_mode(0o444);
+            tar.append_data(&mut h, format!("{}{name}", meta::OBJECTS), file)
+                .map_err(|e| io("archive", e))?;
+        }
+    }
     let mut lines = Vec::new();
     for m in &manifest {
         serde_json::to_writer(&mut lines, &m.manifest_entry()).expect("serializes");
         lines.push(b'\n');
     }
-    append(&mut tar, "banger-meta/sync-manifest", 0o644, &lines).map_err(|e| io("archive", e))?;
+    meta_entry(&mut tar, meta::SYNC_MANIFEST, &lines)?;
     tar.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(|e| io("archive", e))?;
@@ -388,11 +406,11 @@ pub(crate) mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The guest script, run here on the host against a scratch "root":
-    /// the result must be a repository whose HEAD, branch and index match
-    /// the host's, with a clean status.
+    /// The guest's unpacking, run here against a scratch "root": the result
+    /// must be a repository whose HEAD, branch and index match the host's,
+    /// with a clean status.
     #[test]
-    fn the_guest_script_recreates_head_branch_and_index() {
+    fn unpacking_recreates_head_branch_and_index() {
         let host = tempfile::tempdir().unwrap();
         let h = host.path();
         git(h, &["init", "-q", "-b", "main"]);
@@ -413,21 +431,11 @@ pub(crate) mod tests {
 
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("repo");
-        let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
-            .args(["-c", GUEST_SCRIPT, "sh"])
-            .arg(&dest)
-            .args(["Guest", "guest@example.invalid", "new"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&archive).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let unpacked = unpack(&archive, &dest);
+        // Every file is HEAD's: git trusts each by its stat, reading none.
+        assert_eq!(unpacked.files, 3);
+        assert_eq!((unpacked.index_entries, unpacked.index_clean), (3, 3));
+        assert_eq!(git(&dest, &["ls-files", "-s"]), git(h, &["ls-files", "-s"]));
         assert_eq!(
             git(&dest, &["rev-parse", "HEAD"]).trim(),
             sel.head.as_deref().unwrap()
@@ -470,10 +478,10 @@ pub(crate) mod tests {
         assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "2");
     }
 
-    /// An existing guest repository is never removed unasked: the script
+    /// An existing guest repository is never removed unasked: the unpacking
     /// refuses (exit 5) and leaves it whole; with `replace` it replaces it.
     #[test]
-    fn the_guest_script_keeps_an_existing_repository_unless_told_to_replace() {
+    fn unpacking_keeps_an_existing_repository_unless_told_to_replace() {
         let host = tempfile::tempdir().unwrap();
         let h = host.path();
         git(h, &["init", "-q", "-b", "main"]);
@@ -487,32 +495,17 @@ pub(crate) mod tests {
         let dest = guest.path().join("repo");
         std::fs::create_dir(&dest).unwrap();
         std::fs::write(dest.join("a.txt"), "guest edit\n").unwrap();
-        let run = |mode: &str| {
-            let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
-                .args(["-c", GUEST_SCRIPT, "sh"])
-                .arg(&dest)
-                .args(["Guest", "guest@example.invalid", mode])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // The script may exit before reading its input.
-            let _ = child.stdin.take().unwrap().write_all(&archive);
-            child.wait_with_output().unwrap()
+        let run = |existing| {
+            banger_agent::unpack::unpack(&dest, &archive[..], &guest_identity(), existing)
         };
-        let out = run("new");
-        assert_eq!(out.status.code(), Some(5));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+        let err = run(unpack::Existing::Refuse).unwrap_err();
+        assert_eq!(err.exit_code(), 5);
+        assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dest.join("a.txt")).unwrap(),
             "guest edit\n"
         );
-        let out = run("replace");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(unpack::Existing::Replace).unwrap();
         assert_eq!(
             std::fs::read_to_string(dest.join("a.txt")).unwrap(),
             "host\n"
@@ -569,23 +562,16 @@ pub(crate) mod tests {
         );
     }
 
-    /// Runs the guest script on the host into `dest`.
-    fn unpack(archive: &[u8], dest: &Path) {
-        let mut child = crate::tool::for_test(crate::tool::Tool::Sh)
-            .args(["-c", GUEST_SCRIPT, "sh"])
-            .arg(dest)
-            .args(["Guest", "guest@example.invalid", "new"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(archive).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn guest_identity() -> unpack::Identity {
+        unpack::Identity {
+            name: "Guest".into(),
+            email: "guest@example.invalid".into(),
+        }
+    }
+
+    /// Runs the guest's unpacking here, into `dest`.
+    fn unpack(archive: &[u8], dest: &Path) -> unpack::Unpacked {
+        unpack::unpack(dest, archive, &guest_identity(), unpack::Existing::Refuse).unwrap()
     }
 
     #[test]
@@ -679,18 +665,112 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink("clean.txt", h.join("link")).unwrap();
         git(h, &["add", "-A"]);
         git(h, &["commit", "-qm", "base"]);
+        std::fs::write(h.join("same-size.txt"), "aaaa\n").unwrap();
+        std::fs::write(h.join("gone.txt"), "x\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "more"]);
         std::fs::write(h.join("dirty.txt"), "edited on the host\n").unwrap();
+        // Same size as HEAD's blob, written in the same instant: only its
+        // id can tell it apart.
+        std::fs::write(h.join("same-size.txt"), "bbbb\n").unwrap();
+        std::fs::remove_file(h.join("gone.txt")).unwrap();
         let sel = super::super::select(h, false).unwrap();
         let mut archive = Vec::new();
         write_archive(&sel, None, &mut archive).unwrap();
         let guest = tempfile::tempdir().unwrap();
         let dest = guest.path().join("ws");
-        unpack(&archive, &dest);
+        let unpacked = unpack(&archive, &dest);
+        assert_eq!((unpacked.index_entries, unpacked.index_clean), (5, 2));
         // Every object HEAD needs is there: the clean blob made in the
         // guest, the dirty file's committed blob from the pack.
         git(&dest, &["fsck", "--no-dangling", "--no-progress"]);
         assert_eq!(git(&dest, &["show", "HEAD:dirty.txt"]), "committed\n");
         assert_eq!(git(&dest, &["show", "HEAD:clean.txt"]), "same\n");
-        assert_eq!(git(&dest, &["status", "--porcelain"]), " M dirty.txt\n");
+        assert_eq!(
+            git(&dest, &["status", "--porcelain"]),
+            " M dirty.txt\n D gone.txt\n M same-size.txt\n"
+        );
+    }
+
+    /// A repository without a commit yet: its files arrive untracked, on
+    /// the host's unborn branch.
+    #[test]
+    fn a_repository_without_commits_arrives_with_its_files() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "trunk"]);
+        std::fs::write(h.join("a.txt"), "a\n").unwrap();
+        let sel = super::super::select(h, true).unwrap();
+        let mut archive = Vec::new();
+        write_archive(&sel, None, &mut archive).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("ws");
+        let unpacked = unpack(&archive, &dest);
+        assert_eq!((unpacked.files, unpacked.index_entries), (1, 0));
+        assert_eq!(
+            git(&dest, &["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/trunk"
+        );
+        assert_eq!(git(&dest, &["status", "--porcelain"]), "?? a.txt\n");
+    }
+
+    /// A stream cut short (the host's writer failed) fails, and leaves no
+    /// half-made repository behind.
+    #[test]
+    fn a_cut_stream_fails_and_leaves_nothing() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q"]);
+        for i in 0..20 {
+            std::fs::write(h.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "files"]);
+        let sel = super::super::select(h, false).unwrap();
+        let mut archive = Vec::new();
+        write_archive(&sel, None, &mut archive).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let dest = guest.path().join("ws");
+        // Cut inside a file, then at an entry boundary (past the files:
+        // only the end is missing).
+        let boundary = archive.len() - 1024 - 512 * 2;
+        for cut in [archive.len() / 2 + 7, boundary] {
+            let err = unpack::unpack(
+                &dest,
+                &archive[..cut],
+                &guest_identity(),
+                unpack::Existing::Refuse,
+            )
+            .unwrap_err();
+            assert_eq!(err.exit_code(), 1, "{err}");
+            assert!(!dest.exists(), "cut at {cut}: {err}");
+        }
+    }
+
+    /// `full_copy` builds on the host what the guest would.
+    #[test]
+    fn the_host_build_matches_the_guest_unpacking() {
+        let host = tempfile::tempdir().unwrap();
+        let h = host.path();
+        git(h, &["init", "-q", "-b", "main"]);
+        std::fs::write(h.join("a.txt"), "a\n").unwrap();
+        git(h, &["add", "-A"]);
+        git(h, &["commit", "-qm", "a"]);
+        let sel = super::super::select(h, false).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("repo");
+        let name = "Ho\"st \\ x";
+        let manifest = build_on_host(&sel, None, &dest, (name, "h@example.invalid")).unwrap();
+        assert_eq!(manifest.len(), 1);
+        assert_eq!(git(&dest, &["status", "--porcelain"]), "");
+        assert_eq!(
+            git(&dest, &["config", "--file", ".git/config", "user.name"]).trim(),
+            name
+        );
+        git(&dest, &["fsck", "--strict", "--no-progress"]);
+        assert!(dest.join(banger_agent::sync::STATE_DIR).is_dir());
+        // A second build into the same place is refused, the first kept.
+        assert!(build_on_host(&sel, None, &dest, ("Host", "h@example.invalid")).is_err());
+        assert_eq!(git(&dest, &["status", "--porcelain"]), "");
     }
 }
