@@ -7,6 +7,7 @@
 pub mod client;
 pub mod identity;
 pub mod netconf;
+pub mod pack;
 pub mod ports;
 pub mod protocol;
 pub mod session;

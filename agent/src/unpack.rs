@@ -4,9 +4,14 @@
 //! host's, in one pass over the stream:
 //!
 //! - the files land in place as they arrive, and the stat of each is kept;
-//! - the host's pack and its index (made on the host) go straight into
-//!   `.git/objects/pack` (no `git index-pack` here, which inflated and
-//!   hashed every blob a second time);
+//! - HEAD's blobs whose files travel anyway are not sent twice: the guest
+//!   appends those files, as they arrive, to a "local pack" of stored
+//!   (uncompressed) objects in a layout the host reproduces
+//!   (`crate::pack`), and the host sends that pack's index and checksum,
+//!   so nothing is hashed here;
+//! - the rest of HEAD's snapshot comes as a pack with its index (both made
+//!   on the host) and goes straight into `.git/objects/pack` (no `git
+//!   index-pack` here, which inflated and hashed every blob again);
 //! - the git index is written here from HEAD's tree (listed by the host),
 //!   with the stat of every file whose bytes are HEAD's blob, so git trusts
 //!   those files without reading them again (no `read-tree` and
@@ -28,7 +33,10 @@
 //! | `banger-meta/tree` | `git ls-tree -r -z --full-tree HEAD` |
 //! | `banger-meta/new-branch`, `…/new-branch-from` | `--branch NAME --from COMMIT` |
 //! | `banger-meta/objects/pack-ID.pack`, `.idx` | HEAD's snapshot |
+//! | `banger-meta/local-pack` | how many `blob/` entries follow |
 //! | `repo/PATH` | the files and symlinks |
+//! | `blob/PATH` | a file that is also HEAD's blob: into the local pack too |
+//! | `banger-meta/local.idx` | the local pack's index (the host made it) |
 //! | `banger-meta/sync-manifest` | what was sent, JSON lines (last) |
 
 use std::collections::{HashMap, HashSet};
@@ -36,6 +44,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::pack;
 use crate::sync::{self, Kind, ManifestEntry};
 
 /// Entry names of the archive's metadata (see the module doc).
@@ -58,6 +67,14 @@ pub mod meta {
     pub const SYNC_MANIFEST: &str = "banger-meta/sync-manifest";
     /// The prefix of the workspace's own files.
     pub const REPO: &str = "repo/";
+    /// The prefix of files that are also HEAD's blobs: each is written like
+    /// a `repo/` file and appended to the local pack (`crate::pack`).
+    pub const BLOB: &str = "blob/";
+    /// How many objects the local pack holds (before any `blob/` entry).
+    pub const LOCAL_PACK: &str = "banger-meta/local-pack";
+    /// The local pack's index, made by the host (after the files); its
+    /// trailer names the pack's checksum.
+    pub const LOCAL_IDX: &str = "banger-meta/local.idx";
 }
 
 /// Why an unpack failed.
@@ -185,12 +202,23 @@ struct Unpacker {
     /// Small metadata entries by name.
     meta: HashMap<String, Vec<u8>>,
     packs: u32,
+    /// The local pack being written.
+    local: Option<LocalPack>,
     buf: Vec<u8>,
     /// The mtime every file gets: the second before the unpack began.
     stamp: std::time::SystemTime,
 }
 
-/// Most a metadata entry other than the tree and the manifest may hold.
+/// The local pack being written.
+struct LocalPack {
+    file: io::BufWriter<std::fs::File>,
+    tmp: PathBuf,
+    declared: u32,
+    written: u32,
+}
+
+/// Most a metadata entry other than the tree, the manifest and the local
+/// pack's index may hold.
 const SMALL_META: u64 = 64 << 10;
 
 impl Unpacker {
@@ -212,6 +240,7 @@ impl Unpacker {
             written: HashMap::new(),
             meta: HashMap::new(),
             packs: 0,
+            local: None,
             buf: vec![0; 256 << 10],
             stamp: stamp(),
         })
@@ -231,11 +260,14 @@ impl Unpacker {
                 .ok_or_else(|| failed("reading the archive", "a name that is not UTF-8"))?
                 .to_string();
             if let Some(rel) = name.strip_prefix(meta::REPO) {
-                self.file(rel, &mut entry)?;
+                self.file(rel, &mut entry, false)?;
+            } else if let Some(rel) = name.strip_prefix(meta::BLOB) {
+                self.file(rel, &mut entry, true)?;
             } else if let Some(file) = name.strip_prefix(meta::OBJECTS) {
                 self.pack_file(file, &mut entry)?;
             } else if name.starts_with("banger-meta/") {
-                let big = name == meta::TREE || name == meta::SYNC_MANIFEST;
+                let big =
+                    [meta::TREE, meta::SYNC_MANIFEST, meta::LOCAL_IDX].contains(&name.as_str());
                 if !big && entry.size() > SMALL_META {
                     return Err(failed(&name, "too large"));
                 }
@@ -243,6 +275,9 @@ impl Unpacker {
                 entry
                     .read_to_end(&mut data)
                     .map_err(|e| failed(&format!("reading {name}"), e))?;
+                if name == meta::LOCAL_PACK {
+                    self.start_local_pack(&data)?;
+                }
                 self.meta.insert(name, data);
             } else {
                 return Err(failed(
@@ -254,12 +289,45 @@ impl Unpacker {
         self.finish(identity)
     }
 
-    /// Writes one file or symlink of the workspace.
+    /// Opens the local pack of `count` (decimal) objects.
+    fn start_local_pack(&mut self, count: &[u8]) -> Result<(), UnpackError> {
+        let count: u32 = std::str::from_utf8(count)
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .ok_or_else(|| failed("the local pack", "a count that is not a number"))?;
+        if self.local.is_some() {
+            return Err(failed("the local pack", "announced twice"));
+        }
+        let tmp = self.dotgit.join("objects/pack/tmp-banger-local.pack");
+        let what = |e: io::Error| failed("writing the local pack", e);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp)
+            .map_err(what)?;
+        let mut file = io::BufWriter::with_capacity(1 << 20, file);
+        file.write_all(&pack::pack_header(count)).map_err(what)?;
+        self.local = Some(LocalPack {
+            file,
+            tmp,
+            declared: count,
+            written: 0,
+        });
+        Ok(())
+    }
+
+    /// Writes one file or symlink of the workspace (and, for `to_pack`,
+    /// appends it to the local pack as a blob).
     fn file(
         &mut self,
         rel: &str,
         entry: &mut tar::Entry<'_, impl Read>,
+        to_pack: bool,
     ) -> Result<(), UnpackError> {
+        if to_pack && self.local.is_none() {
+            return Err(failed(rel, "a blob before the local pack was announced"));
+        }
         let rel = checked(rel).map_err(|e| failed("reading the archive", e))?;
         let full = self.dest.join(rel);
         let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
@@ -267,6 +335,9 @@ impl Unpacker {
         let what = |e: io::Error| failed(&format!("writing {rel}"), e);
         let header = entry.header();
         match header.entry_type() {
+            tar::EntryType::Symlink if to_pack => {
+                return Err(failed(rel, "a symlink is not sent as a blob"));
+            }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
@@ -291,12 +362,26 @@ impl Unpacker {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&full)
                     .map_err(what)?;
+                let mut object = match self.local.as_mut().filter(|_| to_pack) {
+                    Some(local) => Some(
+                        pack::ObjectEncoder::start(pack::BLOB, entry.size(), &mut local.file)
+                            .map_err(what)?,
+                    ),
+                    None => None,
+                };
                 loop {
                     let n = entry.read(&mut self.buf).map_err(what)?;
                     if n == 0 {
                         break;
                     }
                     file.write_all(&self.buf[..n]).map_err(what)?;
+                    if let (Some(object), Some(local)) = (object.as_mut(), self.local.as_mut()) {
+                        object.data(&self.buf[..n], &mut local.file).map_err(what)?;
+                    }
+                }
+                if let (Some(object), Some(local)) = (object, self.local.as_mut()) {
+                    object.finish(&mut local.file).map_err(what)?;
+                    local.written += 1;
                 }
                 file.set_modified(self.stamp).map_err(what)?;
                 let mut meta = file.metadata().map_err(what)?;
@@ -383,7 +468,47 @@ impl Unpacker {
 
     /// Everything after the stream: refs, config, the index, live sync's
     /// state, a new branch.
-    fn finish(self, identity: &Identity) -> Result<Unpacked, UnpackError> {
+    /// Ends the local pack with the checksum its index (from the host)
+    /// names, and puts both in place.
+    fn finish_local_pack(&mut self) -> Result<(), UnpackError> {
+        let Some(mut local) = self.local.take() else {
+            return Ok(());
+        };
+        let what = |e: io::Error| failed("writing the local pack", e);
+        let idx = self
+            .meta
+            .get(meta::LOCAL_IDX)
+            .ok_or_else(|| failed("the local pack", "no index"))?;
+        if local.written != local.declared {
+            return Err(failed(
+                "the local pack",
+                format!("{} objects of {}", local.written, local.declared),
+            ));
+        }
+        // A version 2 index: magic, version, 256 fan-out entries, ... the
+        // pack's checksum, its own checksum.
+        if idx.len() < 8 + 256 * 4 + 40 || idx[..8] != *b"\xfftOc\0\0\0\x02" {
+            return Err(failed("the local pack", "a malformed index"));
+        }
+        let sum = &idx[idx.len() - 40..idx.len() - 20];
+        local.file.write_all(sum).map_err(what)?;
+        local.file.flush().map_err(what)?;
+        let hex = hex(sum);
+        let dir = self.dotgit.join("objects/pack");
+        std::fs::rename(&local.tmp, dir.join(format!("pack-{hex}.pack"))).map_err(what)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(dir.join(format!("pack-{hex}.idx")))
+            .map_err(what)?;
+        file.write_all(idx).map_err(what)?;
+        self.packs += 1;
+        Ok(())
+    }
+
+    fn finish(mut self, identity: &Identity) -> Result<Unpacked, UnpackError> {
+        self.finish_local_pack()?;
         let head = self.text(meta::HEAD)?;
         let branch = self.text(meta::BRANCH)?;
         if !head.is_empty() && !is_oid(&head) {
@@ -601,18 +726,22 @@ fn git_config(identity: &Identity) -> String {
     )
 }
 
-const GITLINK: u32 = 0o160000;
+/// The mode of a submodule's entry.
+pub const GITLINK: u32 = 0o160000;
 
 /// One entry of HEAD's tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct TreeEntry {
-    mode: u32,
-    oid: [u8; 20],
-    path: String,
+pub struct TreeEntry {
+    /// `0o100644`, `0o100755`, `0o120000` or [`GITLINK`].
+    pub mode: u32,
+    /// The object id.
+    pub oid: [u8; 20],
+    /// The path, `/`-separated.
+    pub path: String,
 }
 
 /// Parses `git ls-tree -r -z --full-tree` output: `MODE TYPE OID\tPATH\0`.
-fn parse_tree(data: &[u8]) -> Result<Vec<TreeEntry>, UnpackError> {
+pub fn parse_tree(data: &[u8]) -> Result<Vec<TreeEntry>, UnpackError> {
     let bad = |what: &str| failed("HEAD's tree", what.to_string());
     let mut out = Vec::new();
     for rec in data.split(|&b| b == 0).filter(|r| !r.is_empty()) {
@@ -641,7 +770,13 @@ fn parse_tree(data: &[u8]) -> Result<Vec<TreeEntry>, UnpackError> {
     Ok(out)
 }
 
-fn hex20(s: &str) -> [u8; 20] {
+/// An object id in lower-case hex.
+pub fn hex(oid: &[u8]) -> String {
+    oid.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a 40-digit hex object id (checked by the caller).
+pub fn hex20(s: &str) -> [u8; 20] {
     let mut out = [0u8; 20];
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);

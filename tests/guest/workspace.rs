@@ -530,8 +530,20 @@ fn export_apply_and_sync_take_turns() {
         let out = export.wait_with_output().unwrap();
         tx.send((std::time::Instant::now(), out)).unwrap();
     });
-    // The export is taking the changes (it pauses 4 s there): a sync now.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the export is taking the changes (it pauses 4 s there, and says
+    // so in the daemon's log): a sync.
+    let log = env.state_dir().join("bangerd.log");
+    let waited = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("holding the guest's changes")
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the export never reached the guest's changes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho synced\n").unwrap();
     env.banger(&["vm", "workspace", "sync", "turns"]).ok();
     let synced = std::time::Instant::now();

@@ -614,6 +614,7 @@ impl Daemon {
                 .ok()
                 .and_then(|v| v.parse().ok())
         {
+            tracing::info!(vm = %record.name, "holding the guest's changes for {ms} ms (BANGER_TEST_TAKE_PAUSE_MS)");
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         let root = PathBuf::from(&ws.source);

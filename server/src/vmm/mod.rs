@@ -367,6 +367,11 @@ pub fn base_kernel_args(plan: &LaunchPlan) -> Vec<String> {
         if let Some(khz) = plan.tsc_khz {
             args.push(format!("tsc_early_khz={khz}"));
         }
+        // The kernel's crypto self-tests at boot: under emulation one of
+        // them was seen to spin for minutes ("soft lockup ...
+        // [cryptomgr_test]"), and they are boot time a sandbox does not
+        // need (the algorithms are the distribution kernel's own).
+        args.push("cryptomgr.notests".to_string());
     }
     args.extend(plan.kernel_args.iter().cloned());
     args

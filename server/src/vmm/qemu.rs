@@ -417,6 +417,7 @@ mod tests {
         assert_eq!(value_after(&args, "-accel"), ["tcg,tb-size=64"]);
         let append = value_after(&args, "-append")[0];
         assert!(append.contains("tsc_early_khz=2600000"), "{append}");
+        assert!(append.contains("cryptomgr.notests"), "{append}");
         assert!(append.contains("banger.root=overlay"));
         assert!(append.contains("systemd.hostname=dev"));
         let drives = value_after(&args, "-drive");
@@ -529,6 +530,7 @@ mod tests {
         let args = Qemu::args(&plan(Accel::Kvm));
         assert_eq!(value_after(&args, "-accel"), ["kvm"]);
         assert!(!value_after(&args, "-append")[0].contains("tsc_early_khz"));
+        assert!(!value_after(&args, "-append")[0].contains("cryptomgr.notests"));
     }
 
     #[test]

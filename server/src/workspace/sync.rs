@@ -78,27 +78,34 @@ pub fn kind_of(k: FileKind) -> Kind {
 /// A `Read` that computes the git blob id of what passes through it.
 pub struct HashingReader<R> {
     inner: R,
-    sha: sha1_smol::Sha1,
+    sha: sha1::Sha1,
 }
 
 impl<R: Read> HashingReader<R> {
     /// Hashes a blob of `len` bytes read from `inner`.
     pub fn new(inner: R, len: u64) -> Self {
-        let mut sha = sha1_smol::Sha1::new();
-        sha.update(format!("blob {len}\0").as_bytes());
+        // The RustCrypto SHA-1 (SHA-NI where the CPU has it): every byte
+        // of a workspace passes here.
+        let mut sha = <sha1::Sha1 as sha1::Digest>::new();
+        sha1::Digest::update(&mut sha, format!("blob {len}\0").as_bytes());
         HashingReader { inner, sha }
     }
 
     /// The blob id (valid once exactly `len` bytes were read).
     pub fn oid(&self) -> String {
-        self.sha.digest().to_string()
+        banger_agent::unpack::hex(&sha1::Digest::finalize(self.sha.clone()))
+    }
+
+    /// The reader it wraps.
+    pub fn into_inner(self) -> R {
+        self.inner
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
+        sha1::Digest::update(&mut self.sha, &buf[..n]);
         Ok(n)
     }
 }

@@ -7,6 +7,7 @@
 //! The guest side is `banger_agent::unpack`, run as [`guest_argv`] with the
 //! archive on its stdin; the archive's layout is described there.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,6 +16,7 @@ use banger_agent::unpack::{self, meta};
 
 use crate::tool::{self, Tool};
 
+use super::local_pack::LocalPack;
 use super::sync::{HashingReader, HostStat, Kind, SyncedFile, kind_of};
 use super::{FileKind, Selection, WorkspaceError};
 
@@ -198,9 +200,27 @@ struct PackFiles {
     name: String,
 }
 
-fn snapshot_pack_files(root: &Path, commits: &[String]) -> Result<PackFiles, WorkspaceError> {
+/// The snapshots of `commits` without the blobs in `exclude` (which the
+/// local pack carries).
+fn snapshot_pack_files(
+    root: &Path,
+    commits: &[String],
+    exclude: &HashSet<String>,
+) -> Result<PackFiles, WorkspaceError> {
     let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
     let objects = snapshot_objects(root, &commits, None)?;
+    let mut kept = Vec::with_capacity(objects.len());
+    for line in objects.split_inclusive(|&b| b == b'\n') {
+        let id = String::from_utf8_lossy(line);
+        if !exclude.contains(id.trim()) {
+            kept.extend_from_slice(line);
+        }
+    }
+    pack_files(root, kept)
+}
+
+/// `objects` (ids, one per line) packed into files.
+fn pack_files(root: &Path, objects: Vec<u8>) -> Result<PackFiles, WorkspaceError> {
     let dir = tempfile::Builder::new()
         .prefix("banger-pack-")
         .tempdir()
@@ -251,6 +271,69 @@ fn append(
     tar.append_data(&mut h, path, data)
 }
 
+/// Which files are also HEAD's blobs: a regular file of the same kind at
+/// the same path in HEAD's tree. Each such blob travels once, as that file
+/// (the first with it), and the guest adds it to its local pack; if the
+/// file's bytes turn out not to be HEAD's blob after all (the file is
+/// modified), that blob is packed separately at the end.
+#[derive(Debug, Default)]
+struct BlobPlan {
+    /// Path → HEAD's blob id (hex).
+    blobs: HashMap<String, String>,
+}
+
+impl BlobPlan {
+    fn new(sel: &Selection, tree: &[u8]) -> Result<BlobPlan, unpack::UnpackError> {
+        let tree = unpack::parse_tree(tree)?;
+        let by_path: HashMap<&str, &unpack::TreeEntry> =
+            tree.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut seen = HashSet::new();
+        let mut blobs = HashMap::new();
+        for f in &sel.files {
+            let mode = match f.kind {
+                FileKind::File => 0o100644,
+                FileKind::Executable => 0o100755,
+                FileKind::Symlink => continue,
+            };
+            if let Some(e) = by_path.get(f.path.as_str())
+                && e.mode == mode
+                && seen.insert(e.oid)
+            {
+                blobs.insert(f.path.clone(), unpack::hex(&e.oid));
+            }
+        }
+        Ok(BlobPlan { blobs })
+    }
+}
+
+/// Gives exactly `left` bytes of `inner`, the size the archive's header
+/// already announced: it stops there when the file grew meanwhile, and
+/// fails when it shrank.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 && max > 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a file shrank while it was shipped",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Writes the archive for `sel` to `out`, streaming file contents from the
 /// working tree. Returns the manifest of what was sent (blob ids computed
 /// from the very bytes that went out, stats taken before reading), which
@@ -281,6 +364,7 @@ pub fn write_archive(
     // HEAD's snapshot is packed meanwhile, while the files stream (the guest
     // writing them is the slow side).
     let mut packing = None;
+    let mut plan = BlobPlan::default();
     if let Some(head) = &sel.head {
         let mut commits = vec![head.clone()];
         if let Some(from) = from.as_ref().filter(|f| *f != head) {
@@ -295,6 +379,7 @@ pub fn write_archive(
             }
         }
         let tree = git_output(root, &["ls-tree", "-r", "-z", "--full-tree", head])?;
+        plan = BlobPlan::new(sel, &tree).map_err(|e| git_err(root, "HEAD's tree", e))?;
         meta_entry(&mut tar, meta::HEAD, head.as_bytes())?;
         meta_entry(&mut tar, meta::SHALLOW, shallow.as_bytes())?;
         meta_entry(&mut tar, meta::TREE, &tree)?;
@@ -303,14 +388,26 @@ pub fn write_archive(
             meta_entry(&mut tar, meta::NEW_BRANCH_FROM, from.as_bytes())?;
         }
         let root = root.clone();
+        let exclude: HashSet<String> = plan.blobs.values().cloned().collect();
         packing = Some(std::thread::spawn(move || {
-            snapshot_pack_files(&root, &commits)
+            snapshot_pack_files(&root, &commits, &exclude)
         }));
     }
+    let mut local = (!plan.blobs.is_empty()).then(|| LocalPack::new(plan.blobs.len() as u32));
+    if local.is_some() {
+        meta_entry(
+            &mut tar,
+            meta::LOCAL_PACK,
+            plan.blobs.len().to_string().as_bytes(),
+        )?;
+    }
+    // HEAD's blobs whose file did not have HEAD's content after all (it
+    // changed meanwhile): they travel in a pack of their own at the end.
+    let mut mispredicted = Vec::new();
     let mut manifest = Vec::with_capacity(sel.files.len());
     for f in &sel.files {
         let src = root.join(&f.path);
-        let name = format!("repo/{}", f.path);
+        let name = format!("{}{}", meta::REPO, f.path);
         match f.kind {
             FileKind::Symlink => {
                 let meta = std::fs::symlink_metadata(&src).map_err(|e| io("cannot stat", e))?;
@@ -333,7 +430,10 @@ pub fn write_archive(
                 let file = std::fs::File::open(&src).map_err(|e| io("cannot open", e))?;
                 let meta = file.metadata().map_err(|e| io("cannot stat", e))?;
                 let len = meta.len();
-                let mut file = HashingReader::new(file, len);
+                let file = Exact {
+                    inner: file,
+                    left: len,
+                };
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(len);
@@ -342,21 +442,53 @@ pub fn write_archive(
                 } else {
                     0o644
                 });
-                tar.append_data(&mut h, &name, &mut file)
-                    .map_err(|e| io("archive", e))?;
+                let oid = match (plan.blobs.get(f.path.as_str()), local.as_mut()) {
+                    (Some(want), Some(local)) => {
+                        let object = local.object(file, len).map_err(|e| io("archive", e))?;
+                        let mut file = HashingReader::new(object, len);
+                        tar.append_data(&mut h, format!("{}{}", meta::BLOB, f.path), &mut file)
+                            .map_err(|e| io("archive", e))?;
+                        let oid = file.oid();
+                        file.into_inner()
+                            .finish(unpack::hex20(&oid))
+                            .map_err(|e| io("archive", e))?;
+                        if oid != *want {
+                            mispredicted.push(want.clone());
+                        }
+                        oid
+                    }
+                    _ => {
+                        let mut file = HashingReader::new(file, len);
+                        tar.append_data(&mut h, &name, &mut file)
+                            .map_err(|e| io("archive", e))?;
+                        file.oid()
+                    }
+                };
                 manifest.push(SyncedFile {
                     path: f.path.clone(),
                     kind: kind_of(f.kind),
-                    oid: file.oid(),
+                    oid,
                     stat: Some(HostStat::of(&meta)),
                 });
             }
         }
     }
+    let mut packs = Vec::new();
     if let Some(packing) = packing {
-        let pack = packing
-            .join()
-            .map_err(|_| git_err(root, "packing", "the packing thread panicked"))??;
+        packs.push(
+            packing
+                .join()
+                .map_err(|_| git_err(root, "packing", "the packing thread panicked"))??,
+        );
+    }
+    if !mispredicted.is_empty() {
+        let objects = mispredicted
+            .iter()
+            .flat_map(|o| format!("{o}\n").into_bytes())
+            .collect();
+        packs.push(pack_files(root, objects)?);
+    }
+    for pack in &packs {
         for ext in ["pack", "idx"] {
             let name = format!("{}.{ext}", pack.name);
             let file = std::fs::File::open(pack.dir.path().join(&name))
@@ -372,6 +504,12 @@ pub fn write_archive(
             tar.append_data(&mut h, format!("{}{name}", meta::OBJECTS), file)
                 .map_err(|e| io("archive", e))?;
         }
+    }
+    if let Some(local) = local {
+        let idx = local
+            .finish()
+            .map_err(|e| git_err(root, "the local pack", e))?;
+        meta_entry(&mut tar, meta::LOCAL_IDX, &idx)?;
     }
     let mut lines = Vec::new();
     for m in &manifest {
@@ -423,6 +561,10 @@ pub(crate) mod tests {
         std::fs::set_permissions(h.join("bin/x"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("a.txt", h.join("l")).unwrap();
         std::fs::write(h.join("a.txt"), "two\n").unwrap();
+        // Several stored blocks, and none.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        std::fs::write(h.join("big.bin"), &big).unwrap();
+        std::fs::write(h.join("empty"), "").unwrap();
         git(h, &["add", "-A"]);
         git(h, &["commit", "-qm", "second"]);
         let sel = super::super::select(h, false).unwrap();
@@ -433,9 +575,22 @@ pub(crate) mod tests {
         let dest = guest.path().join("repo");
         let unpacked = unpack(&archive, &dest);
         // Every file is HEAD's: git trusts each by its stat, reading none.
-        assert_eq!(unpacked.files, 3);
-        assert_eq!((unpacked.index_entries, unpacked.index_clean), (3, 3));
+        assert_eq!(unpacked.files, 5);
+        assert_eq!((unpacked.index_entries, unpacked.index_clean), (5, 5));
         assert_eq!(git(&dest, &["ls-files", "-s"]), git(h, &["ls-files", "-s"]));
+        // The local pack (every file's blob, written in the guest) and the
+        // host's pack are whole: checksums, CRCs, every object's id.
+        git(&dest, &["fsck", "--strict", "--no-progress"]);
+        let packs = std::fs::read_dir(dest.join(".git/objects/pack"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("idx".as_ref()))
+            .count();
+        assert_eq!(packs, 2);
+        assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), big);
+        assert_eq!(
+            git(&dest, &["cat-file", "-s", "HEAD:big.bin"]).trim(),
+            big.len().to_string()
+        );
         assert_eq!(
             git(&dest, &["rev-parse", "HEAD"]).trim(),
             sel.head.as_deref().unwrap()
