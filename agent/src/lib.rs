@@ -5,6 +5,7 @@
 //! of host-only dependencies: the daemon depends on it, never the reverse.
 
 pub mod client;
+pub mod gitfiles;
 pub mod identity;
 pub mod netconf;
 pub mod pack;

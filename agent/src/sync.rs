@@ -355,7 +355,7 @@ fn current(root: &Path, rel: &str, cached: Option<&Synced>) -> io::Result<Option
 
 /// Rejects paths that leave the root or touch `.git` (the host never sends
 /// them; this guards against a host bug, not a hostile host).
-fn checked(rel: &str) -> io::Result<&str> {
+pub(crate) fn checked(rel: &str) -> io::Result<&str> {
     let bad = rel.is_empty()
         || rel.starts_with('/')
         || rel

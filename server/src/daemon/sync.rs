@@ -20,7 +20,7 @@ use crate::api::{
 use crate::store::{VmRecord, WorkspaceRecord};
 use crate::workspace::export::{self, Limits};
 use crate::workspace::sync::{self as wsync, ApplyReport, Change, Kind, Record, Step, SyncedFile};
-use crate::workspace::{self, transfer};
+use crate::workspace::{self, host_pack};
 
 use crate::workspace::transfer::GUEST_AGENT;
 
@@ -305,7 +305,7 @@ impl Daemon {
         let old = ws.head.clone();
         let (pack, shallow) = {
             let new = new.clone();
-            tokio::task::spawn_blocking(move || transfer::head_pack(&root, &new, old.as_deref()))
+            tokio::task::spawn_blocking(move || host_pack::head_pack(&root, &new, old.as_deref()))
                 .await
                 .map_err(|e| OpError::internal(format!("pack task failed: {e}")))?
                 .map_err(OpError::from_display)?

@@ -4,12 +4,14 @@
 //! makes the pack's checksum and its version 2 index, which travel after
 //! the files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
+use banger_agent::gitfiles;
 use banger_agent::pack::{self, ObjectEncoder};
-use banger_agent::unpack;
 use sha1::Digest;
+
+use super::{FileKind, Selection};
 
 /// The local pack, followed object by object.
 pub(crate) struct LocalPack {
@@ -92,9 +94,44 @@ impl LocalPack {
         self.entries.sort_by_key(|e| e.oid);
         let mut seen = HashSet::new();
         if let Some(dup) = self.entries.iter().find(|e| !seen.insert(e.oid)) {
-            return Err(format!("two files became blob {}", unpack::hex(&dup.oid)));
+            return Err(format!("two files became blob {}", gitfiles::hex(&dup.oid)));
         }
         Ok(index_v2(&self.entries, &sum))
+    }
+}
+
+/// Which files are also HEAD's blobs: a regular file of the same kind at
+/// the same path in HEAD's tree. Each such blob travels once, as that file
+/// (the first with it), and the guest adds it to its local pack; if the
+/// file's bytes turn out not to be HEAD's blob after all (the file is
+/// modified), that blob is packed separately at the end.
+#[derive(Debug, Default)]
+pub(crate) struct BlobPlan {
+    /// Path → HEAD's blob id (hex).
+    pub(crate) blobs: HashMap<String, String>,
+}
+
+impl BlobPlan {
+    pub(crate) fn new(sel: &Selection, tree: &[u8]) -> Result<BlobPlan, String> {
+        let tree = gitfiles::parse_tree(tree)?;
+        let by_path: HashMap<&str, &gitfiles::TreeEntry> =
+            tree.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut seen = HashSet::new();
+        let mut blobs = HashMap::new();
+        for f in &sel.files {
+            let mode = match f.kind {
+                FileKind::File => 0o100644,
+                FileKind::Executable => 0o100755,
+                FileKind::Symlink => continue,
+            };
+            if let Some(e) = by_path.get(f.path.as_str())
+                && e.mode == mode
+                && seen.insert(e.oid)
+            {
+                blobs.insert(f.path.clone(), gitfiles::hex(&e.oid));
+            }
+        }
+        Ok(BlobPlan { blobs })
     }
 }
 

@@ -8,6 +8,7 @@
 //! `select` reads the repository and decides; [`transfer`] ships the result.
 
 pub mod export;
+pub mod host_pack;
 mod local_pack;
 pub mod sync;
 pub mod transfer;

@@ -93,7 +93,7 @@ impl<R: Read> HashingReader<R> {
 
     /// The blob id (valid once exactly `len` bytes were read).
     pub fn oid(&self) -> String {
-        banger_agent::unpack::hex(&sha1::Digest::finalize(self.sha.clone()))
+        banger_agent::gitfiles::hex(&sha1::Digest::finalize(self.sha.clone()))
     }
 
     /// The reader it wraps.
@@ -450,7 +450,7 @@ mod tests {
             git(&host, &["add", "-A"]);
             git(&host, &["commit", "-qm", "B"]);
             let b = git(&host, &["rev-parse", "HEAD"]);
-            let (pack, _) = crate::workspace::transfer::head_pack(&host, &b, Some(&a)).unwrap();
+            let (pack, _) = crate::workspace::host_pack::head_pack(&host, &b, Some(&a)).unwrap();
             let mut child = for_test(Tool::Sh)
                 .args(["-c", HEAD_SCRIPT, "banger-head"])
                 .arg(&guest)

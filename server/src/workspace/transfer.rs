@@ -7,16 +7,18 @@
 //! The guest side is `banger_agent::unpack`, run as [`guest_argv`] with the
 //! archive on its stdin; the archive's layout is described there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use banger_agent::gitfiles;
 use banger_agent::unpack::{self, meta};
 
 use crate::tool::{self, Tool};
 
-use super::local_pack::LocalPack;
+use super::host_pack::{pack_files, snapshot_pack_files};
+use super::local_pack::{BlobPlan, LocalPack};
 use super::sync::{HashingReader, HostStat, Kind, SyncedFile, kind_of};
 use super::{FileKind, Selection, WorkspaceError};
 
@@ -104,7 +106,7 @@ pub fn resolve_branch(root: &Path, branch: &NewBranch) -> Result<String, Workspa
     Ok(String::from_utf8_lossy(&sha).trim().to_string())
 }
 
-fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> WorkspaceError {
+pub(super) fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> WorkspaceError {
     WorkspaceError::Git {
         path: root.display().to_string(),
         message: format!("{what}: {detail}"),
@@ -112,13 +114,13 @@ fn git_err(root: &Path, what: &str, detail: impl std::fmt::Display) -> Workspace
 }
 
 /// Host git in `root` (packing needs it).
-fn host_git(root: &Path) -> Command {
+pub(super) fn host_git(root: &Path) -> Command {
     let mut cmd = tool::command(Tool::Git);
     cmd.arg("-C").arg(root);
     cmd
 }
 
-fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+pub(super) fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     let out = host_git(root)
         .args(args)
         .output()
@@ -133,130 +135,6 @@ fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     Ok(out.stdout)
 }
 
-/// The objects of the snapshots (commit, trees, blobs) of `commits`, not
-/// their history, without those `exclude` has, one id per line.
-fn snapshot_objects(
-    root: &Path,
-    commits: &[&str],
-    exclude: Option<&str>,
-) -> Result<Vec<u8>, WorkspaceError> {
-    let mut objects = Vec::new();
-    let not = exclude.map(|e| format!("^{e}"));
-    for c in commits {
-        let mut args = vec!["rev-list", "--objects", "--no-object-names", "-n", "1", c];
-        args.extend(not.as_deref());
-        objects.extend(git_output(root, &args)?);
-    }
-    Ok(objects)
-}
-
-/// `git pack-objects ARGS` with `objects` on its stdin; its stdout.
-fn pack_objects(
-    root: &Path,
-    objects: Vec<u8>,
-    args: &[&std::ffi::OsStr],
-) -> Result<Vec<u8>, WorkspaceError> {
-    let mut child = host_git(root)
-        .args(["pack-objects", "-q"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| git_err(root, "cannot run git pack-objects", e))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(&objects));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| git_err(root, "git pack-objects", e))?;
-    let _ = writer.join();
-    if !out.status.success() {
-        return Err(git_err(
-            root,
-            "git pack-objects",
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// A pack with the snapshots of `commits` (see [`snapshot_objects`]), in
-/// memory.
-fn snapshot_pack(
-    root: &Path,
-    commits: &[&str],
-    exclude: Option<&str>,
-) -> Result<Vec<u8>, WorkspaceError> {
-    let objects = snapshot_objects(root, commits, exclude)?;
-    pack_objects(root, objects, &["--stdout".as_ref()])
-}
-
-/// The pack of `commits`' snapshots and its index, as files in a new
-/// temporary directory: the guest takes both as they are, so it never
-/// indexes the pack itself.
-struct PackFiles {
-    dir: tempfile::TempDir,
-    /// `pack-ID`, the files' name without extension.
-    name: String,
-}
-
-/// The snapshots of `commits` without the blobs in `exclude` (which the
-/// local pack carries).
-fn snapshot_pack_files(
-    root: &Path,
-    commits: &[String],
-    exclude: &HashSet<String>,
-) -> Result<PackFiles, WorkspaceError> {
-    let commits: Vec<&str> = commits.iter().map(String::as_str).collect();
-    let objects = snapshot_objects(root, &commits, None)?;
-    let mut kept = Vec::with_capacity(objects.len());
-    for line in objects.split_inclusive(|&b| b == b'\n') {
-        let id = String::from_utf8_lossy(line);
-        if !exclude.contains(id.trim()) {
-            kept.extend_from_slice(line);
-        }
-    }
-    pack_files(root, kept)
-}
-
-/// `objects` (ids, one per line) packed into files.
-fn pack_files(root: &Path, objects: Vec<u8>) -> Result<PackFiles, WorkspaceError> {
-    let dir = tempfile::Builder::new()
-        .prefix("banger-pack-")
-        .tempdir()
-        .map_err(|e| git_err(root, "a temporary directory", e))?;
-    let base = dir.path().join("pack");
-    let id = pack_objects(root, objects, &[base.as_os_str()])?;
-    let id = String::from_utf8_lossy(&id).trim().to_string();
-    if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(git_err(
-            root,
-            "git pack-objects",
-            format!("unexpected pack name {id:?} (a SHA-256 repository cannot be shipped yet)"),
-        ));
-    }
-    Ok(PackFiles {
-        dir,
-        name: format!("pack-{id}"),
-    })
-}
-
-/// For live sync when the host's HEAD moved: a pack of `new`'s snapshot
-/// without what `old`'s already gave the guest (all of it when `old` is
-/// unknown here), and whether `new` has parents (so it becomes a shallow
-/// boundary in the guest).
-pub fn head_pack(
-    root: &Path,
-    new: &str,
-    old: Option<&str>,
-) -> Result<(Vec<u8>, bool), WorkspaceError> {
-    let old =
-        old.filter(|o| git_output(root, &["cat-file", "-e", &format!("{o}^{{commit}}")]).is_ok());
-    let pack = snapshot_pack(root, &[new], old)?;
-    let has_parents = !git_output(root, &["rev-parse", &format!("{new}^@")])?.is_empty();
-    Ok((pack, has_parents))
-}
-
 fn append(
     tar: &mut tar::Builder<impl Write>,
     path: &str,
@@ -269,41 +147,6 @@ fn append(
     h.set_mode(mode);
     h.set_mtime(0);
     tar.append_data(&mut h, path, data)
-}
-
-/// Which files are also HEAD's blobs: a regular file of the same kind at
-/// the same path in HEAD's tree. Each such blob travels once, as that file
-/// (the first with it), and the guest adds it to its local pack; if the
-/// file's bytes turn out not to be HEAD's blob after all (the file is
-/// modified), that blob is packed separately at the end.
-#[derive(Debug, Default)]
-struct BlobPlan {
-    /// Path → HEAD's blob id (hex).
-    blobs: HashMap<String, String>,
-}
-
-impl BlobPlan {
-    fn new(sel: &Selection, tree: &[u8]) -> Result<BlobPlan, unpack::UnpackError> {
-        let tree = unpack::parse_tree(tree)?;
-        let by_path: HashMap<&str, &unpack::TreeEntry> =
-            tree.iter().map(|e| (e.path.as_str(), e)).collect();
-        let mut seen = HashSet::new();
-        let mut blobs = HashMap::new();
-        for f in &sel.files {
-            let mode = match f.kind {
-                FileKind::File => 0o100644,
-                FileKind::Executable => 0o100755,
-                FileKind::Symlink => continue,
-            };
-            if let Some(e) = by_path.get(f.path.as_str())
-                && e.mode == mode
-                && seen.insert(e.oid)
-            {
-                blobs.insert(f.path.clone(), unpack::hex(&e.oid));
-            }
-        }
-        Ok(BlobPlan { blobs })
-    }
 }
 
 /// Gives exactly `left` bytes of `inner`, the size the archive's header
@@ -450,7 +293,7 @@ pub fn write_archive(
                             .map_err(|e| io("archive", e))?;
                         let oid = file.oid();
                         file.into_inner()
-                            .finish(unpack::hex20(&oid))
+                            .finish(gitfiles::hex20(&oid))
                             .map_err(|e| io("archive", e))?;
                         if oid != *want {
                             mispredicted.push(want.clone());
