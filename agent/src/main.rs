@@ -27,6 +27,13 @@ fn main() {
     if args.first().map(String::as_str) == Some("serve-unix") {
         std::process::exit(serve_unix(&args[1..]));
     }
+    // The agent itself takes no arguments: a command this build does not
+    // know must not start a second agent (it would wait forever on the
+    // channel the running one holds).
+    if let Some(other) = args.first() {
+        eprintln!("banger-agent: unknown command {other:?} (known: sync, workspace)");
+        std::process::exit(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,8 +15,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// Bumped whenever a message changes incompatibly, or what the host runs
+/// of the guest's agent binary does (8: `banger-agent workspace unpack`;
+/// an older agent would take it for a start of the agent itself).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Bytes of output an exec may send before the host grants more with
 /// [`Request::Credit`], and bytes of stdin the host may send before the
