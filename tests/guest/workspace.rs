@@ -22,14 +22,18 @@ fn workspace_run_ships_tracked_files_into_a_matching_repository() {
         "sh",
         "-c",
         "pwd; cat file.txt; ./run.sh; test -e scratch.txt || echo no-scratch; \
-         git status --porcelain; git rev-parse HEAD main; git symbolic-ref --short HEAD",
+         git status --porcelain; git rev-parse HEAD main; git symbolic-ref --short HEAD; \
+         git fsck --strict --no-dangling --no-progress && echo fsck-ok; ls .git/objects/pack | grep -c 'idx$'",
     ]);
     run.ok();
     // The host's HEAD and branch arrived; the new guest branch starts there
-    // and is checked out.
+    // and is checked out. The objects are whole (the local pack the guest
+    // wrote from the files, and the host's), by the guest's own git.
     assert_eq!(
         run.stdout,
-        format!("/root/repo\nhello from the host\nran\nno-scratch\n{head}\n{head}\nguest-work\n")
+        format!(
+            "/root/repo\nhello from the host\nran\nno-scratch\n{head}\n{head}\nguest-work\nfsck-ok\n2\n"
+        )
     );
     assert!(
         run.stderr.contains("1 untracked file was left out"),
