@@ -244,8 +244,9 @@ pub fn write_archive(
             plan.blobs.len().to_string().as_bytes(),
         )?;
     }
-    // HEAD's blobs whose file did not have HEAD's content after all (it
-    // changed meanwhile): they travel in a pack of their own at the end.
+    // HEAD's blobs whose file turned out not to hold them (modified on
+    // the host, before or during the transfer): they travel in a pack of
+    // their own at the end.
     let mut mispredicted = Vec::new();
     let mut manifest = Vec::with_capacity(sel.files.len());
     for f in &sel.files {
