@@ -167,6 +167,16 @@ pub fn unpack(
     result
 }
 
+/// A new file (never through a symlink, never over an existing file).
+fn create_new(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 fn remove_any(path: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     if meta.is_dir() {
@@ -303,12 +313,7 @@ impl Unpacker {
         }
         let tmp = self.dotgit.join("objects/pack/tmp-banger-local.pack");
         let what = |e: io::Error| failed("writing the local pack", e);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&tmp)
-            .map_err(what)?;
+        let file = create_new(&tmp, 0o444).map_err(what)?;
         let mut file = io::BufWriter::with_capacity(1 << 20, file);
         file.write_all(&pack::pack_header(count)).map_err(what)?;
         self.local = Some(LocalPack {
@@ -358,13 +363,7 @@ impl Unpacker {
                 } else {
                     0o644
                 };
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&full)
-                    .map_err(what)?;
+                let mut file = create_new(&full, mode).map_err(what)?;
                 let mut object = match self.local.as_mut().filter(|_| to_pack) {
                     Some(local) => Some(
                         pack::ObjectEncoder::start(pack::BLOB, entry.size(), &mut local.file)
@@ -445,12 +444,7 @@ impl Unpacker {
         }
         let path = self.dotgit.join("objects/pack").join(name);
         let what = |e: io::Error| failed(&format!("writing {name}"), e);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&path)
-            .map_err(what)?;
+        let mut file = create_new(&path, 0o444).map_err(what)?;
         loop {
             let n = entry.read(&mut self.buf).map_err(what)?;
             if n == 0 {
@@ -499,12 +493,7 @@ impl Unpacker {
         let hex = hex(sum);
         let dir = self.dotgit.join("objects/pack");
         std::fs::rename(&local.tmp, dir.join(format!("pack-{hex}.pack"))).map_err(what)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(dir.join(format!("pack-{hex}.idx")))
-            .map_err(what)?;
+        let mut file = create_new(&dir.join(format!("pack-{hex}.idx")), 0o444).map_err(what)?;
         file.write_all(idx).map_err(what)?;
         self.packs += 1;
         Ok(())

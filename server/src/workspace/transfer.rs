@@ -135,18 +135,23 @@ pub(super) fn git_output(root: &Path, args: &[&str]) -> Result<Vec<u8>, Workspac
     Ok(out.stdout)
 }
 
+/// The header of a regular file of `len` bytes.
+fn file_header(len: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(len);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h
+}
+
 fn append(
     tar: &mut tar::Builder<impl Write>,
     path: &str,
     mode: u32,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(data.len() as u64);
-    h.set_mode(mode);
-    h.set_mtime(0);
-    tar.append_data(&mut h, path, data)
+    tar.append_data(&mut file_header(data.len() as u64, mode), path, data)
 }
 
 /// Gives exactly `left` bytes of `inner`, the size the archive's header
@@ -278,14 +283,12 @@ pub fn write_archive(
                     inner: file,
                     left: len,
                 };
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(len);
-                h.set_mode(if f.kind == FileKind::Executable {
+                let mode = if f.kind == FileKind::Executable {
                     0o755
                 } else {
                     0o644
-                });
+                };
+                let mut h = file_header(len, mode);
                 let oid = match (plan.blobs.get(f.path.as_str()), local.as_mut()) {
                     (Some(want), Some(local)) => {
                         let object = local.object(file, len).map_err(|e| io("archive", e))?;
@@ -341,12 +344,12 @@ pub fn write_archive(
                 .metadata()
                 .map_err(|e| io("cannot stat the pack", e))?
                 .len();
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(len);
-            h.set_mode(0o444);
-            tar.append_data(&mut h, format!("{}{name}", meta::OBJECTS), file)
-                .map_err(|e| io("archive", e))?;
+            tar.append_data(
+                &mut file_header(len, 0o444),
+                format!("{}{name}", meta::OBJECTS),
+                file,
+            )
+            .map_err(|e| io("archive", e))?;
         }
     }
     if let Some(local) = local {
