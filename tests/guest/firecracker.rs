@@ -56,6 +56,7 @@ fn firecracker_driver_spawns_configures_pauses_and_cleans_up() {
         vcpu: 1,
         memory_mib: 512,
         boot: BootFiles {
+            pvh: false,
             bzimage: image.kernel(),
             vmlinux: image.vmlinux(),
             initrd: image.initrd(),

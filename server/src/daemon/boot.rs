@@ -184,17 +184,20 @@ impl Daemon {
             name: vm.name.clone(),
             vcpu: vm.spec.vcpu,
             memory_mib: vm.spec.memory_mib,
-            boot: match &kernel {
-                Some(k) => BootFiles {
-                    bzimage: k.path.clone(),
-                    vmlinux: k.vmlinux.clone().unwrap_or_else(|| k.path.clone()),
+            boot: {
+                let (bzimage, vmlinux) = match &kernel {
+                    Some(k) => (
+                        k.path.clone(),
+                        k.vmlinux.clone().unwrap_or_else(|| k.path.clone()),
+                    ),
+                    None => (image.kernel(), image.vmlinux()),
+                };
+                BootFiles {
+                    pvh: crate::image::boots_as_pvh(&vmlinux),
+                    bzimage,
+                    vmlinux,
                     initrd,
-                },
-                None => BootFiles {
-                    bzimage: image.kernel(),
-                    vmlinux: image.vmlinux(),
-                    initrd,
-                },
+                }
             },
             kernel_args: [
                 self.root.kernel_arg().to_string(),

@@ -549,6 +549,7 @@ mod tests {
             vcpu: 2,
             memory_mib: 1024,
             boot: BootFiles {
+                pvh: false,
                 bzimage: dir.join("vmlinuz"),
                 vmlinux: dir.join("vmlinux"),
                 initrd: dir.join("initrd"),

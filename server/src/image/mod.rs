@@ -55,7 +55,7 @@ pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment
 pub use recipe::{BuildOptions, check_packages, default_mirrors, default_recipe, valid_package};
 pub(crate) use store::hex;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
-pub use vmlinux::extract_vmlinux;
+pub use vmlinux::{boots_as_pvh, extract_vmlinux};
 
 /// Name of the image the daemon builds and uses when none is given.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";

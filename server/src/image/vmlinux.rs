@@ -36,6 +36,88 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, ImageError> {
     Ok(vmlinux)
 }
 
+/// Xen's ELF note type `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit entry point
+/// of the PVH boot protocol.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// `PT_NOTE`.
+const PT_NOTE: u32 = 4;
+/// Larger note segments than this are not a kernel's (a vmlinux has ~1 KiB).
+const MAX_NOTES: u64 = 1 << 20;
+
+/// Whether the ELF kernel at `path` can be booted directly through the PVH
+/// entry (a `Xen` note of type `XEN_ELFNOTE_PHYS32_ENTRY`, `CONFIG_PVH`).
+/// QEMU then loads it as it is, which skips the bzImage's decompression:
+/// under emulation that is ~0.3 s of every cold boot. Anything unreadable or
+/// unexpected is `false` (the bzImage is used), never an error.
+pub fn boots_as_pvh(path: &std::path::Path) -> bool {
+    pvh_note(path).unwrap_or(false)
+}
+
+fn pvh_note(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header)?;
+    // 64-bit, little-endian ELF only (x86_64).
+    if !header.starts_with(ELF_MAGIC) || header[4] != 2 || header[5] != 1 {
+        return Ok(false);
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u64_at = |b: &[u8], at: usize| {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(v)
+    };
+    let phoff = u64_at(&header, 0x20);
+    let phentsize = usize::from(u16_at(&header, 0x36));
+    let phnum = usize::from(u16_at(&header, 0x38));
+    if phentsize < 56 || phnum == 0 {
+        return Ok(false);
+    }
+    let mut table = vec![0u8; phentsize * phnum];
+    file.seek(SeekFrom::Start(phoff))?;
+    file.read_exact(&mut table)?;
+    for entry in table.chunks_exact(phentsize) {
+        if read_u32(entry, 0) != PT_NOTE {
+            continue;
+        }
+        let (offset, size) = (u64_at(entry, 0x08), u64_at(entry, 0x20));
+        if size > MAX_NOTES {
+            continue;
+        }
+        let mut notes = vec![0u8; usize::try_from(size).unwrap_or(0)];
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut notes)?;
+        if has_pvh_note(&notes) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Walks one note segment: `namesz`, `descsz`, `type`, then the name and
+/// the descriptor, each padded to 4 bytes.
+fn has_pvh_note(mut notes: &[u8]) -> bool {
+    let pad = |n: usize| n.div_ceil(4) * 4;
+    while notes.len() >= 12 {
+        let namesz = read_u32(notes, 0) as usize;
+        let descsz = read_u32(notes, 4) as usize;
+        let kind = read_u32(notes, 8);
+        let Some(end) = pad(namesz)
+            .checked_add(pad(descsz))
+            .and_then(|n| n.checked_add(12))
+            .filter(|&n| n <= notes.len())
+        else {
+            return false;
+        };
+        if kind == XEN_ELFNOTE_PHYS32_ENTRY && &notes[12..12 + namesz] == b"Xen\0" {
+            return true;
+        }
+        notes = &notes[end..];
+    }
+    false
+}
+
 fn payload(bzimage: &[u8]) -> Result<&[u8], ImageError> {
     if bzimage.len() < PAYLOAD_LENGTH + 4 {
         return Err(ImageError::Kernel(format!(
@@ -241,6 +323,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    /// A 64-bit ELF file with one `PT_NOTE` segment holding `notes`.
+    fn elf_with_notes(notes: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
+        let mut segment = Vec::new();
+        for (name, kind, desc) in notes {
+            segment.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            segment.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+            segment.extend_from_slice(&kind.to_le_bytes());
+            segment.extend_from_slice(name);
+            segment.resize(segment.len().div_ceil(4) * 4, 0);
+            segment.extend_from_slice(desc);
+            segment.resize(segment.len().div_ceil(4) * 4, 0);
+        }
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let ph = 64;
+        elf[ph..ph + 4].copy_from_slice(&PT_NOTE.to_le_bytes());
+        elf[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        elf[ph + 0x20..ph + 0x28].copy_from_slice(&(segment.len() as u64).to_le_bytes());
+        elf.extend_from_slice(&segment);
+        elf
+    }
+
+    fn pvh(bytes: &[u8]) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinux");
+        std::fs::write(&path, bytes).unwrap();
+        boots_as_pvh(&path)
+    }
+
+    #[test]
+    fn the_pvh_entry_note_is_found_among_others() {
+        let entry = 0x0100_0850u64.to_le_bytes();
+        assert!(pvh(&elf_with_notes(&[
+            (b"GNU\0", 3, b"build-id"),
+            (b"Xen\0", 6, b"linux\0"),
+            (b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &entry),
+        ])));
+    }
+
+    #[test]
+    fn no_pvh_entry_means_the_bzimage() {
+        // Xen notes without the entry (a kernel built without CONFIG_PVH).
+        assert!(!pvh(&elf_with_notes(&[(b"Xen\0", 6, b"linux\0")])));
+        // The entry's type under another name.
+        assert!(!pvh(&elf_with_notes(&[(
+            b"Foo\0",
+            XEN_ELFNOTE_PHYS32_ENTRY,
+            &[0; 8]
+        )])));
+        // A bzImage, a truncated header, a missing file.
+        assert!(!pvh(b"MZ\x00\x00 not an ELF file"));
+        assert!(!pvh(&elf_with_notes(&[])[..40]));
+        assert!(!boots_as_pvh(std::path::Path::new("/nonexistent/vmlinux")));
+        // A note whose sizes run past its segment.
+        let mut bad = elf_with_notes(&[(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 8])]);
+        bad[120..124].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!pvh(&bad));
     }
 
     #[test]

@@ -487,6 +487,7 @@ pub(crate) mod tests {
             vcpu: 2,
             memory_mib: 1024,
             boot: BootFiles {
+                pvh: false,
                 bzimage: "/img/vmlinuz".into(),
                 vmlinux: "/img/vmlinux".into(),
                 initrd: "/cache/initrd.img".into(),

@@ -119,8 +119,11 @@ pub enum VmmError {
 pub struct BootFiles {
     /// Compressed kernel (bzImage), for QEMU.
     pub bzimage: PathBuf,
-    /// Uncompressed ELF kernel, for Firecracker.
+    /// Uncompressed ELF kernel, for Firecracker (and for QEMU when `pvh`).
     pub vmlinux: PathBuf,
+    /// `vmlinux` has a PVH entry ([`crate::image::boots_as_pvh`]): QEMU
+    /// boots it instead of the bzImage, without decompressing in the guest.
+    pub pvh: bool,
     /// Initramfs (with the per-host agent segment prepended).
     pub initrd: PathBuf,
 }

@@ -120,7 +120,13 @@ impl Qemu {
             "-serial",
             "chardev:console",
             "-kernel",
-            &plan.boot.bzimage.display().to_string(),
+            &(if plan.boot.pvh {
+                &plan.boot.vmlinux
+            } else {
+                &plan.boot.bzimage
+            })
+            .display()
+            .to_string(),
             "-initrd",
             &plan.boot.initrd.display().to_string(),
             "-append",
@@ -374,6 +380,7 @@ mod tests {
             vcpu: 2,
             memory_mib: 1024,
             boot: BootFiles {
+                pvh: false,
                 bzimage: "/img/vmlinuz".into(),
                 vmlinux: "/img/vmlinux".into(),
                 initrd: "/img/initrd".into(),
@@ -409,6 +416,14 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn a_pvh_kernel_boots_uncompressed() {
+        let mut p = plan(Accel::Tcg);
+        assert_eq!(value_after(&Qemu::args(&p), "-kernel"), ["/img/vmlinuz"]);
+        p.boot.pvh = true;
+        assert_eq!(value_after(&Qemu::args(&p), "-kernel"), ["/img/vmlinux"]);
     }
 
     #[test]
