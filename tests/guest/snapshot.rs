@@ -121,6 +121,18 @@ fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
     env.assert_nothing_left();
 }
 
+/// Says whether the agent (which answering makes the guest "ready") started
+/// only once systemd's tmpfiles setup had finished (by systemd's own
+/// clock: a fact of the boot, not a race this command may or may not see),
+/// writes to /tmp, waits until the boot has finished, prints the hostname
+/// and reads the file back.
+const FIRST_COMMAND: &str = "agent=$(systemctl show -P ExecMainStartTimestampMonotonic banger-agent.service); \
+    setup=$(systemctl show -P ActiveEnterTimestampMonotonic systemd-tmpfiles-setup.service); \
+    if [ \"$setup\" -gt 0 ] && [ \"$agent\" -ge \"$setup\" ]; then echo ordered; \
+    else echo \"agent started at $agent us, tmpfiles setup done at $setup us\"; fi; \
+    echo written early >/tmp/first-command && \
+    systemctl is-system-running --wait >/dev/null; hostname; cat /tmp/first-command";
+
 #[test]
 fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_cold() {
     let env = Env::new().with_own_cache().allowing_cold_fallback();
@@ -140,8 +152,14 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
         .to_string();
     assert!(Path::new(&made).join("memory").exists(), "{}", warm.stdout);
     assert!(made.starts_with(&env.snapshot_dir().display().to_string()));
-    let first = env.banger(&["vm", "run", "--rm", "--", "hostname"]);
+    // The first command may run before the guest has finished booting; what
+    // it writes to /tmp must outlive the rest of the boot (systemd's tmpfiles
+    // setup empties /tmp: the agent answers only after it).
+    let first = env.banger(&["vm", "run", "--rm", "--", "sh", "-c", FIRST_COMMAND]);
     first.ok();
+    let lines: Vec<&str> = first.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"ordered"), "{}", first.stdout);
+    assert_eq!(lines.last(), Some(&"written early"), "{}", first.stderr);
     assert!(
         !first.stderr.contains("making the snapshot"),
         "{}",
@@ -162,10 +180,16 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
         "--name",
         "cold-1",
         "--",
-        "hostname",
+        "sh",
+        "-c",
+        FIRST_COMMAND,
     ]);
     cold.ok();
-    assert_eq!(cold.stdout.trim(), "cold-1");
+    assert_eq!(
+        cold.stdout, "ordered\ncold-1\nwritten early\n",
+        "{}",
+        cold.stderr
+    );
     assert!(cold.stderr.contains(COLD), "{}", cold.stderr);
     assert!(!cold.stderr.contains(RESTORED), "{}", cold.stderr);
 

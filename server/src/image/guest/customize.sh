@@ -48,6 +48,24 @@ for unit in \
 	ln -sfn /dev/null "$system/$unit"
 done
 
+# The agent waits for systemd-tmpfiles-setup (see banger-agent.service),
+# which Debian orders after journald only so that its messages reach the
+# journal; they still do (journald's sockets are open before any service
+# starts), and journald's own start (~0.4 s under emulation) leaves the
+# path to "ready". A copy of the packaged unit, not a drop-in: a drop-in
+# cannot take an After= away.
+sed 's/^\(After=.*\) systemd-journald\.service/\1/' /lib/systemd/system/systemd-tmpfiles-setup.service \
+	>"$system/systemd-tmpfiles-setup.service"
+grep -q '^After=.*journald' "$system/systemd-tmpfiles-setup.service" &&
+	{ echo "customize: systemd-tmpfiles-setup.service still waits for journald" >&2; exit 1; }
+chmod 0644 "$system/systemd-tmpfiles-setup.service"
+
+# Python's binary format (run a .pyc as a program) made systemd-binfmt and
+# its automount run on every boot: ~0.8 s of a 2-CPU emulated guest's time,
+# for something nobody does in a sandbox. A format a user installs later
+# (qemu-user-static) still gets registered as usual.
+rm -f /usr/lib/binfmt.d/python3*.conf
+
 # Every installed generator (12 in bookworm's systemd): ~0.8 s of boot.
 mkdir -p /etc/systemd/system-generators
 for generator in /usr/lib/systemd/system-generators/* /lib/systemd/system-generators/*; do
