@@ -136,9 +136,38 @@ const FIRST_COMMAND: &str = "agent=$(systemctl show -P ExecMainStartTimestampMon
 #[test]
 fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_cold() {
     let env = Env::new().with_own_cache().allowing_cold_fallback();
+    // The boot initramfs cache left by earlier agent builds: four files per
+    // image (made long ago), and one of an image that is gone.
+    let initrds = env.snapshot_dir().with_file_name("initrd");
+    std::fs::create_dir_all(&initrds).unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let images: Vec<String> = std::fs::read_dir(Env::image_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() >= 16 && !n.starts_with('.'))
+        .collect();
+    for image in images.iter().map(|i| &i[..16]).chain(["0123456789abcdef"]) {
+        for build in 0..4 {
+            let path = initrds.join(format!("{image}-{build:016}.img"));
+            std::fs::write(&path, b"an older agent's initramfs").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(long_ago + Duration::from_secs(build)).unwrap();
+        }
+    }
     // Made ahead: the next VM of that shape restores it.
     let warm = env.banger(&["image", "warm"]);
     warm.ok();
+    // The daemon pruned them: the gone image's files, and each image's
+    // beyond the newest three (the file this daemon booted counts as one).
+    let mut per_image = std::collections::BTreeMap::<String, usize>::new();
+    for entry in std::fs::read_dir(&initrds).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        *per_image.entry(name[..16].to_string()).or_default() += 1;
+    }
+    assert!(!per_image.contains_key("0123456789abcdef"), "{per_image:?}");
+    assert!(per_image.values().all(|&n| n <= 3), "{per_image:?}");
+    assert_eq!(per_image.len(), images.len(), "{per_image:?}");
     assert!(
         warm.stderr.contains("making the snapshot"),
         "{}",

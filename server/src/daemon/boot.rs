@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use banger_agent::client::{AgentClient, AgentError};
 
-use super::vm::random_hex;
 use super::{Daemon, OpError, Progress};
 use crate::api::code;
 use crate::disk::WorkDisk;
@@ -123,7 +122,7 @@ impl Daemon {
         };
         progress.say("preparing boot files");
         // Reads and writes whole initramfs files: off the async workers.
-        let initrd = tokio::task::block_in_place(|| self.agent_initrd(&image))?;
+        let (initrd, initrd_hold) = tokio::task::block_in_place(|| self.agent_initrd(&image))?;
         let runtime_dir = self.dirs.vm_runtime(&vm.id);
         crate::paths::Dirs::ensure_private(&runtime_dir).map_err(|e| {
             OpError::internal(format!("cannot create {}: {e}", runtime_dir.display()))
@@ -282,6 +281,8 @@ impl Daemon {
         let launched = tokio::task::spawn_blocking(move || launcher.launch(&plan))
             .await
             .map_err(|e| OpError::internal(format!("launch task failed: {e}")))?;
+        // The VMM has read the initramfs (or failed): it may be pruned.
+        drop(initrd_hold);
         let identity = match (launched, &restoring) {
             (Ok(id), _) => id,
             (Err(e), Some(r)) => {
@@ -500,38 +501,38 @@ impl Daemon {
     }
 
     /// The image's initramfs followed by a segment with this host's `/init`
-    /// and agent, cached per (image, host segment) pair. The guest always
-    /// runs the boot logic and agent that match this daemon, whatever image
-    /// it boots.
-    fn agent_initrd(&self, image: &crate::image::Image) -> Result<PathBuf, OpError> {
+    /// and agent, cached per (image, host segment) pair (`initrd.rs`), held
+    /// until the VMM has read it. The guest always runs the boot logic and
+    /// agent that match this daemon, whatever image it boots. Making a new
+    /// file prunes old ones.
+    fn agent_initrd(
+        &self,
+        image: &crate::image::Image,
+    ) -> Result<(PathBuf, super::initrd::InitrdHold), OpError> {
         let segment = crate::image::host_segment(&self.agent.bytes, &host_cas())
             .map_err(|e| OpError::internal(format!("cannot write the host initramfs: {e}")))?;
-        use sha2::Digest;
-        let key = format!("{:x}", sha2::Sha256::digest(&segment));
         let dir = self.dirs.cache.join("initrd");
-        let path = dir.join(format!(
-            "{}-{}.img",
-            &image.id[..16.min(image.id.len())],
-            &key[..16]
-        ));
-        if path.exists() {
-            return Ok(path);
+        let (path, hold, made) = super::initrd::hold(&dir, &image.id, &image.initrd(), &segment)
+            .map_err(OpError::internal)?;
+        if made {
+            self.prune_initrds(Some(&path));
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| OpError::internal(format!("cannot create {}: {e}", dir.display())))?;
-        let base = std::fs::read(image.initrd()).map_err(|e| {
-            OpError::internal(format!("cannot read {}: {e}", image.initrd().display()))
-        })?;
-        let mut out = base;
-        out.extend_from_slice(&segment);
-        let tmp = dir.join(format!(".{}.tmp", random_hex(4)?));
-        std::fs::write(&tmp, &out)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                OpError::internal(format!("cannot write {}: {e}", path.display()))
-            })?;
-        Ok(path)
+        Ok((path, hold))
+    }
+
+    /// Prunes the boot initramfs cache (`initrd.rs`), never `keep`.
+    pub(super) fn prune_initrds(&self, keep: Option<&std::path::Path>) {
+        let images = match self.images.list() {
+            Ok(list) => list.into_iter().map(|i| i.id).collect::<Vec<_>>(),
+            // Without the store's list every file would look orphaned.
+            Err(e) => {
+                tracing::warn!("not pruning the initramfs cache: {e}");
+                return;
+            }
+        };
+        for path in super::initrd::prune(&self.dirs.cache.join("initrd"), &images, keep) {
+            tracing::info!("pruned {}", path.display());
+        }
     }
 }
 

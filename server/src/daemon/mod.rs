@@ -10,6 +10,7 @@ mod cache;
 mod derive;
 mod exec;
 mod images;
+mod initrd;
 mod lifecycle;
 mod ports;
 mod rpc;
@@ -344,6 +345,7 @@ impl Daemon {
         });
         daemon.reconcile_all().map_err(|e| e.message)?;
         daemon.end_stale_templates();
+        daemon.prune_initrds(None);
         Ok(daemon)
     }
 
