@@ -152,7 +152,8 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
             let path = initrds.join(format!("{image}-{build:016}.img"));
             std::fs::write(&path, b"an older agent's initramfs").unwrap();
             let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(long_ago + Duration::from_secs(build)).unwrap();
+            file.set_modified(long_ago + Duration::from_secs(build))
+                .unwrap();
         }
     }
     // Made ahead: the next VM of that shape restores it.
