@@ -82,7 +82,18 @@ if [ "$max" -gt 0 ]; then
 fi
 tmp="$(git rev-parse --absolute-git-dir)/banger-export-index.$$"
 trap 'rm -f "$tmp"' EXIT
-GIT_INDEX_FILE="$tmp" git read-tree "$base"
+# The guest's own index carries each file's stat (the agent writes it at
+# the transfer, git keeps it up to date): from a copy of it, `add -A` reads
+# only the files that changed, where an index made by read-tree has no stat
+# and made it hash every file. Only when that index is exactly $base's tree
+# (nothing staged or untracked by hand in the guest), so the patch is the
+# same either way.
+if [ "$(git rev-parse -q --verify HEAD)" = "$(git rev-parse "$base^{commit}")" ] &&
+    git diff-index --cached --quiet HEAD -- && cp "$(git rev-parse --git-path index)" "$tmp"; then
+    :
+else
+    GIT_INDEX_FILE="$tmp" git read-tree "$base"
+fi
 GIT_INDEX_FILE="$tmp" git add -A
 # Whatever the guest's git config says: fixed prefixes, no colour, no
 # external diff driver (the host applies with -p1).

@@ -8,6 +8,8 @@
 //! `select` reads the repository and decides; [`transfer`] ships the result.
 
 pub mod export;
+#[cfg(test)]
+mod export_script_tests;
 pub mod host_pack;
 mod local_pack;
 pub mod sync;
