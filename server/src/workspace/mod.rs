@@ -124,11 +124,48 @@ fn utf8_path(root: &Path, path: &gix::bstr::BStr) -> Result<String, WorkspaceErr
     }
 }
 
+/// Why the repository at or above `path` could not be opened: there is
+/// none, or there is one banger cannot read (a SHA-256 repository, or a
+/// broken configuration), which is said as such.
+fn unopenable(path: &Path, error: &(dyn std::error::Error + 'static)) -> WorkspaceError {
+    let Ok((found, _)) = gix::discover::upwards(path) else {
+        return WorkspaceError::NotARepo {
+            path: path.display().to_string(),
+        };
+    };
+    let (git_dir, _) = found.into_repository_and_work_tree_directories();
+    let format = gix::config::File::from_path_no_includes(
+        git_dir.join("config"),
+        gix::config::Source::Local,
+    )
+    .ok()
+    .and_then(|config| {
+        config
+            .string("extensions.objectFormat")
+            .map(|v| v.to_string())
+    });
+    if let Some(format) = format.filter(|f| !f.eq_ignore_ascii_case("sha1")) {
+        return WorkspaceError::Invalid(format!(
+            "{}: this repository's objects are {format} (extensions.objectFormat); banger ships SHA-1 repositories only, for now",
+            path.display()
+        ));
+    }
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    git_err(
+        path,
+        format!("banger cannot open this repository: {message}"),
+    )
+}
+
 /// Decides which files of the repository at or above `path` travel.
 pub fn select(path: &Path, include_untracked: bool) -> Result<Selection, WorkspaceError> {
-    let repo = gix::discover(path).map_err(|_| WorkspaceError::NotARepo {
-        path: path.display().to_string(),
-    })?;
+    let repo = gix::discover(path).map_err(|e| unopenable(path, &e))?;
     let root = repo
         .workdir()
         .ok_or_else(|| WorkspaceError::Bare {
@@ -366,5 +403,30 @@ mod tests {
             err.to_string().contains("not inside a git repository"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_repository_banger_cannot_read_is_not_called_missing() {
+        // SHA-256 object ids (git init --object-format=sha256).
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q", "--object-format=sha256"]);
+        std::fs::write(d.join("a.txt"), "a\n").unwrap();
+        git(d, &["add", "a.txt"]);
+        git(d, &["commit", "-qm", "first"]);
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let err = select(&d.join("sub"), false).unwrap_err().to_string();
+        assert!(
+            err.contains("sha256") && err.contains("SHA-1 repositories only"),
+            "{err}"
+        );
+        // A configuration git itself cannot read.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        std::fs::write(d.join(".git/config"), "[core\n\tbare = maybe\n").unwrap();
+        let err = select(d, false).unwrap_err().to_string();
+        assert!(err.contains("banger cannot open this repository"), "{err}");
+        assert!(!err.contains("not inside a git repository"), "{err}");
     }
 }
