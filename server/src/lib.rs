@@ -26,3 +26,16 @@ pub mod store;
 pub mod tool;
 pub mod vmm;
 pub mod workspace;
+
+/// An error's message followed by its causes' (`a: b: c`), for errors shown
+/// to a user whole.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

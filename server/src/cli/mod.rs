@@ -88,20 +88,9 @@ impl From<client::ConnectError> for Failure {
     fn from(e: client::ConnectError) -> Failure {
         Failure {
             kind: "daemon_unreachable",
-            ..Failure::new(1, chain(&e))
+            ..Failure::new(1, crate::error_chain(&e))
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 /// Maps an RPC error to a failure: invalid input exits 2.

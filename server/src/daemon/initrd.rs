@@ -197,26 +197,38 @@ mod tests {
         v
     }
 
-    /// A cache file for `image` made `age_s` seconds ago.
-    fn cached(dir: &Path, image: &str, segment: &str, age_s: u64) -> PathBuf {
-        let path = dir.join(format!("{}-{segment}.img", &image[..16]));
-        std::fs::write(&path, b"initramfs").unwrap();
+    /// A scratch directory with an image's initramfs (`BASE`) and the
+    /// cache directory to use (not made yet).
+    fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("initrd.img");
+        std::fs::write(&base, b"BASE").unwrap();
+        let dir = tmp.path().join("initrd");
+        (tmp, base, dir)
+    }
+
+    /// Writes `path`, dated `age_s` seconds ago.
+    fn write_aged(path: &Path, age_s: u64) {
+        std::fs::write(path, b"initramfs").unwrap();
         let when = SystemTime::now() - Duration::from_secs(age_s);
         File::options()
             .write(true)
-            .open(&path)
+            .open(path)
             .unwrap()
             .set_modified(when)
             .unwrap();
+    }
+
+    /// A cache file for `image` made `age_s` seconds ago.
+    fn cached(dir: &Path, image: &str, segment: &str, age_s: u64) -> PathBuf {
+        let path = dir.join(format!("{}-{segment}.img", &image[..16]));
+        write_aged(&path, age_s);
         path
     }
 
     #[test]
     fn a_boot_gets_one_file_per_segment_made_once() {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().join("initrd.img");
-        std::fs::write(&base, b"BASE").unwrap();
-        let dir = tmp.path().join("initrd");
+        let (tmp, base, dir) = scratch();
         let (path, first, made) = hold(&dir, IMAGE_A, &base, b"SEG1").unwrap();
         assert!(made);
         assert_eq!(std::fs::read(&path).unwrap(), b"BASESEG1");
@@ -295,10 +307,7 @@ mod tests {
 
     #[test]
     fn a_file_held_by_a_starting_boot_is_not_pruned() {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().join("initrd.img");
-        std::fs::write(&base, b"BASE").unwrap();
-        let dir = tmp.path().join("initrd");
+        let (_tmp, base, dir) = scratch();
         // Another daemon's boot holds its file (its image is gone from this
         // daemon's store, say).
         let (held, hold_b, _) = hold(&dir, IMAGE_B, &base, b"SEG").unwrap();
@@ -322,15 +331,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let stale = dir.join(".dead.tmp");
-        std::fs::write(&stale, b"x").unwrap();
-        File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
-            .unwrap();
+        write_aged(&stale, 2 * 3600);
         let fresh = dir.join(".live.tmp");
-        std::fs::write(&fresh, b"x").unwrap();
+        write_aged(&fresh, 0);
         prune(dir, &[], None);
         assert!(!stale.exists());
         assert!(fresh.exists());

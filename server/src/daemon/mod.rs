@@ -62,14 +62,7 @@ impl OpError {
 
     /// Wraps any error, keeping its causes in the message.
     pub(crate) fn from_display(e: impl std::error::Error) -> OpError {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        OpError::internal(message)
+        OpError::internal(crate::error_chain(&e))
     }
 }
 

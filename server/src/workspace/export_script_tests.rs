@@ -10,7 +10,7 @@ use super::transfer::build_on_host;
 use super::transfer::tests::git;
 
 /// Runs the script in `repo` against `base` (empty: HEAD); its stdout.
-fn export(repo: &Path, base: &str) -> String {
+pub(super) fn export(repo: &Path, base: &str) -> String {
     let out = crate::tool::for_test(crate::tool::Tool::Sh)
         .args(["-c", super::export::GUEST_SCRIPT, "sh"])
         .arg(repo)

@@ -150,13 +150,7 @@ fn unopenable(path: &Path, error: &(dyn std::error::Error + 'static)) -> Workspa
             path.display()
         ));
     }
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let message = crate::error_chain(error);
     git_err(
         path,
         format!("banger cannot open this repository: {message}"),

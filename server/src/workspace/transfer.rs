@@ -547,21 +547,7 @@ pub(crate) mod tests {
             "",
             "status not clean"
         );
-        let out = crate::tool::for_test(crate::tool::Tool::Sh)
-            .args(["-c", crate::workspace::export::GUEST_SCRIPT, "sh"])
-            .arg(&dest)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_eq!(crate::workspace::export_script_tests::export(&dest, ""), "");
     }
 
     fn guest_identity() -> unpack::Identity {
