@@ -438,6 +438,7 @@ mod tests {
         let append = value_after(&args, "-append")[0];
         assert!(append.contains("tsc_early_khz=2600000"), "{append}");
         assert!(append.contains("cryptomgr.notests"), "{append}");
+        assert!(append.contains("init_on_alloc=0"), "{append}");
         assert!(append.contains("banger.root=overlay"));
         assert!(append.contains("systemd.hostname=dev"));
         let drives = value_after(&args, "-drive");
@@ -551,6 +552,7 @@ mod tests {
         assert_eq!(value_after(&args, "-accel"), ["kvm"]);
         assert!(!value_after(&args, "-append")[0].contains("tsc_early_khz"));
         assert!(!value_after(&args, "-append")[0].contains("cryptomgr.notests"));
+        assert!(!value_after(&args, "-append")[0].contains("init_on_alloc"));
     }
 
     #[test]
