@@ -122,7 +122,8 @@ pub struct BootFiles {
     /// Uncompressed ELF kernel, for Firecracker (and for QEMU when `pvh`).
     pub vmlinux: PathBuf,
     /// `vmlinux` has a PVH entry ([`crate::image::boots_as_pvh`]): QEMU
-    /// boots it instead of the bzImage, without decompressing in the guest.
+    /// under emulation boots it instead of the bzImage, without
+    /// decompressing in the guest.
     pub pvh: bool,
     /// Initramfs (with the per-host agent segment prepended).
     pub initrd: PathBuf,
