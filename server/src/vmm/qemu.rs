@@ -196,6 +196,26 @@ impl Qemu {
     }
 }
 
+/// What QEMU wrote to its log after `offset` (its last 4 KiB at most),
+/// trimmed; empty when there is nothing or the log cannot be read.
+fn log_since(log: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX: u64 = 4096;
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = offset.max(len.saturating_sub(MAX));
+    let mut bytes = Vec::new();
+    if start >= len
+        || file.seek(SeekFrom::Start(start)).is_err()
+        || file.take(MAX).read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
 /// A path as a value inside a QEMU option list (`file=...,format=raw`):
 /// QEMU reads `,,` as a literal comma, so a comma in a path cannot end the
 /// value and inject an option.
@@ -212,6 +232,11 @@ impl Vmm for Qemu {
         let binary = self.binary.display().to_string();
         let pid_file = plan.runtime_dir.join(PID_FILE);
         let _ = std::fs::remove_file(&pid_file);
+        // Once `-daemonize` is parsed QEMU sends its stderr to the `-D` log,
+        // so a refusal (a locked disk, a bad option) is found there: only
+        // what this launch appended counts.
+        let log = plan.console_log.with_file_name(LOG_FILE);
+        let log_at_start = std::fs::metadata(&log).map_or(0, |m| m.len());
         for sock in [AGENT_SOCKET, QMP_SOCKET] {
             let _ = std::fs::remove_file(plan.runtime_dir.join(sock));
         }
@@ -243,10 +268,14 @@ impl Vmm for Qemu {
                 }
             })?;
         if !out.status.success() {
-            return Err(VmmError::Failed {
-                binary,
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+            let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if detail.is_empty() {
+                detail = log_since(&log, log_at_start);
+            }
+            if detail.is_empty() {
+                detail = format!("it exited with {} and said nothing", out.status);
+            }
+            return Err(VmmError::Failed { binary, detail });
         }
         let pid = read_pid(&pid_file).ok_or_else(|| VmmError::Failed {
             binary: binary.clone(),
@@ -424,6 +453,50 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn log_since_reads_only_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("qemu.log");
+        assert_eq!(log_since(&log, 0), "");
+        std::fs::write(&log, "old: terminating on signal 15\n").unwrap();
+        let at = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(log_since(&log, at), "");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, b"new: Could not open 'x'\n").unwrap();
+        assert_eq!(log_since(&log, at), "new: Could not open 'x'");
+        // A huge log gives its end, never more than 4 KiB.
+        std::io::Write::write_all(&mut f, "y".repeat(10_000).as_bytes()).unwrap();
+        assert_eq!(log_since(&log, at).len(), 4096);
+    }
+
+    /// The real QEMU, refusing a plan: why it refused reaches the caller
+    /// (it writes that to its `-D` log once `-daemonize` is parsed, not to
+    /// stderr; the error used to end in an empty reason).
+    #[test]
+    fn a_refused_launch_says_why() {
+        if std::process::Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!("qemu-system-x86_64 is not installed (the project's setup installs it)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(Accel::Tcg);
+        p.runtime_dir = dir.path().join("run");
+        std::fs::create_dir(&p.runtime_dir).unwrap();
+        p.console_log = dir.path().join("console.log");
+        for drive in &mut p.drives {
+            drive.path = dir.path().join(format!("missing-{:?}.ext4", drive.role));
+        }
+        let qemu = Qemu {
+            binary: "qemu-system-x86_64".into(),
+        };
+        let err = qemu.launch(&p).unwrap_err().to_string();
+        assert!(err.contains("Could not open"), "{err}");
+        assert!(err.contains("missing-"), "{err}");
     }
 
     #[test]
