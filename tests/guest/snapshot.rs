@@ -124,12 +124,17 @@ fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
 /// Says whether the agent (which answering makes the guest "ready") started
 /// only once systemd's tmpfiles setup had finished (by systemd's own
 /// clock: a fact of the boot, not a race this command may or may not see),
-/// writes to /tmp, waits until the boot has finished, prints the hostname
+/// whether the guest keeps time with a real clock (an emulated guest once
+/// fell back to 4 ms jiffies), writes to /tmp, waits until the boot has finished, prints the hostname
 /// and reads the file back.
 const FIRST_COMMAND: &str = "agent=$(systemctl show -P ExecMainStartTimestampMonotonic banger-agent.service); \
     setup=$(systemctl show -P ActiveEnterTimestampMonotonic systemd-tmpfiles-setup.service); \
     if [ \"$setup\" -gt 0 ] && [ \"$agent\" -ge \"$setup\" ]; then echo ordered; \
     else echo \"agent started at $agent us, tmpfiles setup done at $setup us\"; fi; \
+    clock=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); \
+    fine=$(python3 -c 'import time; print(time.clock_getres(time.CLOCK_MONOTONIC) < 1e-6)'); \
+    if [ \"$fine\" = True ] && [ \"${clock%jiffies}\" = \"$clock\" ]; then echo clock ok; \
+    else echo \"clock $clock, fine resolution: $fine\"; fi; \
     echo written early >/tmp/first-command && \
     systemctl is-system-running --wait >/dev/null; hostname; cat /tmp/first-command";
 
@@ -189,6 +194,7 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
     first.ok();
     let lines: Vec<&str> = first.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"ordered"), "{}", first.stdout);
+    assert_eq!(lines.get(1), Some(&"clock ok"), "{}", first.stdout);
     assert_eq!(lines.last(), Some(&"written early"), "{}", first.stderr);
     assert!(
         !first.stderr.contains("making the snapshot"),
@@ -216,7 +222,7 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
     ]);
     cold.ok();
     assert_eq!(
-        cold.stdout, "ordered\ncold-1\nwritten early\n",
+        cold.stdout, "ordered\nclock ok\ncold-1\nwritten early\n",
         "{}",
         cold.stderr
     );

@@ -384,6 +384,13 @@ pub fn base_kernel_args(plan: &LaunchPlan) -> Vec<String> {
         // held before is that same user's, and the boundary that matters is
         // the VM's, which this does not touch.
         args.push("init_on_alloc=0".to_string());
+        // An emulated CPU has no invariant-TSC flag, so with two vCPUs the
+        // kernel called the TSC unsynchronized and fell back to the only
+        // other clock a microVM has: jiffies. The guest then kept time in
+        // 4 ms ticks (clock_getres 4 ms, no high-resolution timers, every
+        // sleep rounded up to a tick). QEMU's emulated TSC is the host's,
+        // shared by all vCPUs and at a constant rate: it is reliable.
+        args.push("tsc=reliable".to_string());
     }
     args.extend(plan.kernel_args.iter().cloned());
     args
