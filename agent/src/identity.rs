@@ -199,7 +199,8 @@ pub fn mount_disk(serial: &str, target: &str, binds: &[(String, String)]) -> Res
     Ok(())
 }
 
-fn disk_by_serial(serial: &str) -> Option<String> {
+/// The `/dev/vdX` whose virtio-blk serial is `serial`.
+pub(crate) fn disk_by_serial(serial: &str) -> Option<String> {
     std::fs::read_dir("/sys/block")
         .ok()?
         .flatten()
@@ -210,7 +211,8 @@ fn disk_by_serial(serial: &str) -> Option<String> {
         })
 }
 
-fn mount(
+/// mount(2); the error names source and target.
+pub(crate) fn mount(
     source: &str,
     target: &str,
     fstype: Option<&str>,

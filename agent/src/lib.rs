@@ -7,6 +7,7 @@
 pub mod client;
 pub mod gitfiles;
 pub mod identity;
+pub mod init;
 pub mod netconf;
 pub mod pack;
 pub mod ports;

@@ -1,5 +1,7 @@
 //! `banger-agent`: runs inside the guest and serves the agent protocol.
 //!
+//! The same binary is the initramfs's `/init` (`init.rs`).
+//!
 //! It starts early in boot (a `DefaultDependencies=no` systemd unit) and
 //! serves on the virtio-serial port named [`SERIAL_PORT_NAME`] when the VMM
 //! offers one, and on vsock port [`VSOCK_PORT`] when the guest has vsock.
@@ -11,6 +13,14 @@ mod transport;
 use banger_agent::protocol::{SERIAL_PORT_NAME, VSOCK_PORT};
 
 fn main() {
+    // Run as the initramfs's `/init` (PID 1): assemble the root and hand
+    // over to the image's init.
+    if std::env::args()
+        .next()
+        .is_some_and(|a| banger_agent::init::is_init(&a))
+    {
+        banger_agent::init::main();
+    }
     // `banger-agent sync ...` (live sync) and `banger-agent workspace
     // unpack ...` (a workspace's first transfer) are helpers the host runs
     // through an ordinary exec; everything else is the agent itself.

@@ -33,6 +33,21 @@ pub const MAX_PORTS: usize = 2048;
 /// Name of the virtio-serial port the agent serves on.
 pub const SERIAL_PORT_NAME: &str = "banger.agent";
 
+/// Where a guest mounts its project's dependency cache disk (serial
+/// `cache`).
+pub const CACHE_DIR: &str = "/var/cache/banger";
+
+/// Directories on the cache disk and where the guest binds each: at boot
+/// (`/init`) and when a restored guest gets its cache.
+pub const CACHE_MOUNTS: &[(&str, &str)] = &[
+    ("pip", "/root/.cache/pip"),
+    ("npm", "/root/.npm"),
+    ("cargo-registry", "/root/.cargo/registry"),
+    ("cargo-git", "/root/.cargo/git"),
+    ("go-mod", "/root/go/pkg/mod"),
+    ("apt", "/var/cache/apt/archives"),
+];
+
 /// vsock port the agent listens on when the VMM offers vsock.
 pub const VSOCK_PORT: u32 = 1024;
 

@@ -20,20 +20,12 @@ const META: &str = "meta.json";
 /// Apparent size of a cache disk (sparse: only what is written takes room).
 const SIZE: u64 = 32 << 30;
 
-/// Where the guest mounts the cache disk (kept in sync with
-/// `image/init.sh`).
-pub const GUEST_DIR: &str = "/var/cache/banger";
+/// Where the guest mounts the cache disk.
+pub const GUEST_DIR: &str = banger_agent::protocol::CACHE_DIR;
 
-/// Directories on the cache disk and where the guest mounts each (kept in
-/// sync with `image/init.sh`).
-pub const MOUNTS: &[(&str, &str)] = &[
-    ("pip", "/root/.cache/pip"),
-    ("npm", "/root/.npm"),
-    ("cargo-registry", "/root/.cargo/registry"),
-    ("cargo-git", "/root/.cargo/git"),
-    ("go-mod", "/root/go/pkg/mod"),
-    ("apt", "/var/cache/apt/archives"),
-];
+/// Directories on the cache disk and where the guest mounts each (the
+/// guest's `/init` binds the same list).
+pub const MOUNTS: &[(&str, &str)] = banger_agent::protocol::CACHE_MOUNTS;
 
 /// What a cache is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

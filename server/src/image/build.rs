@@ -769,8 +769,8 @@ mod tests {
     }
 
     /// Every shell script banger runs in a guest parses (`sh -n`): the
-    /// image's customize script, the initramfs's init, and the workspace
-    /// scripts run through the agent.
+    /// image's customize script and the workspace scripts run through the
+    /// agent.
     #[test]
     fn guest_scripts_parse() {
         let mut scripts: Vec<(&str, &str)> = GUEST_FILES
@@ -780,7 +780,6 @@ mod tests {
             .collect();
         assert!(!scripts.is_empty(), "no .sh among GUEST_FILES");
         scripts.extend([
-            ("init.sh", initramfs::INIT_SCRIPT),
             ("export", crate::workspace::export::GUEST_SCRIPT),
             ("head", crate::workspace::sync::HEAD_SCRIPT),
         ]);

@@ -1,6 +1,7 @@
-//! The image's initramfs: busybox, the kernel modules a banger guest needs,
-//! and `/init` (`init.sh`), which assembles the root from the VM's disks.
-//! Also the small per-VM segment that carries the host's agent binary.
+//! The image's initramfs: busybox and the kernel modules a banger guest
+//! needs. Also the small segment that carries the host's agent binary,
+//! which is the initramfs's `/init` too (`banger_agent::init` assembles the
+//! root from the VM's disks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -9,21 +10,28 @@ use std::path::{Path, PathBuf};
 use super::ImageError;
 use super::cpio::{self, Entry};
 
-/// Path (inside the initramfs, no leading `/`) where `/init` looks for an
-/// agent binary to install over `/usr/sbin/banger-agent` in the guest.
-pub const AGENT_OVERRIDE_PATH: &str = "banger/banger-agent";
+/// Path (inside the initramfs, no leading `/`) of the host's agent, which
+/// `/init` links to and installs as `/usr/sbin/banger-agent` in the guest.
+pub const AGENT_OVERRIDE_PATH: &str = relative(banger_agent::init::AGENT_PATH);
 
 /// Path (inside the initramfs) of the host's own certificate authorities
 /// (`/usr/local/share/ca-certificates`), which `/init` hands to the guest:
 /// a guest trusts what its host trusts (a company's TLS proxy, a local
 /// registry).
-pub const HOST_CA_PATH: &str = "banger/host-ca.pem";
+pub const HOST_CA_PATH: &str = relative(banger_agent::init::HOST_CA_PATH);
 
-/// The `/init` script.
-/// The initramfs `/init` of this build (busybox sh).
-pub const INIT_SCRIPT: &str = include_str!("init.sh");
+/// An absolute path of the guest's initramfs as a path inside the archive.
+const fn relative(path: &'static str) -> &'static str {
+    match path.as_bytes() {
+        [b'/', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(rest) => rest,
+            Err(_) => panic!("not UTF-8"),
+        },
+        _ => panic!("not absolute"),
+    }
+}
 
-/// Values of `banger.root=` that [`INIT_SCRIPT`] handles.
+/// Values of `banger.root=` that `/init` handles.
 pub(crate) const ROOT_MODES: &[&str] = &["overlay"];
 
 /// Modules loaded by `/init`, in this order (names as the kernel spells the
@@ -47,23 +55,15 @@ pub(crate) const MODULES: &[&str] = &[
     "virtio-rng",
 ];
 
-/// Busybox applets `/init` calls, installed as symlinks in `/bin`.
-const APPLETS: &[&str] = &[
-    "sh",
-    "mount",
-    "mkdir",
-    "insmod",
-    "cp",
-    "chmod",
-    "mv",
-    "sleep",
-    "switch_root",
-    "poweroff",
-];
+/// Modules systemd loads itself early when they are missing, each costing
+/// it a module index lookup at the start of every boot: loaded by `/init`
+/// instead when the kernel has them as modules (none is required).
+pub(crate) const EARLY_MODULES: &[&str] = &["autofs4", "x_tables", "ip_tables", "qemu_fw_cfg"];
 
 /// Makes the initramfs segment that carries this host's boot logic into any
-/// image: `/init` (this build's [`INIT_SCRIPT`]) and the guest agent at
-/// [`AGENT_OVERRIDE_PATH`] (both 0755), as one uncompressed newc archive.
+/// image: the guest agent at [`AGENT_OVERRIDE_PATH`] (0755), `/init` as a
+/// link to it, and the host's certificate authorities, as one uncompressed
+/// newc archive.
 ///
 /// Put it after the image's `initrd.img` (`initrd + segment`): the kernel
 /// unpacks archives in order and a later file replaces an earlier one, so
@@ -73,11 +73,6 @@ pub fn host_segment(agent: &[u8], host_ca: &[u8]) -> std::io::Result<Vec<u8>> {
         .rsplit_once('/')
         .expect("override path has a directory");
     let entries = [
-        Entry::File {
-            path: "init".to_owned(),
-            mode: 0o755,
-            data: INIT_SCRIPT.as_bytes().to_vec(),
-        },
         Entry::Dir {
             path: dir.to_owned(),
             mode: 0o755,
@@ -86,6 +81,10 @@ pub fn host_segment(agent: &[u8], host_ca: &[u8]) -> std::io::Result<Vec<u8>> {
             path: AGENT_OVERRIDE_PATH.to_owned(),
             mode: 0o755,
             data: agent.to_vec(),
+        },
+        Entry::Symlink {
+            path: "init".to_owned(),
+            target: AGENT_OVERRIDE_PATH.to_owned(),
         },
         Entry::File {
             path: HOST_CA_PATH.to_owned(),
@@ -177,6 +176,20 @@ fn pick_modules(
             });
         }
     }
+    for wanted in EARLY_MODULES {
+        let key = sys_name(wanted);
+        if let Some(path) = files.get(&key) {
+            picked.push(ModuleFile {
+                file_name: path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                sys_name: key,
+                path: path.clone(),
+            });
+        }
+    }
     Ok(picked)
 }
 
@@ -244,10 +257,6 @@ pub(crate) fn build_initramfs(
             data: busybox.to_vec(),
         },
     ];
-    entries.extend(APPLETS.iter().map(|applet| Entry::Symlink {
-        path: format!("bin/{applet}"),
-        target: "busybox".into(),
-    }));
     for path in [
         "dev",
         "proc",
@@ -276,11 +285,6 @@ pub(crate) fn build_initramfs(
         mode: 0o644,
         data: load_order(modules).into_bytes(),
     });
-    entries.push(Entry::File {
-        path: "init".into(),
-        mode: 0o755,
-        data: INIT_SCRIPT.as_bytes().to_vec(),
-    });
     let mut out = Vec::new();
     cpio::write_newc(&entries, &mut out)
         .map_err(|e| ImageError::io("cannot write the initramfs archive", e))?;
@@ -292,26 +296,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn init_script_parses_and_uses_only_listed_applets() {
-        let tmp = tempfile::tempdir().unwrap();
-        let script = tmp.path().join("init");
-        fs::write(&script, INIT_SCRIPT).unwrap();
-        let status = crate::tool::for_test(crate::tool::Tool::Sh)
-            .arg("-n")
-            .arg(&script)
-            .status()
-            .unwrap();
-        assert!(status.success(), "init.sh has a syntax error");
-        for applet in APPLETS {
-            assert!(INIT_SCRIPT.contains(applet), "unused applet {applet}");
-        }
+    fn init_handles_every_root_mode_and_finds_the_agent() {
         for mode in ROOT_MODES {
+            let cmdline = format!("banger.root={mode}");
             assert!(
-                INIT_SCRIPT.contains(&format!("{mode})")),
-                "mode {mode} not handled"
+                banger_agent::init::parse_cmdline(&cmdline).is_ok(),
+                "mode {mode} not handled by /init"
             );
         }
-        assert!(INIT_SCRIPT.contains(&format!("/{AGENT_OVERRIDE_PATH}")));
+        assert_eq!(
+            format!("/{AGENT_OVERRIDE_PATH}"),
+            banger_agent::init::AGENT_PATH
+        );
+        assert_eq!(format!("/{HOST_CA_PATH}"), banger_agent::init::HOST_CA_PATH);
     }
 
     #[test]
@@ -329,15 +326,22 @@ mod tests {
             fs::write(sub.join(format!("{name}.ko")), name.as_bytes()).unwrap();
         }
         fs::write(root.join("modules.builtin"), builtin).unwrap();
+        // Of the early modules only one is there: the others are skipped,
+        // not an error, and the one there loads after the required ones.
+        fs::write(root.join("kernel/d0/autofs4.ko"), b"autofs4").unwrap();
         let found = find_modules(root, "k").unwrap();
-        assert_eq!(found.len(), MODULES.len() - 1);
+        assert_eq!(found.len(), MODULES.len() - 1 + 1);
         assert_eq!(found[0].sys_name, "virtio_ring");
-        let rng = found.last().unwrap();
+        let rng = &found[found.len() - 2];
         assert_eq!(
             (rng.file_name.as_str(), rng.sys_name.as_str()),
             ("virtio-rng.ko", "virtio_rng")
         );
-        assert!(load_order(&found).ends_with("virtio-rng.ko virtio_rng\n"));
+        assert!(
+            load_order(&found).ends_with("virtio-rng.ko virtio_rng\nautofs4.ko autofs4\n"),
+            "{}",
+            load_order(&found)
+        );
 
         fs::remove_file(rng.path.clone()).unwrap();
         let err = find_modules(root, "k").unwrap_err().to_string();
@@ -355,11 +359,11 @@ mod tests {
     }
 
     #[test]
-    fn host_segment_carries_init_and_the_agent() {
+    fn host_segment_carries_the_agent_as_init() {
         let segment = host_segment(b"\x7fELFagent", b"").unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let mut child = crate::tool::for_test(crate::tool::Tool::Cpio)
-            .args(["-it", "--quiet"])
+            .args(["-id", "--quiet"])
             .current_dir(tmp.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -367,10 +371,14 @@ mod tests {
             .unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(&segment).unwrap();
-        let out = child.wait_with_output().unwrap();
+        assert!(child.wait().unwrap().success());
+        let root = tmp.path();
         assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            "init\nbanger\nbanger/banger-agent\nbanger/host-ca.pem\n"
+            fs::read_link(root.join("init")).unwrap(),
+            Path::new(AGENT_OVERRIDE_PATH)
         );
+        // Through the link, as the kernel runs it.
+        assert_eq!(fs::read(root.join("init")).unwrap(), b"\x7fELFagent");
+        assert_eq!(fs::read(root.join(HOST_CA_PATH)).unwrap(), b"");
     }
 }

@@ -32,10 +32,12 @@
 //! renamed). `banger.init=agent` makes busybox init PID 1, running the
 //! agent, for images without an init of their own (OCI images).
 //!
-//! If a later initramfs segment carries [`AGENT_OVERRIDE_PATH`] (see
-//! [`host_segment`]), that binary replaces `/usr/sbin/banger-agent`
-//! in the guest. Any failure prints `banger-init: <what failed>` on the
-//! console and powers the guest off.
+//! `/init` is the host's agent binary (`banger_agent::init`), carried by
+//! the initramfs segment every boot appends ([`host_segment`]): it loads
+//! the image's modules, mounts the disks, installs itself as
+//! `/usr/sbin/banger-agent` and switches to the image's init. Any failure
+//! prints `banger-init: <what failed>` on the console and powers the guest
+//! off.
 
 mod build;
 pub mod cpio;
@@ -51,7 +53,7 @@ use std::path::PathBuf;
 
 pub use build::build;
 pub use derive::{add_derived, shrink_layer, validate_name};
-pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, INIT_SCRIPT, host_segment};
+pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, host_segment};
 pub use recipe::{BuildOptions, check_packages, default_mirrors, default_recipe, valid_package};
 pub(crate) use store::hex;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
