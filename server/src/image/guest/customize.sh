@@ -82,14 +82,17 @@ chmod 0644 "$system/systemd-tmpfiles-setup.service"
 # The early setup the agent waits for forked and mounted a credentials
 # directory per unit at every boot, for systemd credentials (tmpfiles.extra,
 # sysctl.extra, ...) nothing passes a banger VM (an empty LoadCredential=
-# drops the packaged list). And tmpfiles-setup, the longest of that setup,
-# goes first: systemd starts queued jobs in order of niceness, and at nice
-# -10 it keeps the CPU over journald while it runs.
+# drops the packaged list). And that setup goes first: systemd starts
+# queued jobs in order of niceness, and at nice -10 these one-shot units
+# keep the CPU over journald, which nothing a command needs waits for.
 for unit in systemd-tmpfiles-setup systemd-tmpfiles-setup-dev systemd-sysctl; do
 	mkdir -p "$system/$unit.service.d"
 	printf '[Service]\nLoadCredential=\n' >"$system/$unit.service.d/banger-no-credentials.conf"
 done
-printf '[Service]\nNice=-10\n' >"$system/systemd-tmpfiles-setup.service.d/banger-first.conf"
+for unit in systemd-tmpfiles-setup systemd-tmpfiles-setup-dev systemd-sysctl kmod-static-nodes; do
+	mkdir -p "$system/$unit.service.d"
+	printf '[Service]\nNice=-10\n' >"$system/$unit.service.d/banger-first.conf"
+done
 
 # Python's binary format (run a .pyc as a program) made systemd-binfmt and
 # its automount run on every boot: ~0.8 s of a 2-CPU emulated guest's time,
