@@ -184,18 +184,20 @@ impl Daemon {
             vcpu: vm.spec.vcpu,
             memory_mib: vm.spec.memory_mib,
             boot: {
-                let (bzimage, vmlinux) = match &kernel {
+                let (bzimage, vmlinux, hz) = match &kernel {
                     Some(k) => (
                         k.path.clone(),
                         k.vmlinux.clone().unwrap_or_else(|| k.path.clone()),
+                        None,
                     ),
-                    None => (image.kernel(), image.vmlinux()),
+                    None => (image.kernel(), image.vmlinux(), image.manifest.kernel_hz),
                 };
                 BootFiles {
                     pvh: crate::image::boots_as_pvh(&vmlinux),
                     bzimage,
                     vmlinux,
                     initrd,
+                    hz,
                 }
             },
             kernel_args: [

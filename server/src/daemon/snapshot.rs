@@ -553,6 +553,7 @@ mod tests {
                 bzimage: dir.join("vmlinuz"),
                 vmlinux: dir.join("vmlinux"),
                 initrd: dir.join("initrd"),
+                hz: None,
             },
             kernel_args: vec!["banger.root=overlay".into()],
             drives: vec![

@@ -121,6 +121,13 @@ pub fn build(
     let vmlinuz = kernel_tree
         .join("boot")
         .join(format!("vmlinuz-{kernel_version}"));
+    let kernel_hz = fs::read_to_string(
+        kernel_tree
+            .join("boot")
+            .join(format!("config-{kernel_version}")),
+    )
+    .ok()
+    .and_then(|config| config_hz(&config));
 
     // 2. Initramfs.
     phase("building initramfs");
@@ -193,6 +200,7 @@ pub fn build(
             name: busybox_deb.name,
             version: busybox_deb.version,
         },
+        kernel_hz,
         agent_sha256: store::hex(&Sha256::digest(&agent)),
         root_modes: initramfs::ROOT_MODES
             .iter()
@@ -313,6 +321,15 @@ fn kernel_release(tree: &Path, deb: &Deb) -> Result<(String, PathBuf), ImageErro
             detail: format!("expected one /lib/modules/<version> directory, found {n}"),
         }),
     }
+}
+
+/// `CONFIG_HZ` of a kernel config, when it is a plausible tick rate.
+fn config_hz(config: &str) -> Option<u32> {
+    config
+        .lines()
+        .find_map(|line| line.strip_prefix("CONFIG_HZ="))
+        .and_then(|hz| hz.trim().parse().ok())
+        .filter(|hz| (24..=10_000).contains(hz))
 }
 
 /// Disk size for a tree of `apparent` bytes: +25% and 64 MiB of slack,
@@ -756,6 +773,16 @@ mod tests {
         );
         assert_eq!(parse_print_uris(""), None);
         assert_eq!(parse_print_uris("'u' ../evil.deb 1 SHA256:00"), None);
+    }
+
+    #[test]
+    fn the_tick_rate_is_read_from_the_kernel_config() {
+        let config =
+            "CONFIG_HZ_250=y\n# CONFIG_HZ_1000 is not set\nCONFIG_HZ=250\nCONFIG_HZ_PERIODIC=n\n";
+        assert_eq!(config_hz(config), Some(250));
+        assert_eq!(config_hz("CONFIG_HZ_250=y\n"), None);
+        assert_eq!(config_hz("CONFIG_HZ=0\n"), None);
+        assert_eq!(config_hz("CONFIG_HZ=lots\n"), None);
     }
 
     #[test]

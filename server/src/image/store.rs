@@ -91,6 +91,11 @@ pub struct Manifest {
     /// derived from one): it boots with `banger.init=agent`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent_init: bool,
+    /// The kernel's tick rate (`CONFIG_HZ` of its package's config), which
+    /// an emulated boot needs to hand the kernel its delay-loop constant
+    /// (absent in images built before banger recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_hz: Option<u32>,
 }
 
 /// What an image was made from: enough to make it again.
@@ -504,6 +509,7 @@ pub(crate) mod tests {
             source: None,
             run: RunConfig::default(),
             agent_init: false,
+            kernel_hz: Some(250),
         };
         manifest.id = manifest.compute_id();
         manifest

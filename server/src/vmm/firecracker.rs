@@ -491,6 +491,7 @@ pub(crate) mod tests {
                 bzimage: "/img/vmlinuz".into(),
                 vmlinux: "/img/vmlinux".into(),
                 initrd: "/cache/initrd.img".into(),
+                hz: None,
             },
             kernel_args: vec!["banger.root=overlay".into()],
             drives: vec![

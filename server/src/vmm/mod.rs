@@ -127,6 +127,8 @@ pub struct BootFiles {
     pub pvh: bool,
     /// Initramfs (with the per-host agent segment prepended).
     pub initrd: PathBuf,
+    /// The kernel's tick rate, when known (an image's own kernel).
+    pub hz: Option<u32>,
 }
 
 /// Everything a driver needs to start one VM.
@@ -391,6 +393,16 @@ pub fn base_kernel_args(plan: &LaunchPlan) -> Vec<String> {
         // sleep rounded up to a tick). QEMU's emulated TSC is the host's,
         // shared by all vCPUs and at a constant rate: it is reliable.
         args.push("tsc=reliable".to_string());
+        // Each vCPU but the first measured its delay loop at boot
+        // (calibrate_delay: the emulated TSC is not flagged constant, so
+        // it could not take the first one's), while the first waited:
+        // ~60 ms of an emulated boot. Loops per jiffy is TSC cycles per
+        // tick, given here when the kernel's tick rate is known.
+        if let (Some(khz), Some(hz)) = (plan.tsc_khz, plan.boot.hz)
+            && hz > 0
+        {
+            args.push(format!("lpj={}", khz * 1000 / u64::from(hz)));
+        }
     }
     args.extend(plan.kernel_args.iter().cloned());
     args

@@ -421,6 +421,7 @@ mod tests {
                 bzimage: "/img/vmlinuz".into(),
                 vmlinux: "/img/vmlinux".into(),
                 initrd: "/img/initrd".into(),
+                hz: None,
             },
             kernel_args: vec!["banger.root=overlay".into()],
             drives: vec![
@@ -512,6 +513,13 @@ mod tests {
         assert!(append.contains("cryptomgr.notests"), "{append}");
         assert!(append.contains("init_on_alloc=0"), "{append}");
         assert!(append.contains("tsc=reliable"), "{append}");
+        // No delay-loop constant without the kernel's tick rate (a catalog
+        // kernel); with it, TSC cycles per tick.
+        assert!(!append.contains("lpj="), "{append}");
+        let mut known = plan(Accel::Tcg);
+        known.boot.hz = Some(250);
+        let args = Qemu::args(&known);
+        assert!(value_after(&args, "-append")[0].contains(" lpj=10400000"));
         assert!(append.contains("banger.root=overlay"));
         assert!(append.contains("systemd.hostname=dev"));
         let drives = value_after(&args, "-drive");
@@ -627,6 +635,9 @@ mod tests {
         assert!(!value_after(&args, "-append")[0].contains("cryptomgr.notests"));
         assert!(!value_after(&args, "-append")[0].contains("init_on_alloc"));
         assert!(!value_after(&args, "-append")[0].contains("tsc=reliable"));
+        let mut known = plan(Accel::Kvm);
+        known.boot.hz = Some(250);
+        assert!(!value_after(&Qemu::args(&known), "-append")[0].contains("lpj="));
     }
 
     #[test]
