@@ -60,6 +60,7 @@ fn firecracker_driver_spawns_configures_pauses_and_cleans_up() {
             bzimage: image.kernel(),
             vmlinux: image.vmlinux(),
             initrd: image.initrd(),
+            hz: image.manifest.kernel_hz,
         },
         kernel_args: vec!["banger.root=overlay".into()],
         drives: vec![

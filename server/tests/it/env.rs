@@ -239,6 +239,7 @@ impl Env {
             }),
             run: Default::default(),
             agent_init: false,
+            kernel_hz: None,
         };
         manifest.id = manifest.compute_id();
         let dir = self.image_dir().join(&manifest.id);

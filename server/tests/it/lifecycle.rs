@@ -120,6 +120,7 @@ impl Host {
             }),
             run: Default::default(),
             agent_init: false,
+            kernel_hz: None,
         };
         manifest.id = manifest.compute_id();
         let dir = self.path("cache/banger/images").join(&manifest.id);
