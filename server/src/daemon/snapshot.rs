@@ -393,6 +393,7 @@ impl Daemon {
                     None,
                 )
                 .await?;
+            settle(&client).await;
             // What the guest wrote is on its disks before they are copied.
             client
                 .sync()
@@ -525,6 +526,40 @@ fn prune(image_dir: &Path, keep: &Path) {
     for (_, path) in done.into_iter().skip(KEEP_PER_IMAGE - 1) {
         let _ = std::fs::remove_dir_all(&path);
     }
+}
+
+/// How long a template guest may take to finish its boot before it is
+/// saved anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the template guest's systemd has finished booting (at most
+/// [`SETTLE_TIMEOUT`]; at once for an image without systemd). "Ready"
+/// comes before the rest of the boot (journald, the units after the
+/// agent): saved then, every VM restored from the snapshot would run that
+/// rest itself, and 8 restored at once took 3.6 s instead of 2.0.
+async fn settle(client: &AgentClient) {
+    let spec = banger_agent::protocol::ExecSpec {
+        argv: ["systemctl", "is-system-running", "--wait"]
+            .map(String::from)
+            .to_vec(),
+        env: Vec::new(),
+        cwd: Some("/".into()),
+        stdin: false,
+        tty: None,
+        user: None,
+    };
+    let Ok(mut session) = client.exec(spec).await else {
+        return;
+    };
+    let _ = tokio::time::timeout(SETTLE_TIMEOUT, async {
+        loop {
+            match session.next().await {
+                Ok(banger_agent::client::ExecEvent::Exited(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
