@@ -536,7 +536,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`SETTLE_TIMEOUT`]; at once for an image without systemd). "Ready"
 /// comes before the rest of the boot (journald, the units after the
 /// agent): saved then, every VM restored from the snapshot would run that
-/// rest itself, and 8 restored at once took 3.6 s instead of 2.0.
+/// rest itself. (8 restored at once: no measurable change either way on a
+/// 2-core host; see docs/benchmarks.md.)
 async fn settle(client: &AgentClient) {
     let spec = banger_agent::protocol::ExecSpec {
         argv: ["systemctl", "is-system-running", "--wait"]

@@ -108,6 +108,20 @@ pub(crate) struct ModuleFile {
     pub(crate) path: PathBuf,
 }
 
+impl ModuleFile {
+    fn new(sys_name: String, path: &Path) -> ModuleFile {
+        ModuleFile {
+            file_name: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+            sys_name,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
 /// The kernel's own spelling of a module name (`virtio-rng` -> `virtio_rng`).
 fn sys_name(name: &str) -> String {
     name.replace('-', "_")
@@ -148,16 +162,7 @@ fn pick_modules(
     for wanted in MODULES {
         let key = sys_name(wanted);
         if let Some(path) = files.get(&key) {
-            let file_name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            picked.push(ModuleFile {
-                file_name,
-                sys_name: key,
-                path: path.clone(),
-            });
+            picked.push(ModuleFile::new(key, path));
         } else if builtin.contains(&key) {
             continue;
         } else if compressed.contains(&key) {
@@ -179,15 +184,7 @@ fn pick_modules(
     for wanted in EARLY_MODULES {
         let key = sys_name(wanted);
         if let Some(path) = files.get(&key) {
-            picked.push(ModuleFile {
-                file_name: path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-                sys_name: key,
-                path: path.clone(),
-            });
+            picked.push(ModuleFile::new(key, path));
         }
     }
     Ok(picked)
