@@ -131,6 +131,9 @@ struct Inner {
     streams: Mutex<HashMap<u32, Slot>>,
     next_stream: AtomicU32,
     closed: AtomicBool,
+    /// This connection's id for the guest ([`Request::Hello`]), random;
+    /// its stream ids start from it too.
+    session: u64,
 }
 
 impl Inner {
@@ -301,12 +304,16 @@ impl AgentClient {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let out_queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let written = out_queued.clone();
+        let session = session_id();
         let inner = Arc::new(Inner {
             out: out_tx,
             out_queued,
             streams: Mutex::new(HashMap::new()),
-            next_stream: AtomicU32::new(1),
+            // Odd, never 0; apart from any earlier connection's, whose
+            // leftovers the guest may still send (see `session::run`).
+            next_stream: AtomicU32::new((session as u32) | 1),
             closed: AtomicBool::new(false),
+            session,
         });
         let writer_inner = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -381,6 +388,7 @@ impl AgentClient {
         match self
             .simple(Request::Hello {
                 protocol: PROTOCOL_VERSION,
+                session: self.inner.session,
             })
             .await?
         {
@@ -570,6 +578,23 @@ fn expect_done(r: Response) -> Result<(), AgentError> {
         Response::Done => Ok(()),
         other => Err(AgentError::Unexpected(format!("{other:?}"))),
     }
+}
+
+/// A random connection id, never 0 (the kernel's generator; the time
+/// and pid if it cannot be read, which only a broken host has).
+fn session_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the pointer and length describe a live, writable array.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let id = if n == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    };
+    id.max(1)
 }
 
 fn tracing_free_log(e: &crate::protocol::ProtocolError) {

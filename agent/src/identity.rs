@@ -3,9 +3,10 @@
 //!
 //! A restored guest becomes its own ([`Request::Identity`]): every guest
 //! restored from one snapshot woke with the same memory, so the same
-//! random-generator state, host name, machine id and a clock stopped at the
-//! moment of the snapshot. The host sends fresh values before any user
-//! code runs in the guest.
+//! random-generator state, host name, machine id, ssh host keys and a
+//! clock stopped at the moment of the snapshot. The host sends fresh
+//! values before any user code runs in the guest; the host keys are
+//! removed, and the host's ssh preparation makes the VM's own.
 //!
 //! [`Request::Identity`]: crate::protocol::Request::Identity
 
@@ -85,6 +86,35 @@ pub fn apply(spec: &IdentitySpec) -> Result<(), String> {
     // In place: systemd may have bind-mounted a file from /run over it.
     write_in_place("/etc/machine-id", &format!("{}\n", spec.machine_id))
         .map_err(|e| format!("cannot write /etc/machine-id: {e}"))?;
+    remove_host_keys(std::path::Path::new(SSH_DIR))
+        .map_err(|e| format!("cannot remove the ssh host keys in {SSH_DIR}: {e}"))
+}
+
+/// Where sshd keeps its host keys.
+const SSH_DIR: &str = "/etc/ssh";
+
+/// Removes the ssh host keys in `dir` (and what an interrupted key
+/// generation left): they are the snapshot source's. No directory, no
+/// keys.
+fn remove_host_keys(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(b"ssh_host_")
+        {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 
@@ -282,6 +312,30 @@ mod tests {
     #[test]
     fn a_well_formed_identity_is_accepted() {
         assert_eq!(validate(&spec()), Ok([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+    }
+
+    #[test]
+    fn the_sources_host_keys_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = ["sshd_config", "moduli", "ssh_config"];
+        let gone = [
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "ssh_host_rsa_key",
+            "ssh_host_ed25519_key.new",
+        ];
+        for f in keep.iter().chain(&gone) {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        remove_host_keys(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["moduli", "ssh_config", "sshd_config"]);
+        // An image without ssh has nothing to remove.
+        remove_host_keys(&dir.path().join("absent")).unwrap();
     }
 
     #[test]

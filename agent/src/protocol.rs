@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes incompatibly, or what the host runs
 /// of the guest's agent binary does (8: `banger-agent workspace unpack`;
-/// an older agent would take it for a start of the agent itself).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// an older agent would take it for a start of the agent itself. 9:
+/// `Hello` names the host connection, and a new one ends what earlier
+/// ones started).
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Bytes of output an exec may send before the host grants more with
 /// [`Request::Credit`], and bytes of stdin the host may send before the
@@ -134,6 +136,11 @@ pub enum Request {
     Hello {
         /// The host's protocol version.
         protocol: u32,
+        /// The host connection saying it: random per connection. A new
+        /// one ends what earlier connections started (see
+        /// `session::run`); 0 names none.
+        #[serde(default)]
+        session: u64,
     },
     /// Run a program. Replies: `Started`, data/EOF frames, then `Exited`.
     Exec(ExecSpec),
@@ -471,7 +478,13 @@ mod tests {
 
     fn sample() -> Vec<Frame> {
         vec![
-            Frame::request(1, Request::Hello { protocol: 1 }),
+            Frame::request(
+                1,
+                Request::Hello {
+                    protocol: 1,
+                    session: 7,
+                },
+            ),
             Frame::request(
                 11,
                 Request::MountDisk {

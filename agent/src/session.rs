@@ -89,10 +89,20 @@ impl Out {
 }
 
 /// Runs the session until its transport closes for good.
+///
+/// A transport that outlives host connections (the virtio-serial port)
+/// says when one goes, but not always: a guest restored from a snapshot
+/// wakes up with the requests of the host that was attached when it was
+/// saved still in flight, and never hears that host go. So a `Hello` from
+/// a host connection other than the last one ends what earlier ones
+/// started, as a disconnect does: their programs are killed, and what they
+/// still print goes out under stream ids the new host never opened (each
+/// connection numbers its streams from its own random start).
 pub async fn run(mut input: mpsc::Receiver<Input>, out: mpsc::Sender<Vec<u8>>) {
     let out = Out(out);
     let streams: Streams = Arc::default();
     let mut decoder = FrameDecoder::new();
+    let mut host = 0u64;
     while let Some(item) = input.recv().await {
         match item {
             Input::Bytes(bytes) => decoder.push(&bytes),
@@ -104,7 +114,16 @@ pub async fn run(mut input: mpsc::Receiver<Input>, out: mpsc::Sender<Vec<u8>>) {
         }
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => handle(frame, &streams, &out).await,
+                Ok(Some(frame)) => {
+                    if let Body::Request(Request::Hello { session, .. }) = &frame.body
+                        && *session != 0
+                        && *session != host
+                    {
+                        end_all(&streams);
+                        host = *session;
+                    }
+                    handle(frame, &streams, &out).await;
+                }
                 Ok(None) => break,
                 Err(e) => eprintln!("banger-agent: dropped a frame: {e}"),
             }

@@ -18,6 +18,26 @@ fn exec(env: &Env, vm: &str, script: &str) -> String {
     run.stdout.trim().to_string()
 }
 
+/// A VM's ssh host key (made in the guest off its boot's path: waited
+/// for).
+fn host_key(env: &Env, vm: &str) -> String {
+    for _ in 0..60 {
+        let out = env.banger(&[
+            "vm",
+            "exec",
+            vm,
+            "--",
+            "cat",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+        ]);
+        if out.code == 0 && out.stdout.starts_with("ssh-ed25519 ") {
+            return out.stdout.split_whitespace().nth(1).unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{vm} has no ssh host key");
+}
+
 /// A snapshot's memory file: its size and mtime.
 fn memory_file(snapshot: &Path) -> (u64, SystemTime) {
     let m = std::fs::metadata(snapshot.join("memory")).expect("the snapshot's memory file");
@@ -93,24 +113,11 @@ fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
     assert_ne!(address("twin-a"), address("twin-b"));
 
     // ssh host keys, made in each guest after it is restored.
-    let host_key = |vm: &str| {
-        for _ in 0..60 {
-            let out = env.banger(&[
-                "vm",
-                "exec",
-                vm,
-                "--",
-                "cat",
-                "/etc/ssh/ssh_host_ed25519_key.pub",
-            ]);
-            if out.code == 0 && out.stdout.starts_with("ssh-ed25519 ") {
-                return out.stdout.split_whitespace().nth(1).unwrap().to_string();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("{vm} has no ssh host key");
-    };
-    assert_ne!(host_key("twin-a"), host_key("twin-b"), "ssh host keys");
+    assert_ne!(
+        host_key(&env, "twin-a"),
+        host_key(&env, "twin-b"),
+        "ssh host keys"
+    );
 
     // The guests wrote 64 MiB each: none of it reached the snapshot.
     assert_eq!(memory_file(&snapshot), before);
@@ -326,6 +333,28 @@ fn a_snapshot_of_a_running_vm_starts_forks_with_its_files_processes_and_workspac
          setsid sleep 1000 </dev/null >/dev/null 2>&1 & sync",
     );
     let src_id = exec(&env, "src", "cat /etc/machine-id");
+    let src_key = host_key(&env, "src");
+    // A command still running when the snapshot is taken: its host is not
+    // the forks' host, so it must not run (or print) in them.
+    let mut inflight = env
+        .cmd(&[
+            "vm",
+            "exec",
+            "src",
+            "--",
+            "sh",
+            "-c",
+            "cp /bin/sleep /tmp/inflight && exec /tmp/inflight 600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    exec(
+        &env,
+        "src",
+        "for i in $(seq 100); do pgrep -x inflight && exit; sleep 0.1; done; exit 1",
+    );
 
     let taken = env.banger(&["vm", "snapshot", "src", "--tag", "t1"]);
     taken.ok();
@@ -358,7 +387,7 @@ fn a_snapshot_of_a_running_vm_starts_forks_with_its_files_processes_and_workspac
         "--",
         "sh",
         "-c",
-        "pwd; cat new.txt /dev/shm/x; pgrep -x sleep >/dev/null && echo sleeping; hostname; cat /etc/machine-id",
+        "pwd; cat new.txt /dev/shm/x; pgrep -x sleep >/dev/null && echo sleeping; hostname; cat /etc/machine-id; ! pgrep -x inflight >/dev/null || echo the in-flight exec runs",
     ]);
     fork.ok();
     let lines: Vec<&str> = fork.stdout.lines().collect();
@@ -394,6 +423,11 @@ fn a_snapshot_of_a_running_vm_starts_forks_with_its_files_processes_and_workspac
     .ok();
     let b_id = exec(&env, "fork-b", "cat /etc/machine-id");
     assert!(b_id != src_id && b_id != lines[5]);
+    assert_ne!(
+        host_key(&env, "fork-b"),
+        src_key,
+        "fork-b kept src's ssh host key"
+    );
     assert_eq!(env.show("fork-b")["workspace"]["guest_path"], "/root/repo");
 
     let list = env.banger(&["vm", "snapshot", "list", "--json"]);
@@ -427,6 +461,8 @@ fn a_snapshot_of_a_running_vm_starts_forks_with_its_files_processes_and_workspac
 
     // The snapshot outlives its VM; a fork still starts from it.
     env.banger(&["vm", "delete", "src", "fork-b"]).ok();
+    let _ = inflight.kill();
+    let _ = inflight.wait();
     let late = env.banger(&[
         "vm",
         "run",

@@ -523,3 +523,107 @@ async fn blocking_stdin_streams_a_large_input_without_queueing_it_whole() {
     let bound = EXEC_WINDOW as usize + (128 << 10);
     assert!(most <= bound, "{most} bytes were waiting");
 }
+
+/// A guest's channel that outlives its host connections without hearing
+/// them go, as a guest restored from a snapshot wakes attached to the host
+/// that saved it: one session, clients attached one after another.
+struct Port {
+    in_tx: mpsc::Sender<Input>,
+    out_rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
+}
+
+impl Port {
+    fn new() -> Port {
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(64);
+        tokio::spawn(session::run(in_rx, out_tx));
+        Port {
+            in_tx,
+            out_rx: std::sync::Arc::new(tokio::sync::Mutex::new(out_rx)),
+        }
+    }
+
+    /// A client on the port, and the tasks carrying its bytes (abort
+    /// them to take it away silently: no `Disconnected` reaches the
+    /// session).
+    fn attach(&self) -> (AgentClient, [tokio::task::JoinHandle<()>; 2]) {
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        let (mut guest_rd, mut guest_wr) = tokio::io::split(guest);
+        let in_tx = self.in_tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n @ 1..) = guest_rd.read(&mut buf).await {
+                let _ = in_tx.send(Input::Bytes(buf[..n].to_vec())).await;
+            }
+        });
+        let out_rx = self.out_rx.clone();
+        let writer = tokio::spawn(async move {
+            let mut out_rx = out_rx.lock().await;
+            while let Some(b) = out_rx.recv().await {
+                if guest_wr.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (rd, wr) = tokio::io::split(host);
+        (AgentClient::new(rd, wr), [reader, writer])
+    }
+}
+
+#[tokio::test]
+async fn a_new_host_ends_what_an_unheard_earlier_one_started() {
+    let port = Port::new();
+    let (old, tasks) = port.attach();
+    old.hello().await.unwrap();
+    let mut stale = old
+        .exec(argv(&[
+            "sh",
+            "-c",
+            "echo $$; while :; do echo stale; sleep 0.02; done",
+        ]))
+        .await
+        .unwrap();
+    let pid: i32 = match stale.next().await.unwrap() {
+        ExecEvent::Stdout(b) => std::str::from_utf8(&b)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // The old host is gone, unheard; its program still prints.
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
+    drop((stale, old));
+    assert!(process_lives(pid));
+
+    let (new, _tasks) = port.attach();
+    new.hello().await.unwrap();
+    // Its hello ended the old host's program...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while process_lives(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old host's program {pid} still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ...and none of what it printed reaches the new host's streams.
+    for _ in 0..5 {
+        let (out, _, code) = run(&new, argv(&["sh", "-c", "sleep 0.05; echo fresh"])).await;
+        assert_eq!(
+            (String::from_utf8(out).unwrap().as_str(), code),
+            ("fresh\n", 0)
+        );
+    }
+    // Hellos on one connection end nothing.
+    let mut live = new.exec(argv(&["sleep", "30"])).await.unwrap();
+    new.hello().await.unwrap();
+    assert!(process_lives(live.pid() as i32));
+    live.control().signal(9).unwrap();
+    while !matches!(live.next().await.unwrap(), ExecEvent::Exited(_)) {}
+}
