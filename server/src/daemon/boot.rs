@@ -383,7 +383,18 @@ impl Daemon {
                     let id = vm.id.clone();
                     tokio::spawn(async move {
                         if let Err(e) = daemon.ssh_prepare(&id).await {
-                            tracing::warn!(vm = %id, "ssh not prepared: {}", e.message);
+                            // A VM deleted or stopped meanwhile (a `vm run
+                            // --rm` whose command ended first) needs none.
+                            let gone = daemon.is_cancelled(&id)
+                                || daemon
+                                    .find(&id)
+                                    .is_ok_and(|vm| vm.state != VmState::Running)
+                                || daemon.find(&id).is_err_and(|e| e.code == code::NOT_FOUND);
+                            if gone {
+                                tracing::debug!(vm = %id, "ssh not prepared, the vm ended: {}", e.message);
+                            } else {
+                                tracing::warn!(vm = %id, "ssh not prepared: {}", e.message);
+                            }
                         }
                     });
                 }
