@@ -28,7 +28,7 @@ pub enum ConnectError {
     },
     /// A daemon of another version stayed busy.
     #[error(
-        "bangerd of another version is still serving other clients ({0} requests in flight); run this again when they end, or replace it now with: banger daemon stop --force (their commands are killed)"
+        "bangerd of another version is still serving other clients (requests in flight: {0}); run this again when they end, or replace it now with: banger daemon stop --force (their commands are killed)"
     )]
     Busy(usize),
     /// bangerd started but never listened.

@@ -211,10 +211,7 @@ async fn connection(module: Arc<RpcModule<Rpc>>, daemon: Arc<Daemon>, stream: Un
                     out_tx.clone(),
                     gone_rx.clone(),
                 );
-                tokio::spawn(async move {
-                    handle(module, request, out, gone).await;
-                    drop(guard);
-                });
+                tokio::spawn(handle(module, request, out, gone, guard));
             }
         }
     }
@@ -230,6 +227,7 @@ async fn handle(
     request: String,
     out: mpsc::Sender<String>,
     mut gone: tokio::sync::watch::Receiver<bool>,
+    in_flight: InFlight,
 ) {
     let id = serde_json::from_str::<serde_json::Value>(&request)
         .ok()
@@ -241,6 +239,15 @@ async fn handle(
     };
     match call.await {
         Ok(Ok((response, mut notifications))) => {
+            // A plain call is over once answered; only a subscription goes
+            // on. Not counted after that: its client may act on the answer
+            // at once (`daemon stop` counts what else is in flight).
+            let _in_flight = if notifications.is_closed() && notifications.is_empty() {
+                drop(in_flight);
+                None
+            } else {
+                Some(in_flight)
+            };
             if out.send(response.get().to_string()).await.is_err() {
                 return;
             }
@@ -262,9 +269,11 @@ async fn handle(
             }
         }
         Ok(Err(_)) => {
+            drop(in_flight);
             let _ = out.send(error_reply(id, -32700, "parse error")).await;
         }
         Err(join) => {
+            drop(in_flight);
             tracing::error!("request handler panicked: {join}; request: {request}");
             let _ = out
                 .send(error_reply(

@@ -231,8 +231,11 @@ fn daemon_info(env: &Env) -> serde_json::Value {
 fn daemon_stop_refuses_while_a_command_runs_unless_forced() {
     let env = fake_env(0);
     env.banger(&["vm", "create", "--name", "s1"]).ok();
+    // Its stdin stays open: no input request of its own comes and goes
+    // beside it.
     let mut running = env
         .cmd(&["vm", "exec", "s1", "--", "sleep", "60"])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -349,8 +352,11 @@ fn a_daemon_of_another_api_version_is_replaced_only_when_idle() {
     env.banger(&["vm", "create", "--name", "a1"]).ok();
     let old = env.daemon_pid().expect("daemon");
     assert_eq!(daemon_info(&env)["api_version"], 999);
+    // Its stdin stays open: no input request of its own comes and goes
+    // beside it.
     let mut running = env
         .cmd(&["vm", "exec", "a1", "--", "sleep", "60"])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -369,7 +375,7 @@ fn a_daemon_of_another_api_version_is_replaced_only_when_idle() {
     assert_eq!(newer.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("waiting for bangerd of another version")
-            && stderr.contains("still serving other clients (1 requests in flight)"),
+            && stderr.contains("still serving other clients (requests in flight: 1)"),
         "{stderr}"
     );
     assert!(
