@@ -45,6 +45,15 @@ pub const HOST_CA_PATH: &str = "/banger/host-ca.pem";
 const LOAD_ORDER: &str = "/lib/modules/load-order";
 /// How long the disks may take to appear after their driver loaded.
 const DISK_WAIT: Duration = Duration::from_secs(2);
+/// Modules systemd loads itself early when they are missing, each costing
+/// it a module index lookup at the start of every boot: loaded by `/init`
+/// instead when the kernel has them as modules (none is required, nothing
+/// before systemd needs them: they load beside the disks' drivers).
+pub const EARLY_MODULES: &[&str] = &["autofs4", "x_tables", "ip_tables", "qemu_fw_cfg"];
+/// `kmod static-nodes --format=tmpfiles` as `/init` writes it: the device
+/// nodes whose first open loads their module (`/dev/net/tun`,
+/// `/dev/fuse`), made by systemd-tmpfiles-setup-dev.
+const STATIC_NODES: &str = "/newroot/run/tmpfiles.d/static-nodes.conf";
 
 /// Whether this process is the initramfs's `/init` (the kernel runs it as
 /// PID 1 with `argv[0]` = `/init`).
@@ -157,7 +166,7 @@ fn run() -> Result<std::convert::Infallible, String> {
     mount("sysfs", "/sys", Some("sysfs"), 0, None)?;
     mount("devtmpfs", "/dev", Some("devtmpfs"), 0, None)?;
     console();
-    load_modules();
+    let early = load_modules();
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
     let boot = parse_cmdline(&cmdline)?;
@@ -202,12 +211,7 @@ fn run() -> Result<std::convert::Infallible, String> {
         }
     }
 
-    install(
-        AGENT_PATH,
-        "/newroot/usr/sbin/banger-agent",
-        0o755,
-        "cannot install the agent as /usr/sbin/banger-agent",
-    )?;
+    bind_agent()?;
     // The host's certificate authorities (possibly none): the agent adds
     // them to the guest's bundle.
     if Path::new(HOST_CA_PATH).exists() {
@@ -221,6 +225,10 @@ fn run() -> Result<std::convert::Infallible, String> {
 
     if boot.init == InitMode::Systemd {
         early_bpffs();
+        early_run()?;
+    }
+    if let Some(early) = early {
+        let _ = early.join();
     }
     for fs in ["/dev", "/proc", "/sys"] {
         // A container image may lack the mount points.
@@ -237,6 +245,118 @@ fn run() -> Result<std::convert::Infallible, String> {
             switch_root("/newroot", &["/.banger/busybox", "init"])
         }
     }
+}
+
+/// Puts this host's agent at `/usr/sbin/banger-agent` in the new root,
+/// where the image's unit (or busybox init) starts it: a bind mount of the
+/// initramfs's copy, which outlives the initramfs's removal. Copying it
+/// instead wrote its megabytes into the VM's disk at every boot (~55 ms of
+/// an emulated boot, and that much more disk per VM).
+fn bind_agent() -> Result<(), String> {
+    const TARGET: &str = "/newroot/usr/sbin/banger-agent";
+    let err = |e: String| format!("cannot put the agent at /usr/sbin/banger-agent: {e}");
+    // An image without it (not built by banger) gets a file to mount on.
+    match std::fs::symlink_metadata(TARGET) {
+        Ok(meta) if meta.is_file() => {}
+        _ => {
+            let _ = std::fs::remove_file(TARGET);
+            mkdir("/newroot/usr/sbin").map_err(err)?;
+            std::fs::write(TARGET, b"").map_err(|e| err(e.to_string()))?;
+        }
+    }
+    mount(AGENT_PATH, TARGET, None, libc::MS_BIND, None).map_err(err)?;
+    // Read-only and executable, whatever the file under it allowed.
+    mount(
+        "none",
+        TARGET,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+        None,
+    )
+    .map_err(err)
+}
+
+/// Mounts the new root's `/run` as systemd would (it leaves a mounted one
+/// alone, as after an initrd) and writes the static device nodes' list
+/// there, from the image's `modules.devname`: systemd's own writer
+/// (kmod-static-nodes.service, masked in banger's images) took ~0.25 s of
+/// an emulated boot, on the path to the agent.
+fn early_run() -> Result<(), String> {
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME;
+    mkdir("/newroot/run")?;
+    mount(
+        "tmpfs",
+        "/newroot/run",
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=20%,nr_inodes=800k"),
+    )
+    .map_err(|e| format!("cannot mount /run: {e}"))?;
+    let Some(release) = kernel_release() else {
+        return Ok(());
+    };
+    let devname = format!("/newroot/lib/modules/{release}/modules.devname");
+    let Ok(text) = std::fs::read_to_string(&devname) else {
+        return Ok(());
+    };
+    let conf = static_nodes(&text);
+    if conf.is_empty() {
+        return Ok(());
+    }
+    mkdir("/newroot/run/tmpfiles.d")?;
+    std::fs::write(STATIC_NODES, conf).map_err(|e| format!("cannot write {STATIC_NODES}: {e}"))
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain bytes, valid when zeroed.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given, which lives here.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return None;
+    }
+    // SAFETY: uname NUL-terminates the field.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    release.to_str().ok().map(str::to_string)
+}
+
+/// `modules.devname` (`<module> <node> <c|b><major>:<minor>` per line) as
+/// tmpfiles lines, the way `kmod static-nodes --format=tmpfiles` writes
+/// them (pure). Lines it cannot read are skipped, as kmod does; node names
+/// that would leave `/dev` are too.
+pub fn static_nodes(devname: &str) -> String {
+    let mut out = String::new();
+    for line in devname.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(_module), Some(node), Some(dev)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (kind, numbers) = dev.split_at(dev.len().min(1));
+        let Some((major, minor)) = numbers.split_once(':') else {
+            continue;
+        };
+        let number = |s: &str| s.parse::<u32>().ok();
+        let (Some(major), Some(minor)) = (number(major), number(minor)) else {
+            continue;
+        };
+        let safe = !node.is_empty()
+            && !node.starts_with('/')
+            && node
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != "..");
+        if !matches!(kind, "c" | "b") || !safe {
+            continue;
+        }
+        if let Some((dir, _)) = node.rsplit_once('/') {
+            out.push_str(&format!("d /dev/{dir} 0755 - - -\n"));
+        }
+        out.push_str(&format!("{kind}! /dev/{node} 0600 - - - {major}:{minor}\n"));
+    }
+    out
 }
 
 /// Mounts the BPF file system where and as systemd would (it leaves a
@@ -277,15 +397,32 @@ fn console() {
 /// skipped. A kernel other than the image's (`banger kernel import`)
 /// cannot load them: it must have the drivers built in, and the disk
 /// checks after this fail clearly if it does not.
-fn load_modules() {
+///
+/// [`EARLY_MODULES`] load on a thread of their own meanwhile (an emulated
+/// guest has a second CPU with nothing to do); join it before systemd.
+fn load_modules() -> Option<std::thread::JoinHandle<()>> {
     let order = match std::fs::read_to_string(LOAD_ORDER) {
         Ok(order) => order,
         Err(e) => {
             eprintln!("banger-init: no {LOAD_ORDER} ({e}); loading no modules");
-            return;
+            return None;
         }
     };
-    for line in order.lines() {
+    let (early, now): (Vec<&str>, Vec<&str>) = order.lines().partition(|line| {
+        line.split_whitespace()
+            .nth(1)
+            .is_some_and(|name| EARLY_MODULES.contains(&name))
+    });
+    let early: Vec<String> = early.into_iter().map(str::to_string).collect();
+    let thread = std::thread::Builder::new()
+        .spawn(move || load_in_order(early.iter().map(String::as_str)))
+        .ok();
+    load_in_order(now.into_iter());
+    thread
+}
+
+fn load_in_order<'a>(lines: impl Iterator<Item = &'a str>) {
+    for line in lines {
         let mut fields = line.split_whitespace();
         let (Some(file), Some(name)) = (fields.next(), fields.next()) else {
             continue;
@@ -527,6 +664,29 @@ mod tests {
         assert_eq!(
             lowerdir(3),
             "/mnt/layer3/upper:/mnt/layer2/upper:/mnt/layer1/upper:/mnt/lower"
+        );
+    }
+
+    #[test]
+    fn static_nodes_are_written_as_kmod_writes_them() {
+        let devname = "# Device nodes to trigger on-demand module loading.\n\
+                       fuse fuse c10:229\n\
+                       tun net/tun c10:200\n\
+                       dm_mod mapper/control c10:236\n\
+                       loop loop-control c10:237\n\
+                       bad ../../etc/shadow c1:1\n\
+                       bad2 /abs c1:1\n\
+                       bad3 x z1:2\n\
+                       bad4 y c1\n\
+                       short\n";
+        assert_eq!(
+            static_nodes(devname),
+            "c! /dev/fuse 0600 - - - 10:229\n\
+             d /dev/net 0755 - - -\n\
+             c! /dev/net/tun 0600 - - - 10:200\n\
+             d /dev/mapper 0755 - - -\n\
+             c! /dev/mapper/control 0600 - - - 10:236\n\
+             c! /dev/loop-control 0600 - - - 10:237\n"
         );
     }
 

@@ -132,7 +132,8 @@ fn vms_restored_from_one_snapshot_are_machines_of_their_own() {
 /// only once systemd's tmpfiles setup had finished (by systemd's own
 /// clock: a fact of the boot, not a race this command may or may not see),
 /// whether the guest keeps time with a real clock (an emulated guest once
-/// fell back to 4 ms jiffies), writes to /tmp, waits until the boot has finished, prints the hostname
+/// fell back to 4 ms jiffies), whether `/init` wrote the static device
+/// nodes' list as kmod would (and tmpfiles made them), writes to /tmp, waits until the boot has finished, prints the hostname
 /// and reads the file back.
 const FIRST_COMMAND: &str = "agent=$(systemctl show -P ExecMainStartTimestampMonotonic banger-agent.service); \
     setup=$(systemctl show -P ActiveEnterTimestampMonotonic systemd-tmpfiles-setup.service); \
@@ -142,6 +143,9 @@ const FIRST_COMMAND: &str = "agent=$(systemctl show -P ExecMainStartTimestampMon
     fine=$(python3 -c 'import time; print(time.clock_getres(time.CLOCK_MONOTONIC) < 1e-6)'); \
     if [ \"$fine\" = True ] && [ \"${clock%jiffies}\" = \"$clock\" ]; then echo clock ok; \
     else echo \"clock $clock, fine resolution: $fine\"; fi; \
+    want=$(kmod static-nodes --format=tmpfiles); have=$(cat /run/tmpfiles.d/static-nodes.conf); \
+    if [ -n \"$want\" ] && [ \"$want\" = \"$have\" ] && [ -c /dev/net/tun ]; then echo nodes ok; \
+    else echo \"static nodes: kmod writes [$want], /init wrote [$have]\"; fi; \
     echo written early >/tmp/first-command && \
     systemctl is-system-running --wait >/dev/null; hostname; cat /tmp/first-command";
 
@@ -202,6 +206,7 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
     let lines: Vec<&str> = first.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"ordered"), "{}", first.stdout);
     assert_eq!(lines.get(1), Some(&"clock ok"), "{}", first.stdout);
+    assert_eq!(lines.get(2), Some(&"nodes ok"), "{}", first.stdout);
     assert_eq!(lines.last(), Some(&"written early"), "{}", first.stderr);
     assert!(
         !first.stderr.contains("making the snapshot"),
@@ -229,7 +234,7 @@ fn a_snapshot_that_cannot_be_restored_becomes_a_cold_boot_and_no_snapshot_boots_
     ]);
     cold.ok();
     assert_eq!(
-        cold.stdout, "ordered\nclock ok\ncold-1\nwritten early\n",
+        cold.stdout, "ordered\nclock ok\nnodes ok\ncold-1\nwritten early\n",
         "{}",
         cold.stderr
     );

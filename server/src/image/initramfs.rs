@@ -11,7 +11,7 @@ use super::ImageError;
 use super::cpio::{self, Entry};
 
 /// Path (inside the initramfs, no leading `/`) of the host's agent, which
-/// `/init` links to and installs as `/usr/sbin/banger-agent` in the guest.
+/// `/init` links to and mounts at `/usr/sbin/banger-agent` in the guest.
 pub const AGENT_OVERRIDE_PATH: &str = relative(banger_agent::init::AGENT_PATH);
 
 /// Path (inside the initramfs) of the host's own certificate authorities
@@ -55,10 +55,8 @@ pub(crate) const MODULES: &[&str] = &[
     "virtio-rng",
 ];
 
-/// Modules systemd loads itself early when they are missing, each costing
-/// it a module index lookup at the start of every boot: loaded by `/init`
-/// instead when the kernel has them as modules (none is required).
-pub(crate) const EARLY_MODULES: &[&str] = &["autofs4", "x_tables", "ip_tables", "qemu_fw_cfg"];
+/// Modules `/init` loads for systemd when the kernel has them as modules.
+pub(crate) use banger_agent::init::EARLY_MODULES;
 
 /// Makes the initramfs segment that carries this host's boot logic into any
 /// image: the guest agent at [`AGENT_OVERRIDE_PATH`] (0755), `/init` as a

@@ -14,7 +14,7 @@ pub(super) const INCLUDE: &str = "systemd,systemd-sysv,openssh-server,git,ca-cer
 /// Bumped when the build changes in a way the hashed inputs below do not
 /// show (a new step in the Rust code): images of an older recipe are then
 /// out of date and the default one is built again.
-const RECIPE_VERSION: u32 = 5;
+const RECIPE_VERSION: u32 = 6;
 
 /// Files installed into the tree by `guest/customize.sh`, by staged name.
 pub(super) const GUEST_FILES: &[(&str, &str)] = &[

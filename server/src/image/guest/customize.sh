@@ -31,7 +31,8 @@ mkdir -p "$system/sysinit.target.wants"
 ln -sfn ../banger-agent.service "$system/sysinit.target.wants/banger-agent.service"
 
 # Units nobody needs in a dev sandbox (list A), udev (list B: no hotplug, and
-# the early agent must not wait for it), early bookkeeping (list C), and
+# the early agent must not wait for it), early bookkeeping (list C: the
+# static device nodes' list is written by /init), and
 # units that cannot apply in a banger VM (list D: no encrypted or verity
 # volumes, TPM, partitions to grow, first-boot wizard, password prompts,
 # fsck of an overlay root, or initrd; systemd loaded and parsed all of them,
@@ -51,6 +52,7 @@ for unit in \
 	systemd-update-utmp.service systemd-update-utmp-runlevel.service \
 	systemd-journal-flush.service systemd-sysusers.service \
 	systemd-modules-load.service systemd-random-seed.service \
+	kmod-static-nodes.service \
 	\
 	cryptsetup.target cryptsetup-pre.target remote-cryptsetup.target \
 	veritysetup.target veritysetup-pre.target remote-veritysetup.target \
