@@ -1,7 +1,8 @@
 //! The lifecycle verbs on a real guest: restart, prune, stats, logs, set
 //! and kill. One VM goes through all of them (four boots in all), since
 //! every boot costs seconds of emulated CPU; the verbs that need no guest
-//! are host tests (`server/tests/it/lifecycle.rs`).
+//! are host tests (`server/tests/it/lifecycle.rs`). And a boot that
+//! `/init` fails.
 
 use banger_tests::Env;
 
@@ -153,5 +154,45 @@ fn restart_prune_stats_logs_set_and_kill_on_one_guest() {
     assert_eq!(env.vmm_processes(), Vec::<i32>::new());
 
     env.banger(&["vm", "delete", "lc"]).ok();
+    env.assert_nothing_left();
+}
+
+/// A boot whose `/init` fails (here: the VM's work disk is no file
+/// system any more) ends at once with `/init`'s own words, not at the
+/// boot time-out: the guest powers off, the start fails with the
+/// console's `banger-init:` line, and nothing of the boot is left.
+#[test]
+fn a_boot_whose_init_fails_ends_at_once_and_says_why() {
+    let env = Env::new();
+    env.banger(&["vm", "create", "--name", "broken"]).ok();
+    env.banger(&["vm", "stop", "broken"]).ok();
+    let id = env.show("broken")["id"].as_str().unwrap().to_string();
+    let work = env.state_dir().join("vms").join(&id).join("work.ext4");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut disk = std::fs::OpenOptions::new().write(true).open(&work).unwrap();
+        disk.seek(SeekFrom::Start(0)).unwrap();
+        disk.write_all(&vec![0u8; 1 << 20]).unwrap();
+    }
+    let start = env.banger(&["vm", "start", "broken"]);
+    assert_ne!(start.code, 0, "{}", start.stderr);
+    assert!(
+        start.stderr.contains("banger-init: cannot mount disk work"),
+        "{}",
+        start.stderr
+    );
+    // Powered off by /init, not waited out.
+    assert!(start.stderr.contains("the VMM exited"), "{}", start.stderr);
+    let shown = env.show("broken");
+    assert_eq!(shown["state"], "error", "{shown}");
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("banger-init: cannot mount disk work")),
+        "{shown}"
+    );
+    assert_eq!(env.vmm_processes(), Vec::<i32>::new(), "the VMM is left");
+    assert!(!env.runtime_dir().join("vms").join(&id).exists());
+    env.banger(&["vm", "delete", "broken"]).ok();
     env.assert_nothing_left();
 }
