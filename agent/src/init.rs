@@ -335,7 +335,13 @@ pub fn static_nodes(devname: &str) -> String {
         else {
             continue;
         };
-        let (kind, numbers) = dev.split_at(dev.len().min(1));
+        // The image's file: anything else is skipped, never a panic in
+        // PID 1.
+        let (kind, numbers) = match dev.as_bytes().first() {
+            Some(b'c') => ("c", &dev[1..]),
+            Some(b'b') => ("b", &dev[1..]),
+            _ => continue,
+        };
         let Some((major, minor)) = numbers.split_once(':') else {
             continue;
         };
@@ -348,7 +354,7 @@ pub fn static_nodes(devname: &str) -> String {
             && node
                 .split('/')
                 .all(|p| !p.is_empty() && p != "." && p != "..");
-        if !matches!(kind, "c" | "b") || !safe {
+        if !safe {
             continue;
         }
         if let Some((dir, _)) = node.rsplit_once('/') {
@@ -678,6 +684,7 @@ mod tests {
                        bad2 /abs c1:1\n\
                        bad3 x z1:2\n\
                        bad4 y c1\n\
+                       bad5 z é1:2\n\
                        short\n";
         assert_eq!(
             static_nodes(devname),
