@@ -386,10 +386,10 @@ impl Daemon {
                             // A VM deleted or stopped meanwhile (a `vm run
                             // --rm` whose command ended first) needs none.
                             let gone = daemon.is_cancelled(&id)
-                                || daemon
-                                    .find(&id)
-                                    .is_ok_and(|vm| vm.state != VmState::Running)
-                                || daemon.find(&id).is_err_and(|e| e.code == code::NOT_FOUND);
+                                || match daemon.find(&id) {
+                                    Ok(vm) => vm.state != VmState::Running,
+                                    Err(e) => e.code == code::NOT_FOUND,
+                                };
                             if gone {
                                 tracing::debug!(vm = %id, "ssh not prepared, the vm ended: {}", e.message);
                             } else {
