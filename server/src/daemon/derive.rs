@@ -33,10 +33,9 @@ pub(crate) const MAX_INPUT_BYTES: usize = 64 << 20;
 
 /// Runs in the guest after the step: nothing that belongs to one VM may
 /// become part of an image every later VM boots (the machine id, ssh host
-/// keys, temporary files), nor apt's downloads, nor a copy of the agent
-/// (every boot mounts its own over that path).
+/// keys, temporary files), nor apt's downloads. (The agent is never on the
+/// disk: every boot mounts its own at `/usr/sbin/banger-agent`.)
 const SEAL_SCRIPT: &str = r#"set -eu
-grep -q " /usr/sbin/banger-agent " /proc/mounts || rm -f /usr/sbin/banger-agent
 : >/etc/machine-id
 rm -f /etc/ssh/ssh_host_* /var/lib/systemd/random-seed
 find /tmp /var/tmp -mindepth 1 -maxdepth 1 -exec rm -rf {} +
