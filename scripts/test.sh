@@ -13,6 +13,19 @@ if [ "${BANGER_TEST_NO_INSTALL:-0}" != 1 ]; then
     scripts/install-test-tools.sh
 fi
 
+# Disk: a full run needs about 8 GB (the build, the default image and its
+# snapshot, the tiers' images). Said first, so a full disk is not a mystery
+# later; `banger system prune` frees what earlier runs left in the cache.
+cache_home="${XDG_CACHE_HOME:-$HOME/.cache}"
+mkdir -p "$cache_home"
+for dir in . "$cache_home"; do
+    free_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+    echo "disk: $((free_kb / 1024 / 1024)) GB free for $(cd "$dir" && pwd)"
+    if [ "$free_kb" -lt $((8 * 1024 * 1024)) ]; then
+        echo "disk: WARNING: under 8 GB free; the run may fail for lack of space (free some: banger system prune)"
+    fi
+done
+
 cargo build --workspace --bins --locked
 
 filters=()

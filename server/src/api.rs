@@ -141,6 +141,24 @@ pub struct CacheView {
     pub created_at: i64,
 }
 
+/// Something `system_prune` removes (or would): cache contents nothing
+/// can use any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneItem {
+    /// `image`, `image-snapshots` (of an image no longer in the store),
+    /// `cache` (a project dependency cache) or `layer` (an OCI layer).
+    pub kind: String,
+    /// What it is: an image's name and short id, a cache's name, a layer's
+    /// digest.
+    pub name: String,
+    /// Why nothing needs it.
+    pub reason: String,
+    /// Bytes its removal frees (blocks no kept file shares).
+    pub bytes: u64,
+    /// Its identity, to name it in `system_prune`'s `only`.
+    pub key: String,
+}
+
 /// Parameters of `vm_create`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateParams {
@@ -471,7 +489,7 @@ pub struct DaemonInfo {
 /// together whatever their builds; bump it with any change a client or
 /// daemon of the previous version would misread (a method, a parameter, a
 /// wire type). 0 is a daemon from before versions existed.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 /// The API version this build speaks, as a daemon and as a client. Debug
 /// builds let a test pose as another version (`BANGER_TEST_API_VERSION`),
@@ -676,6 +694,19 @@ pub trait BangerApi {
     /// Removes a project dependency cache no running VM mounts.
     #[method(name = "cache_clear")]
     async fn cache_clear(&self, name: String) -> Result<(), ErrorObjectOwned>;
+
+    /// Cache contents nothing can use any more: images superseded by a
+    /// newer one of their name that no VM, snapshot or config names, image
+    /// snapshots of deleted images, dependency caches of repositories that
+    /// are gone, and OCI layers no image came from. With `apply`, removes
+    /// them (only those whose key is in `only`, when given: what a user
+    /// confirmed) and returns what it removed; else returns the plan.
+    #[method(name = "system_prune")]
+    async fn system_prune(
+        &self,
+        apply: bool,
+        only: Option<Vec<String>>,
+    ) -> Result<Vec<PruneItem>, ErrorObjectOwned>;
 
     /// Which files of the repository at `path` would travel (`--dry-run`).
     #[method(name = "workspace_plan")]

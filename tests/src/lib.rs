@@ -350,6 +350,27 @@ impl Default for Env {
     }
 }
 
+impl Env {
+    /// Removes the dependency caches of this environment's repositories
+    /// from the shared cache (a test's repository never comes back, and
+    /// each cache takes a few MB: hundreds of runs filled a disk).
+    fn remove_project_caches(&self) {
+        let shared = Env::image_dir()
+            .parent()
+            .expect("cache dir")
+            .join("projects");
+        for entry in std::fs::read_dir(&shared).into_iter().flatten().flatten() {
+            let meta = std::fs::read(entry.path().join("meta.json")).unwrap_or_default();
+            let repo = serde_json::from_slice::<serde_json::Value>(&meta)
+                .ok()
+                .and_then(|m| m["repo"].as_str().map(PathBuf::from));
+            if repo.is_some_and(|r| r.starts_with(self.root())) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.cmd(&["daemon", "stop", "--force"]).output();
@@ -361,6 +382,7 @@ impl Drop for Env {
         }
         // Give killed processes a moment to release their files.
         std::thread::sleep(Duration::from_millis(100));
+        self.remove_project_caches();
         if !self.cold_fallback_allowed && !std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self.state_dir().join("bangerd.log")).unwrap_or_default();

@@ -158,6 +158,19 @@ pub(crate) enum SystemCommand {
         #[arg(long, default_value = crate::install::DEFAULT_FIRECRACKER_VERSION)]
         version: String,
     },
+    /// Free the cache of what nothing can use any more: images a newer
+    /// build of their name replaced (unless a VM, a snapshot or
+    /// `vm_defaults.image` names them) with their snapshots, snapshots of
+    /// deleted images, dependency caches of repositories that are gone,
+    /// and OCI layers no image was made from. Lists it and asks first.
+    Prune {
+        /// Remove without asking.
+        #[arg(short, long, conflicts_with = "dry_run")]
+        force: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

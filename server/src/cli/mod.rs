@@ -241,6 +241,37 @@ pub(crate) fn absolute(path: &str) -> String {
         .to_string()
 }
 
+/// Asks `prompt [y/N]` on the terminal; without one, fails (exit 2) with
+/// `would` and how to confirm non-interactively (`command`). Whether the
+/// answer was yes.
+pub(crate) fn confirm(
+    printer: &Printer,
+    would: &str,
+    command: &str,
+    prompt: &str,
+) -> Result<bool, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            2,
+            format!("{would}; stdin is not a terminal, so confirm with: {command}"),
+        ));
+    }
+    printer.clear_progress();
+    eprint_prompt(&format!("{prompt} [y/N] "));
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+#[allow(clippy::print_stderr)] // a prompt, not output: it must not wait for a newline
+fn eprint_prompt(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{text}");
+    let _ = err.flush();
+}
+
 pub(crate) fn pretty<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }

@@ -1,7 +1,6 @@
 //! `banger vm` (and `banger ps`): create, run, start, stop, delete, list,
 //! show, exec and shell; `vm workspace` is in `workspace.rs`.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,9 @@ use super::args::{ListArgs, NetArgs, SpecArgs, VmCommand};
 use super::exec::{ExecTarget, exec, login_shell};
 use super::printer::Printer;
 use super::workspace::workspace_notes;
-use super::{EXIT_RUN_FAILED, Failure, absolute, follow, pretty, print_table, rpc_failure};
+use super::{
+    EXIT_RUN_FAILED, Failure, absolute, confirm, follow, pretty, print_table, rpc_failure,
+};
 use crate::api::{BangerApiClient, CreateParams, OpEvent, VmView};
 use crate::client;
 use crate::paths::Dirs;
@@ -650,29 +651,20 @@ async fn prune(dirs: &Dirs, printer: &Printer, force: bool) -> Result<u8, Failur
         .map(|vm| format!("{} ({})", vm.name, vm.state))
         .collect::<Vec<_>>()
         .join(", ");
-    if !force {
-        if !std::io::stdin().is_terminal() {
-            return Err(Failure::new(
-                2,
-                format!(
-                    "vm prune would delete {} vm{}: {list}; stdin is not a terminal, so confirm with: banger vm prune -f",
-                    doomed.len(),
-                    if doomed.len() == 1 { "" } else { "s" }
-                ),
-            ));
-        }
-        printer.clear_progress();
-        eprint_prompt(&format!(
-            "delete {} vm{} and their disks: {list}? [y/N] ",
-            doomed.len(),
-            if doomed.len() == 1 { "" } else { "s" }
-        ));
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            printer.note("nothing deleted");
-            return Ok(1);
-        }
+    let plural = if doomed.len() == 1 { "" } else { "s" };
+    if !force
+        && !confirm(
+            printer,
+            &format!("vm prune would delete {} vm{plural}: {list}", doomed.len()),
+            "banger vm prune -f",
+            &format!(
+                "delete {} vm{plural} and their disks: {list}?",
+                doomed.len()
+            ),
+        )?
+    {
+        printer.note("nothing deleted");
+        return Ok(1);
     }
     let ids: Vec<String> = doomed.iter().map(|vm| vm.id.clone()).collect();
     printer.progress("deleting");
@@ -686,13 +678,6 @@ async fn prune(dirs: &Dirs, printer: &Printer, force: bool) -> Result<u8, Failur
         }
     }
     Ok(0)
-}
-
-#[allow(clippy::print_stderr)] // a prompt, not output: it must not wait for a newline
-fn eprint_prompt(text: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{text}");
-    let _ = err.flush();
 }
 
 /// `vm logs [-f]`: the console log, then the daemon's lines about the VM
@@ -763,7 +748,7 @@ fn duration(secs: u64) -> String {
 }
 
 /// `1.5G`, `300M`, `12K`: bytes used, one decimal.
-fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
         if bytes >= 1 << shift {
             return format!("{:.1}{suffix}", bytes as f64 / (1u64 << shift) as f64);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::derive::{DeriveRequest, MAX_INPUT_BYTES, MAX_INPUTS, input_hashes};
+use super::snapshot::DirLock;
 use super::{Daemon, OpError, Progress};
 use crate::api::{ImageBuildParams, SetupParams, code};
 use crate::image::{DEFAULT_IMAGE, Image, Step};
@@ -265,7 +266,11 @@ impl Daemon {
         crate::image::validate_name(&name).map_err(|e| invalid(e.to_string()))?;
         // Its kernel, initramfs and agent are the default image's.
         let boot_from = self.ensure_image(None, progress).await?;
-        let blobs = self.dirs.cache.join("oci/blobs");
+        let blobs = self.oci_blobs();
+        // Until the image is made, `system prune` leaves the layers alone.
+        let _layers = DirLock::take(&blobs, false)
+            .await
+            .map_err(OpError::internal)?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let say = |m: &str| progress.say(m);
         let fetched = crate::image::oci::fetch(&p.reference, &blobs, home.as_deref(), &say)
@@ -281,7 +286,10 @@ impl Daemon {
         progress: &Progress,
     ) -> Result<Image, OpError> {
         let boot_from = self.ensure_image(None, progress).await?;
-        let blobs = self.dirs.cache.join("oci/blobs");
+        let blobs = self.oci_blobs();
+        let _layers = DirLock::take(&blobs, false)
+            .await
+            .map_err(OpError::internal)?;
         let file = PathBuf::from(&p.file);
         progress.say(&format!("reading {}", file.display()));
         let fetched = {

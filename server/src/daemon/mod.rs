@@ -13,6 +13,7 @@ mod images;
 mod initrd;
 mod lifecycle;
 mod ports;
+mod prune;
 mod rpc;
 pub mod server;
 mod snapshot;
@@ -569,8 +570,20 @@ impl Daemon {
             if only_if_missing && let Some(image) = current_default(&store, &opts.recipe())? {
                 return Ok(image);
             }
-            crate::image::build(&store, &opts, &mut |msg: &str| progress.say(msg))
-                .map_err(OpError::from_display)
+            let image = crate::image::build(&store, &opts, &mut |msg: &str| progress.say(msg))
+                .map_err(OpError::from_display)?;
+            let older = store
+                .list()
+                .map_or(0, |all| all.iter().filter(|i| i.name == image.name && i.id != image.id).count());
+            if older > 0 {
+                progress.say(&format!(
+                    "{older} earlier build{} of {} stay{} in the cache; banger system prune removes what no vm uses",
+                    if older == 1 { "" } else { "s" },
+                    image.name,
+                    if older == 1 { "s" } else { "" }
+                ));
+            }
+            Ok(image)
         })
         .await
         .map_err(|e| OpError::internal(format!("image build task failed: {e}")))?

@@ -803,6 +803,20 @@ impl BangerApiServer for Rpc {
         Ok(self.0.delete_user_snapshot(&snapshot).await?)
     }
 
+    async fn system_prune(
+        &self,
+        apply: bool,
+        only: Option<Vec<String>>,
+    ) -> Result<Vec<crate::api::PruneItem>, ErrorObjectOwned> {
+        let daemon = self.0.clone();
+        // Detached: a client that gives up does not stop a removal halfway.
+        Ok(
+            tokio::spawn(async move { daemon.system_prune(apply, only).await })
+                .await
+                .map_err(|e| OpError::internal(format!("prune task failed: {e}")))??,
+        )
+    }
+
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
         let d = &self.0;
         let _alone = d.catalog.write().await;
@@ -825,6 +839,23 @@ impl BangerApiServer for Rpc {
                     "image {} is used by vm {}; delete those vms first",
                     img.name,
                     users.join(", ")
+                ),
+            ));
+        }
+        let mut snapshots: Vec<String> = d
+            .user_snapshot_metas()
+            .into_iter()
+            .filter(|m| m.image_id == img.id)
+            .map(|m| format!("{}:{}", m.name, m.tag))
+            .collect();
+        if !snapshots.is_empty() {
+            snapshots.sort();
+            return Err(crate::api::error(
+                code::CONFLICT,
+                format!(
+                    "image {} is used by snapshot {}; delete those first: banger vm snapshot delete NAME:TAG",
+                    img.name,
+                    snapshots.join(", ")
                 ),
             ));
         }

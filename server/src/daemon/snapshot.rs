@@ -51,24 +51,25 @@ pub(crate) struct Snapshots {
     versions: Mutex<HashMap<String, String>>,
 }
 
-/// A lock on a directory of snapshots (one image's, or the snapshots of
-/// running VMs), `DIR/.lock` (flock): restores
-/// share it, making, pruning and removing take it alone. It holds across
+/// A lock on a directory, `DIR/.lock` (flock). On a directory of
+/// snapshots (one image's, or the snapshots of running VMs) restores share
+/// it, making, pruning and removing take it alone; on the OCI layer store
+/// pulls and imports share it and `system prune` takes it alone. It holds across
 /// processes (daemons of one user, or tests, may share a cache) and
 /// between tasks of one daemon (each takes its own open file). Released
 /// when dropped.
-pub(super) struct SnapshotLock(#[allow(dead_code)] std::fs::File);
+pub(super) struct DirLock(#[allow(dead_code)] std::fs::File);
 
-impl SnapshotLock {
+impl DirLock {
     /// Waits for the lock, shared or alone.
-    pub(super) async fn take(dir: &Path, exclusive: bool) -> Result<SnapshotLock, String> {
+    pub(super) async fn take(dir: &Path, exclusive: bool) -> Result<DirLock, String> {
         let dir = dir.to_path_buf();
         let op = if exclusive {
             libc::LOCK_EX
         } else {
             libc::LOCK_SH
         };
-        tokio::task::spawn_blocking(move || SnapshotLock::flock(&dir, op))
+        tokio::task::spawn_blocking(move || DirLock::flock(&dir, op))
             .await
             .map_err(|e| e.to_string())?
             .and_then(|l| l.ok_or_else(|| "the lock was not taken".to_string()))
@@ -76,14 +77,14 @@ impl SnapshotLock {
 
     /// The lock alone if nobody holds it now; `None` if someone does.
     /// Blocking (briefly).
-    pub(super) fn try_alone(dir: &Path) -> Result<Option<SnapshotLock>, String> {
-        SnapshotLock::flock(dir, libc::LOCK_EX | libc::LOCK_NB)
+    pub(super) fn try_alone(dir: &Path) -> Result<Option<DirLock>, String> {
+        DirLock::flock(dir, libc::LOCK_EX | libc::LOCK_NB)
     }
 
     /// `flock(op)` on `DIR/.lock`, made (and `DIR` made private: snapshots
     /// hold guests' memory) if missing; `None` when a non-blocking lock
     /// is held by someone else.
-    fn flock(dir: &Path, op: libc::c_int) -> Result<Option<SnapshotLock>, String> {
+    fn flock(dir: &Path, op: libc::c_int) -> Result<Option<DirLock>, String> {
         crate::paths::Dirs::ensure_private(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(".lock");
@@ -94,7 +95,7 @@ impl SnapshotLock {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } == 0 {
-            return Ok(Some(SnapshotLock(file)));
+            return Ok(Some(DirLock(file)));
         }
         let e = std::io::Error::last_os_error();
         if op & libc::LOCK_NB != 0 && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
@@ -146,7 +147,7 @@ pub(super) struct Restore {
     /// Held until the VMM has read the snapshot's files (released when
     /// this is dropped).
     #[allow(dead_code)]
-    pub(super) guard: SnapshotLock,
+    pub(super) guard: DirLock,
     /// The snapshot's directory (for messages).
     pub(super) dir: PathBuf,
 }
@@ -211,7 +212,8 @@ pub(crate) fn guest_mac(vm_id: &str) -> String {
 }
 
 impl Daemon {
-    fn snapshot_root(&self) -> PathBuf {
+    /// Image snapshots: `<cache>/snapshots/IMAGE_ID/KEY/`.
+    pub(super) fn snapshot_root(&self) -> PathBuf {
         self.dirs.cache.join("snapshots")
     }
 
@@ -244,12 +246,12 @@ impl Daemon {
         let image_dir = self.snapshot_root().join(&vm.image_id);
         let dir = image_dir.join(&key);
         let guard = loop {
-            let shared = SnapshotLock::take(&image_dir, false).await?;
+            let shared = DirLock::take(&image_dir, false).await?;
             if dir.join(META).exists() {
                 break shared;
             }
             drop(shared);
-            let _alone = SnapshotLock::take(&image_dir, true).await?;
+            let _alone = DirLock::take(&image_dir, true).await?;
             if !dir.join(META).exists() {
                 progress.say(&format!(
                     "making the snapshot of image {} (once per image and vm shape; later vms restore it)",
@@ -496,7 +498,7 @@ impl Daemon {
         if !dir.exists() {
             return;
         }
-        let _alone = SnapshotLock::take(&dir, true).await;
+        let _alone = DirLock::take(&dir, true).await;
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
 }

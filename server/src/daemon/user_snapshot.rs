@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::SnapshotLock;
+use super::snapshot::DirLock;
 use super::vm::random_hex;
 use super::{Daemon, OpError};
 use crate::api::{SnapshotView, code};
@@ -160,7 +160,7 @@ impl Daemon {
         })?;
         let root = self.user_snapshots();
         let dir = self.user_snapshot_dir(&vm.name, tag);
-        let _alone = SnapshotLock::take(&root, true)
+        let _alone = DirLock::take(&root, true)
             .await
             .map_err(OpError::internal)?;
         if dir.join(META).exists() {
@@ -245,9 +245,9 @@ impl Daemon {
         }
     }
 
-    /// Every snapshot of a running VM, by name and tag.
-    pub(crate) fn user_snapshot_views(&self) -> Vec<SnapshotView> {
-        let mut views: Vec<SnapshotView> = std::fs::read_dir(self.user_snapshots())
+    /// Every snapshot of a running VM with its directory (unordered).
+    fn user_snapshot_dirs(&self) -> Vec<(SnapshotMeta, PathBuf)> {
+        std::fs::read_dir(self.user_snapshots())
             .into_iter()
             .flatten()
             .flatten()
@@ -255,8 +255,25 @@ impl Daemon {
                 let dir = e.path();
                 let text = std::fs::read_to_string(dir.join(META)).ok()?;
                 let meta: SnapshotMeta = serde_json::from_str(&text).ok()?;
-                Some(view(&meta, &dir))
+                Some((meta, dir))
             })
+            .collect()
+    }
+
+    /// What every snapshot of a running VM records (unordered).
+    pub(super) fn user_snapshot_metas(&self) -> Vec<SnapshotMeta> {
+        self.user_snapshot_dirs()
+            .into_iter()
+            .map(|(meta, _)| meta)
+            .collect()
+    }
+
+    /// Every snapshot of a running VM, by name and tag.
+    pub(crate) fn user_snapshot_views(&self) -> Vec<SnapshotView> {
+        let mut views: Vec<SnapshotView> = self
+            .user_snapshot_dirs()
+            .iter()
+            .map(|(meta, dir)| view(meta, dir))
             .collect();
         views.sort_by(|a, b| a.reference.cmp(&b.reference));
         views
@@ -266,7 +283,7 @@ impl Daemon {
     pub(crate) async fn delete_user_snapshot(&self, reference: &str) -> Result<(), OpError> {
         let (meta, dir) = self.find_user_snapshot(reference)?;
         let root = self.user_snapshots();
-        let lock = tokio::task::spawn_blocking(move || SnapshotLock::try_alone(&root))
+        let lock = tokio::task::spawn_blocking(move || DirLock::try_alone(&root))
             .await
             .map_err(|e| OpError::internal(e.to_string()))?
             .map_err(OpError::internal)?;
@@ -293,7 +310,7 @@ impl Daemon {
         key: &str,
         progress: &super::Progress,
     ) -> Result<super::snapshot::Restore, String> {
-        let guard = SnapshotLock::take(&self.user_snapshots(), false).await?;
+        let guard = DirLock::take(&self.user_snapshots(), false).await?;
         let (meta, dir) = self.find_user_snapshot(reference).map_err(|e| e.message)?;
         if meta.key != key {
             return Err(format!(
@@ -386,10 +403,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let shared = rt.block_on(SnapshotLock::take(dir.path(), false)).unwrap();
+        let shared = rt.block_on(DirLock::take(dir.path(), false)).unwrap();
         // A restore holds it: a delete is refused at once, not made to wait.
-        assert!(SnapshotLock::try_alone(dir.path()).unwrap().is_none());
+        assert!(DirLock::try_alone(dir.path()).unwrap().is_none());
         drop(shared);
-        assert!(SnapshotLock::try_alone(dir.path()).unwrap().is_some());
+        assert!(DirLock::try_alone(dir.path()).unwrap().is_some());
     }
 }

@@ -56,6 +56,9 @@ pub use derive::{add_derived, shrink_layer, validate_name};
 pub use initramfs::{AGENT_OVERRIDE_PATH, HOST_CA_PATH, host_segment};
 pub use recipe::{BuildOptions, check_packages, default_mirrors, default_recipe, valid_package};
 pub(crate) use store::hex;
+/// A stand-in image (files of a few bytes, a valid manifest), for tests.
+#[cfg(test)]
+pub(crate) use store::tests::fake_image;
 pub use store::{FileEntry, Image, ImageStore, Manifest, PackageRef, Source, Step};
 pub use vmlinux::{boots_as_pvh, extract_vmlinux};
 

@@ -198,6 +198,24 @@ impl Env {
     /// (files of a few bytes with a valid manifest): enough for the daemon
     /// to create disks and start the fake VMM, which boots none of it.
     pub(crate) fn fake_image(&self) {
+        self.add_image(
+            banger::image::DEFAULT_IMAGE,
+            1000,
+            banger::image::Source::Debian {
+                recipe: banger::image::default_recipe(),
+                packages: Vec::new(),
+            },
+        );
+    }
+
+    /// A stand-in image named `name`, made at `created_at` (unix seconds)
+    /// from `source`, in this environment's store; its id.
+    pub(crate) fn add_image(
+        &self,
+        name: &str,
+        created_at: u64,
+        source: banger::image::Source,
+    ) -> String {
         use banger::image::{FileEntry, Manifest, PackageRef};
         use sha2::Digest;
         let mut files = std::collections::BTreeMap::new();
@@ -223,9 +241,9 @@ impl Env {
         };
         let mut manifest = Manifest {
             format: 1,
-            name: banger::image::DEFAULT_IMAGE.into(),
+            name: name.into(),
             id: String::new(),
-            created_at: 1,
+            created_at,
             suite: "bookworm".into(),
             kernel_version: "0.0.0-fake".into(),
             kernel_package: package("linux-image-fake"),
@@ -233,10 +251,7 @@ impl Env {
             agent_sha256: "00".repeat(32),
             root_modes: vec!["overlay".into()],
             files,
-            source: Some(banger::image::Source::Debian {
-                recipe: banger::image::default_recipe(),
-                packages: Vec::new(),
-            }),
+            source: Some(source),
             run: Default::default(),
             agent_init: false,
             kernel_hz: None,
@@ -252,6 +267,7 @@ impl Env {
             serde_json::to_vec_pretty(&manifest).unwrap(),
         )
         .unwrap();
+        manifest.id
     }
 }
 

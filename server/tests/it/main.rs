@@ -11,6 +11,7 @@ mod env;
 mod fake_vmm;
 mod lifecycle;
 mod network;
+mod prune;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
