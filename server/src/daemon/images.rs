@@ -252,6 +252,54 @@ impl Daemon {
         }
     }
 
+    /// Deletes an image (name or id) and its snapshots; refused while a VM
+    /// or a snapshot of a running VM uses it.
+    pub(crate) async fn delete_image(&self, image: &str) -> Result<(), OpError> {
+        let _alone = self.catalog.write().await;
+        let Some(img) = self.images.find(image).map_err(OpError::from_display)? else {
+            return Err(OpError::new(
+                code::NOT_FOUND,
+                format!("no image named {image:?}; list them with: banger image list"),
+            ));
+        };
+        let users: Vec<String> = self
+            .with_store(|s| s.list_vms())?
+            .into_iter()
+            .filter(|vm| vm.image_id == img.id)
+            .map(|vm| vm.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "image {} is used by vm {}; delete those vms first",
+                    img.name,
+                    users.join(", ")
+                ),
+            ));
+        }
+        let mut snapshots: Vec<String> = self
+            .user_snapshot_metas()
+            .into_iter()
+            .filter(|m| m.image_id == img.id)
+            .map(|m| format!("{}:{}", m.name, m.tag))
+            .collect();
+        if !snapshots.is_empty() {
+            snapshots.sort();
+            return Err(OpError::new(
+                code::CONFLICT,
+                format!(
+                    "image {} is used by snapshot {}; delete those first: banger vm snapshot delete NAME:TAG",
+                    img.name,
+                    snapshots.join(", ")
+                ),
+            ));
+        }
+        super::offload(|| self.images.delete(&img.id)).map_err(OpError::from_display)?;
+        self.remove_snapshots(&img.id).await;
+        Ok(())
+    }
+
     /// An OCI image pulled from its registry and made a banger image (the
     /// same name and manifest digest pulled again is the image made before).
     pub(crate) async fn pull_image(

@@ -162,11 +162,16 @@ impl Daemon {
             .into_iter()
             .map(|m| m.image_id)
             .collect();
-        // A config that does not load names nothing here; `vm create` says
-        // what is wrong with it.
-        if let Ok(config) = crate::config::Config::load(&self.dirs)
-            && let Some(name) = config.vm_defaults.image
-            && let Ok(Some(image)) = self.images.find(&name)
+        // A config that does not load may name an image nobody can tell:
+        // nothing is pruned until it is fixed.
+        let config = crate::config::Config::load(&self.dirs).map_err(|e| {
+            OpError::new(
+                crate::api::code::INVALID,
+                format!("{e}; fix it first: the image it names must not be pruned"),
+            )
+        })?;
+        if let Some(name) = config.vm_defaults.image
+            && let Some(image) = self.images.find(&name).map_err(OpError::from_display)?
         {
             keep.configured = Some(image.id);
         }

@@ -818,49 +818,6 @@ impl BangerApiServer for Rpc {
     }
 
     async fn image_delete(&self, image: String) -> Result<(), ErrorObjectOwned> {
-        let d = &self.0;
-        let _alone = d.catalog.write().await;
-        let Some(img) = d.images.find(&image).map_err(OpError::from_display)? else {
-            return Err(crate::api::error(
-                code::NOT_FOUND,
-                format!("no image named {image:?}; list them with: banger image list"),
-            ));
-        };
-        let users: Vec<String> = d
-            .with_store(|s| s.list_vms())?
-            .into_iter()
-            .filter(|vm| vm.image_id == img.id)
-            .map(|vm| vm.name)
-            .collect();
-        if !users.is_empty() {
-            return Err(crate::api::error(
-                code::CONFLICT,
-                format!(
-                    "image {} is used by vm {}; delete those vms first",
-                    img.name,
-                    users.join(", ")
-                ),
-            ));
-        }
-        let mut snapshots: Vec<String> = d
-            .user_snapshot_metas()
-            .into_iter()
-            .filter(|m| m.image_id == img.id)
-            .map(|m| format!("{}:{}", m.name, m.tag))
-            .collect();
-        if !snapshots.is_empty() {
-            snapshots.sort();
-            return Err(crate::api::error(
-                code::CONFLICT,
-                format!(
-                    "image {} is used by snapshot {}; delete those first: banger vm snapshot delete NAME:TAG",
-                    img.name,
-                    snapshots.join(", ")
-                ),
-            ));
-        }
-        super::offload(|| d.images.delete(&img.id)).map_err(OpError::from_display)?;
-        d.remove_snapshots(&img.id).await;
-        Ok(())
+        Ok(self.0.delete_image(&image).await?)
     }
 }

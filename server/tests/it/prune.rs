@@ -138,6 +138,16 @@ fn prune_removes_only_what_nothing_can_use() {
     add_cache(&cache, "gone-0a1b2c", &env.root().join("no-such-repo"));
     add_cache(&cache, "here-0a1b2c", env.root());
 
+    // A config that does not parse may name an image: nothing goes.
+    let config = env.root().join("config/banger/config.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[vm_defaults\n").unwrap();
+    let broken = env.banger(&["system", "prune", "-f"]);
+    broken.expect_code(2);
+    assert!(broken.stderr.contains("config.toml"), "{}", broken.stderr);
+    assert!(env.image_dir().join(&old).exists());
+    std::fs::write(&config, good).unwrap();
+
     // Without a terminal it asks for -f, and removes nothing.
     let refused = env.banger(&["system", "prune"]);
     refused.expect_code(2);
