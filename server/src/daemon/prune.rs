@@ -310,16 +310,12 @@ impl Daemon {
         // No create picks an image, and no VM claims a cache, meanwhile.
         let _catalog = self.catalog.write().await;
         let _caches = self.cache_lock.lock().await;
-        let plan = super::offload(|| self.prune_plan())?;
-        let wanted: Option<HashSet<String>> = only.map(|keys| keys.into_iter().collect());
-        let plan: Vec<Doomed> = plan
-            .into_iter()
-            .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.item.key)))
-            .collect();
         // A pull or import holds the layer store shared from its first
-        // fetch until its image is made; its layers are not taken then.
+        // fetch until its image is made: layers are taken only while
+        // nobody holds it, and the plan is made after the lock, so an
+        // image made meanwhile keeps its layers.
         let blobs = self.oci_blobs();
-        let layers_lock = if plan.iter().any(|d| matches!(d.target, Target::Layer(_))) {
+        let layers_lock = if blobs.join("sha256").is_dir() {
             let lock = super::offload(|| DirLock::try_alone(&blobs)).map_err(OpError::internal)?;
             if lock.is_none() {
                 tracing::info!("an image pull or import is under way: OCI layers are kept");
@@ -328,6 +324,12 @@ impl Daemon {
         } else {
             None
         };
+        let plan = super::offload(|| self.prune_plan())?;
+        let wanted: Option<HashSet<String>> = only.map(|keys| keys.into_iter().collect());
+        let plan: Vec<Doomed> = plan
+            .into_iter()
+            .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.item.key)))
+            .collect();
         let mut removed = Vec::new();
         for doomed in plan {
             let result = match &doomed.target {

@@ -199,6 +199,22 @@ fn prune_removes_only_what_nothing_can_use() {
     assert!(blobs.join(&used_layer).exists());
     assert!(planned(&env).is_empty(), "a second prune finds nothing");
 
+    // While a pull holds the layer store, its layers stay.
+    std::fs::write(blobs.join(&stray_layer), vec![2u8; 4096]).unwrap();
+    let held = std::fs::File::create(blobs.parent().unwrap().join(".lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockShared).unwrap();
+    let kept = env.banger(&["system", "prune", "-f"]);
+    kept.ok();
+    assert!(
+        kept.stderr.contains("1 of 1 were not removed"),
+        "{}",
+        kept.stderr
+    );
+    assert!(blobs.join(&stray_layer).exists());
+    drop(held);
+    env.banger(&["system", "prune", "-f"]).ok();
+    assert!(!blobs.join(&stray_layer).exists());
+
     // Once its VM is deleted, the image it pinned goes too.
     env.banger(&["image", "delete", &by_vm]).expect_code(1);
     env.banger(&["vm", "delete", "pinned"]).ok();
