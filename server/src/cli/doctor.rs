@@ -78,8 +78,52 @@ fn program_checks(found: impl Fn(&str) -> bool) -> Vec<Check> {
     .collect()
 }
 
-/// Runs every check (the daemon's state is passed in).
-pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
+/// Under this much free space where the cache lives, doctor warns: an
+/// image build takes about 1.5 GB, and VM disks grow as guests write.
+const LOW_DISK: u64 = 5 << 30;
+
+/// Free space where the cache lives, and what `system prune` would free
+/// when the daemon said (pure).
+fn disk_check(dir: &std::path::Path, free: Option<u64>, reclaimable: Option<u64>) -> Check {
+    let gb = |b: u64| format!("{:.1} GB", b as f64 / f64::from(1u32 << 30));
+    let prune = match reclaimable {
+        Some(b) if b > 0 => format!("; banger system prune frees {}", gb(b)),
+        _ => String::new(),
+    };
+    match free {
+        None => check(
+            Level::Warn,
+            "disk",
+            format!("cannot tell the free space of {}", dir.display()),
+        ),
+        Some(free) if free < LOW_DISK => check(
+            Level::Warn,
+            "disk",
+            format!(
+                "only {} free for {}: image builds and VM disks need room{prune}",
+                gb(free),
+                dir.display()
+            ),
+        ),
+        Some(free) => check(
+            Level::Ok,
+            "disk",
+            format!("{} free for {}{prune}", gb(free), dir.display()),
+        ),
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system of `dir` (or
+/// of its nearest existing parent).
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let stat = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some(stat.blocks_available() * stat.fragment_size())
+}
+
+/// Runs every check (the daemon's state, and what it would prune, are
+/// passed in).
+pub fn report(dirs: &Dirs, daemon: Option<String>, reclaimable: Option<u64>) -> Vec<Check> {
     let mut out = Vec::new();
     let facts = accel::probe();
     let host_accel = accel::choose(&facts);
@@ -182,6 +226,11 @@ pub fn report(dirs: &Dirs, daemon: Option<String>) -> Vec<Check> {
         ),
         Err(e) => check(Level::Fail, "image", e.to_string()),
     });
+    out.push(disk_check(
+        &dirs.cache,
+        free_bytes(&dirs.cache),
+        reclaimable,
+    ));
     let db = dirs.database();
     out.push(if db.exists() {
         check(Level::Ok, "state", db.display().to_string())
@@ -235,17 +284,21 @@ fn network_check(
 }
 
 pub(crate) async fn run(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
-    let daemon = match client::connect_existing(dirs).await {
-        Ok(Some(c)) => c.daemon_info().await.ok().map(|i| {
-            format!(
-                "bangerd {} running (pid {}), socket {}",
-                i.version, i.pid, i.socket
-            )
-        }),
-        _ => None,
+    let (daemon, reclaimable) = match client::connect_existing(dirs).await {
+        Ok(Some(c)) => {
+            let info = c.daemon_info().await.ok().map(|i| {
+                format!(
+                    "bangerd {} running (pid {}), socket {}",
+                    i.version, i.pid, i.socket
+                )
+            });
+            let plan = c.system_prune(false, None).await.ok();
+            (info, plan.map(|p| p.iter().map(|i| i.bytes).sum()))
+        }
+        _ => (None, None),
     };
     let dirs2 = dirs.clone();
-    let checks = tokio::task::spawn_blocking(move || report(&dirs2, daemon))
+    let checks = tokio::task::spawn_blocking(move || report(&dirs2, daemon, reclaimable))
         .await
         .map_err(|e| Failure::new(1, format!("doctor failed: {e}")))?;
     let mut failed = false;
@@ -266,6 +319,22 @@ pub(crate) async fn run(dirs: &Dirs, printer: &Printer) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_check_warns_when_little_is_free_and_says_what_prune_frees() {
+        let dir = std::path::Path::new("/c");
+        let ok = disk_check(dir, Some(20 << 30), Some(0));
+        assert_eq!(ok.level, Level::Ok);
+        assert_eq!(ok.detail, "20.0 GB free for /c");
+        let low = disk_check(dir, Some(2 << 30), Some(3 << 29));
+        assert_eq!(low.level, Level::Warn);
+        assert_eq!(
+            low.detail,
+            "only 2.0 GB free for /c: image builds and VM disks need room; banger system prune frees 1.5 GB"
+        );
+        assert_eq!(disk_check(dir, None, None).level, Level::Warn);
+        assert!(free_bytes(std::path::Path::new("/no/such/dir/below/root")).is_some());
+    }
 
     #[test]
     fn the_network_check_names_what_is_missing() {
