@@ -272,6 +272,16 @@ fn eprint_prompt(text: &str) {
     let _ = err.flush();
 }
 
+/// `1.5G`, `300M`, `12K`: bytes used, one decimal.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift {
+            return format!("{:.1}{suffix}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
 pub(crate) fn pretty<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }

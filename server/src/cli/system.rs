@@ -3,8 +3,7 @@
 
 use super::args::SystemCommand;
 use super::printer::Printer;
-use super::vm::human_bytes;
-use super::{Failure, confirm, print_table, rpc_failure};
+use super::{Failure, confirm, human_bytes, print_table, rpc_failure};
 use crate::api::{BangerApiClient, PruneItem};
 use crate::client;
 use crate::paths::Dirs;
@@ -50,17 +49,16 @@ async fn prune(dirs: &Dirs, printer: &Printer, force: bool, dry_run: bool) -> Re
         return Ok(0);
     }
     let total: u64 = plan.iter().map(|i| i.bytes).sum();
+    if !printer.json() {
+        print_table(printer, &["KIND", "NAME", "SIZE", "WHY"], &rows(&plan));
+    }
     if dry_run {
         if printer.json() {
             printer.json_value(&plan);
         } else {
-            print_table(printer, &["KIND", "NAME", "SIZE", "WHY"], &rows(&plan));
             printer.note(&format!("would free {}", human_bytes(total)));
         }
         return Ok(0);
-    }
-    if !printer.json() {
-        print_table(printer, &["KIND", "NAME", "SIZE", "WHY"], &rows(&plan));
     }
     if !force
         && !confirm(

@@ -11,7 +11,8 @@ use super::exec::{ExecTarget, exec, login_shell};
 use super::printer::Printer;
 use super::workspace::workspace_notes;
 use super::{
-    EXIT_RUN_FAILED, Failure, absolute, confirm, follow, pretty, print_table, rpc_failure,
+    EXIT_RUN_FAILED, Failure, absolute, confirm, follow, human_bytes, pretty, print_table,
+    rpc_failure,
 };
 use crate::api::{BangerApiClient, CreateParams, OpEvent, VmView};
 use crate::client;
@@ -745,16 +746,6 @@ fn duration(secs: u64) -> String {
         (0, _) => format!("{m}m {s}s"),
         _ => format!("{h}h {m}m {s}s"),
     }
-}
-
-/// `1.5G`, `300M`, `12K`: bytes used, one decimal.
-pub(super) fn human_bytes(bytes: u64) -> String {
-    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift {
-            return format!("{:.1}{suffix}", bytes as f64 / (1u64 << shift) as f64);
-        }
-    }
-    format!("{bytes}B")
 }
 
 #[cfg(test)]
